@@ -1,0 +1,25 @@
+# The two commands of the README:
+#   make lab    - a real local cluster in network namespaces (root)
+#   make test   - installs what the tests need and runs the whole suite (root)
+.PHONY: setup test test-fast lint lab lab-down clean
+
+setup:
+	scripts/setup.sh
+
+test: setup
+	scripts/test.sh
+
+test-fast: setup
+	.venv/bin/pytest -q -m "not netns and not ipvs"
+
+lint: setup
+	.venv/bin/ruff check .
+
+lab: setup
+	scripts/lab.sh
+
+lab-down: setup
+	.venv/bin/lvsctl lab down
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache

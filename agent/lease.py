@@ -1,0 +1,145 @@
+"""Keep one etcd lease alive on our own timer, and know until when it certainly lives.
+
+etcd resets a lease's TTL when it *receives* a keep-alive; we only know when we *sent* it.
+So the lease is certainly alive on the server until ``send time of the last confirmed
+refresh + TTL``: that is :attr:`LeaseKeeper.deadline`, on the monotonic clock. The active
+router holds its VIPs only before that deadline (minus a margin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from etcd3aio._protobuf import LeaseKeepAliveRequest, LeaseStub
+
+from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LeaseStats:
+    grants: int = 0
+    refreshes: int = 0
+    failures: int = 0
+    lost: int = 0
+
+
+class LeaseKeeper:
+    """Grants a lease and refreshes it every ``interval`` seconds over one keep-alive stream.
+
+    ``on_change()`` is called whenever the lease id changes (granted, lost, re-granted) and
+    whenever the deadline moves, so the caller can re-evaluate its role at once.
+    """
+
+    def __init__(self, etcd: Etcd, ttl: int, interval: float,
+                 on_change: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.etcd = etcd
+        self.ttl = ttl
+        self.interval = interval
+        self.on_change = on_change or (lambda: None)
+        self.clock = clock
+        self.lease_id: int | None = None
+        self.granted_ttl = ttl
+        self.confirmed_at: float | None = None  # send time of the newest confirmed refresh
+        self.stats = LeaseStats()
+        self._stop = asyncio.Event()
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time until which the lease certainly lives (-inf without a lease)."""
+        if self.lease_id is None or self.confirmed_at is None:
+            return float("-inf")
+        return self.confirmed_at + self.granted_ttl
+
+    def alive(self, now: float | None = None) -> bool:
+        return (now if now is not None else self.clock()) < self.deadline
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                if self.lease_id is None:
+                    await self._grant()
+                await self._keep_alive()
+                backoff = 0.05
+            except (EtcdUnavailable, grpc.aio.AioRpcError, TimeoutError) as exc:
+                self.stats.failures += 1
+                log.debug("lease keep-alive: %s", exc)
+            except EtcdAuthError as exc:
+                self.stats.failures += 1
+                log.error("lease keep-alive refused: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, self.interval)
+
+    async def _grant(self) -> None:
+        sent = self.clock()
+        lease_id, ttl = await self.etcd.grant(self.ttl)
+        self.lease_id, self.granted_ttl, self.confirmed_at = lease_id, ttl, sent
+        self.stats.grants += 1
+        log.info("lease %x granted (TTL %ds)", lease_id, ttl)
+        self.on_change()
+
+    async def _keep_alive(self) -> None:
+        """One stream: send a refresh every interval, match answers to send times (FIFO)."""
+        assert self.lease_id is not None
+        lease_id = self.lease_id
+        sent: collections.deque[float] = collections.deque()
+        wake = asyncio.Event()
+        client = self.etcd.raw
+
+        async def requests() -> AsyncIterator[LeaseKeepAliveRequest]:
+            while not self._stop.is_set():
+                sent.append(self.clock())
+                yield LeaseKeepAliveRequest(ID=lease_id)
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.interval)
+
+        stub = LeaseStub(client._channel)  # pinned etcd3aio: the channel is stable API
+        call = stub.LeaseKeepAlive(requests(), metadata=client.lease._metadata or None)
+        try:
+            while not self._stop.is_set():
+                # No answer within the TTL: treat the stream as dead and open another.
+                resp = await asyncio.wait_for(call.read(), self.granted_ttl)
+                if resp is grpc.aio.EOF:
+                    raise EtcdUnavailable("keep-alive stream closed")
+                at = sent.popleft() if sent else self.clock()
+                if resp.TTL <= 0:
+                    self._lose("etcd says the lease is gone")
+                    return
+                self.stats.refreshes += 1
+                self.granted_ttl = resp.TTL
+                if self.confirmed_at is None or at > self.confirmed_at:
+                    self.confirmed_at = at
+                self.on_change()
+        finally:
+            call.cancel()
+
+    def _lose(self, why: str) -> None:
+        log.warning("lease %x lost: %s", self.lease_id or 0, why)
+        self.stats.lost += 1
+        self.lease_id = None
+        self.confirmed_at = None
+        self.on_change()
+
+    async def revoke(self) -> None:
+        """Revoke the lease now (its keys vanish at once) and stop refreshing."""
+        self._stop.set()
+        lease_id, self.lease_id, self.confirmed_at = self.lease_id, None, None
+        if lease_id is not None:
+            with contextlib.suppress(EtcdUnavailable, EtcdAuthError):
+                await self.etcd.revoke(lease_id)
+        self.on_change()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,2 @@
+def main() -> None:
+    """pulse agent entry point (placeholder)."""

@@ -1,0 +1,80 @@
+"""The leader key: campaign, resign, read, and writes fenced by the term.
+
+The active router holds ``/lvs/<cluster>/leader``, created only if absent and bound to its
+lease. The key's create revision is the *term*: it grows with every new leader and is the
+fencing token. Writes only the active may make go through :func:`fenced_put`, a
+transaction that fails unless the leader key still has that create revision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .etcd.client import KV, Etcd
+from .keys import Keys
+from .store import now_iso
+
+
+@dataclass(frozen=True)
+class LeaderKey:
+    node: str
+    term: int
+    lease: int
+    since: str = ""
+
+    @classmethod
+    def from_kv(cls, kv: KV) -> LeaderKey:
+        try:
+            doc: Any = json.loads(kv.value)
+        except ValueError:
+            doc = {}
+        node = str(doc.get("node", "")) if isinstance(doc, dict) else ""
+        since = str(doc.get("since", "")) if isinstance(doc, dict) else ""
+        return cls(node, kv.create_revision, kv.lease, since)
+
+
+async def campaign(etcd: Etcd, keys: Keys, node: str, lease: int) -> tuple[bool, LeaderKey | None]:
+    """Create the leader key if absent. Returns (won, the leader key now)."""
+    kv = etcd.kv
+    value = json.dumps({"node": node, "since": now_iso()})
+    result = await etcd.txn(
+        [kv.txn_compare_create_revision(keys.leader, 0)],
+        [kv.txn_op_put(keys.leader, value, lease=lease)],
+        [kv.txn_op_get(keys.leader)],
+    )
+    if result.succeeded:
+        return True, LeaderKey(node, result.revision, lease, json.loads(value)["since"])
+    kvs = result.responses[0].response_range.kvs
+    return False, LeaderKey.from_kv(KV.from_pb(kvs[0])) if kvs else None
+
+
+async def resign(etcd: Etcd, keys: Keys, term: int) -> bool:
+    """Delete the leader key if it is still ours (same term). True if it was deleted."""
+    kv = etcd.kv
+    result = await etcd.txn(
+        [kv.txn_compare_create_revision(keys.leader, term)],
+        [kv.txn_op_delete(keys.leader)],
+    )
+    return result.succeeded
+
+
+async def read_leader(etcd: Etcd, keys: Keys) -> LeaderKey | None:
+    kv = await etcd.get(keys.leader)
+    return LeaderKey.from_kv(kv) if kv is not None else None
+
+
+def fence(etcd: Etcd, keys: Keys, term: int) -> Any:
+    """The guard for writes only the active of ``term`` may make."""
+    return etcd.kv.txn_compare_create_revision(keys.leader, term)
+
+
+async def fenced_put(etcd: Etcd, keys: Keys, term: int, puts: dict[str, str],
+                     deletes: tuple[str, ...] = ()) -> bool:
+    """Write ``puts`` (and delete ``deletes``) only while ``term`` holds the leader key."""
+    kv = etcd.kv
+    ops = [kv.txn_op_put(k, v) for k, v in puts.items()]
+    ops += [kv.txn_op_delete(k) for k in deletes]
+    result = await etcd.txn([fence(etcd, keys, term)], ops)
+    return result.succeeded

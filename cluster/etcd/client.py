@@ -1,0 +1,231 @@
+"""A thin asyncio etcd v3 client: etcd3aio with timeouts, auth and one-line errors.
+
+Every call has a deadline; every failure becomes :class:`EtcdUnavailable` or
+:class:`EtcdAuthError` with a message fit for an operator. Values are bytes;
+callers decode JSON themselves (see :mod:`cluster.store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from etcd3aio import (
+    Etcd3Client,
+    EtcdConnectionError,
+    EtcdError,
+    EtcdPermissionDeniedError,
+    EtcdTransientError,
+    EtcdUnauthenticatedError,
+    prefix_range_end,
+)
+from etcd3aio._protobuf import Compare
+
+from .settings import EtcdSettings
+
+log = logging.getLogger(__name__)
+
+
+# etcd 3.4 reports some auth failures as INVALID_ARGUMENT with these texts.
+_AUTH_MARKERS = ("authentication failed", "user name is empty", "invalid auth token",
+                 "permission denied")
+
+
+class EtcdUnavailable(Exception):
+    """etcd could not be reached (or did not answer in time)."""
+
+
+class EtcdAuthError(Exception):
+    """etcd refused our credentials or the operation."""
+
+
+@dataclass(frozen=True)
+class KV:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    @classmethod
+    def from_pb(cls, kv: Any) -> KV:
+        return cls(
+            key=kv.key.decode("utf-8", "replace"),
+            value=bytes(kv.value),
+            create_revision=kv.create_revision,
+            mod_revision=kv.mod_revision,
+            version=kv.version,
+            lease=kv.lease,
+        )
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: Sequence[Any]
+
+
+class Etcd:
+    """One connection to an etcd cluster. Use as ``async with Etcd(settings) as etcd``."""
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        self.settings = settings
+        creds = settings.credentials()
+        server_name = settings.server_name
+        if settings.tls and server_name is None:
+            server_name = settings.endpoints[0].host
+        self._client = Etcd3Client(
+            [e.target for e in settings.endpoints],
+            tls_server_name=server_name,
+            rpc_max_attempts=2,
+            **creds,
+        )
+        self._refresher: Any = None
+        self._connected = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self._client.connect()
+        self._connected = True
+        if self.settings.user:
+            async with self._errors("authenticate"):
+                self._refresher = self._client.token_refresher(
+                    self.settings.user, self.settings.password or "", interval=120.0
+                )
+                await asyncio.wait_for(self._refresher.__aenter__(), self.settings.timeout)
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            with contextlib.suppress(Exception):
+                await self._refresher.__aexit__(None, None, None)
+            self._refresher = None
+        if self._connected:
+            await self._client.close()
+            self._connected = False
+
+    async def __aenter__(self) -> Etcd:
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def raw(self) -> Etcd3Client:
+        """The underlying etcd3aio client (for txn compare/op builders and watches)."""
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except (EtcdUnauthenticatedError, EtcdPermissionDeniedError) as exc:
+            raise EtcdAuthError(f"etcd at {self.settings.urls} refused {what}: {exc}") from None
+        except (EtcdConnectionError, EtcdTransientError, TimeoutError) as exc:
+            detail = str(exc) or "timed out"
+            raise EtcdUnavailable(f"etcd unreachable at {self.settings.urls} ({what}): "
+                                  f"{_short(detail)}") from None
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            details = exc.details() or ""
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or any(
+                marker in details for marker in _AUTH_MARKERS
+            ):
+                raise EtcdAuthError(
+                    f"etcd at {self.settings.urls} refused {what}: {exc.details()}"
+                ) from None
+            raise EtcdUnavailable(
+                f"etcd error at {self.settings.urls} ({what}): {code.name} {exc.details()}"
+            ) from None
+        except EtcdError as exc:
+            raise EtcdUnavailable(f"etcd error at {self.settings.urls} ({what}): {exc}") from None
+
+    # -- key/value ---------------------------------------------------------------------
+
+    async def get(self, key: str) -> KV | None:
+        async with self._errors(f"get {key}"):
+            resp = await self._client.kv.get(key, timeout=self.settings.timeout)
+        return KV.from_pb(resp.kvs[0]) if resp.kvs else None
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
+        """All keys under ``prefix`` and the store revision they were read at."""
+        async with self._errors(f"get {prefix}*"):
+            resp = await self._client.kv.get(
+                prefix, prefix_range_end(prefix), timeout=self.settings.timeout
+            )
+        return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
+
+    async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
+        async with self._errors(f"put {key}"):
+            resp = await self._client.kv.put(key, value, lease, timeout=self.settings.timeout)
+        return resp.header.revision
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        """Delete a key (or every key under a prefix); returns how many went."""
+        end = prefix_range_end(key) if prefix else None
+        async with self._errors(f"delete {key}"):
+            resp = await self._client.kv.delete(key, end, timeout=self.settings.timeout)
+        return resp.deleted
+
+    async def txn(
+        self, compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
+    ) -> TxnResult:
+        """Atomic compare-and-swap; build compares and ops with :attr:`kv`."""
+        async with self._errors("transaction"):
+            resp = await self._client.kv.txn(
+                compare, success, failure, timeout=self.settings.timeout
+            )
+        return TxnResult(resp.succeeded, resp.header.revision, resp.responses)
+
+    @property
+    def kv(self) -> Any:
+        return self._client.kv
+
+    async def revision(self) -> int:
+        """The store's current revision (a cheap linearizable read)."""
+        async with self._errors("status"):
+            resp = await self._client.kv.get(
+                "\0", count_only=True, timeout=self.settings.timeout
+            )
+        return resp.header.revision
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> tuple[int, int]:
+        """Grant a lease; returns (lease id, TTL the server granted)."""
+        async with self._errors("lease grant"):
+            resp = await self._client.lease.grant(ttl, timeout=self.settings.timeout)
+        return resp.ID, resp.TTL
+
+    async def revoke(self, lease: int) -> None:
+        async with self._errors("lease revoke"):
+            await self._client.lease.revoke(lease, timeout=self.settings.timeout)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def compare_mod_revision(key: str, revision: int) -> Any:
+    """A txn guard: ``key`` was last written at ``revision`` (etcd3aio has no builder)."""
+    return Compare(result=Compare.EQUAL, target=Compare.MOD, key=key.encode(),
+                   mod_revision=revision)

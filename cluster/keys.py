@@ -1,0 +1,122 @@
+"""The etcd key layout under ``/lvs/<cluster>/`` (documented in docs/etcd-layout.md).
+
+Names of virtuals, servers and nodes are percent-encoded in keys, so any lvs.cf name
+is safe; :func:`parse` maps a key back and returns None for keys we do not know.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+ROOT = "/lvs/"
+_CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_cluster_name(name: str) -> str:
+    if not _CLUSTER_RE.match(name):
+        raise ValueError(
+            f"bad cluster name {name!r}: use letters, digits, '_', '.', '-' (max 63)"
+        )
+    return name
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one cluster."""
+
+    cluster: str
+
+    def __post_init__(self) -> None:
+        check_cluster_name(self.cluster)
+
+    @property
+    def prefix(self) -> str:
+        return f"{ROOT}{self.cluster}/"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}config"
+
+    def config_history(self, serial: int) -> str:
+        return f"{self.prefix}history/config/{serial:012d}"
+
+    @property
+    def config_history_prefix(self) -> str:
+        return f"{self.prefix}history/config/"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}leader"
+
+    @property
+    def nodes_prefix(self) -> str:
+        return f"{self.prefix}nodes/"
+
+    def node(self, name: str) -> str:
+        return f"{self.nodes_prefix}{_q(name)}"
+
+    @property
+    def health_prefix(self) -> str:
+        return f"{self.prefix}health/"
+
+    def health(self, virtual: str, server: str) -> str:
+        return f"{self.health_prefix}{_q(virtual)}/{_q(server)}"
+
+    @property
+    def observations_prefix(self) -> str:
+        return f"{self.prefix}observations/"
+
+    def observation(self, node: str, virtual: str, server: str) -> str:
+        return f"{self.observations_prefix}{_q(node)}/{_q(virtual)}/{_q(server)}"
+
+    @property
+    def admin_prefix(self) -> str:
+        return f"{self.prefix}admin/"
+
+    def admin(self, virtual: str, server: str) -> str:
+        return f"{self.admin_prefix}{_q(virtual)}/{_q(server)}"
+
+    @property
+    def control_prefix(self) -> str:
+        return f"{self.prefix}control/"
+
+    @property
+    def switchover(self) -> str:
+        return f"{self.control_prefix}switchover"
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """A key of ours split into its kind and name parts, e.g. ("health", ("web", "rs1"))."""
+
+    kind: str
+    parts: tuple[str, ...] = ()
+
+
+_SHAPES = {
+    "config": 0,
+    "leader": 0,
+    "nodes": 1,
+    "health": 2,
+    "observations": 3,
+    "admin": 2,
+    "control": 1,
+    "history": 2,
+}
+
+
+def parse(keys: Keys, key: str) -> ParsedKey | None:
+    """Classify a key under the cluster prefix; None if it is not one of ours (junk)."""
+    if not key.startswith(keys.prefix):
+        return None
+    rest = key[len(keys.prefix):].split("/")
+    kind, parts = rest[0], rest[1:]
+    if _SHAPES.get(kind) != len(parts) or any(p == "" for p in parts):
+        return None
+    return ParsedKey(kind, tuple(unquote(p) for p in parts))

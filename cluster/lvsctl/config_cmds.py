@@ -1,0 +1,126 @@
+"""lvsctl config: validate, push, show, diff and history of the cluster's lvs.cf."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import click
+
+from .. import lvscf
+from ..config_diff import changes
+from ..model import LvsConfig
+from ..store import ConfigStore, StoredConfig
+from .main import Ctx, Failure, cli, run
+
+
+@cli.group()
+def config() -> None:
+    """Validate, store and inspect the cluster configuration (lvs.cf)."""
+
+
+def _load(path: str) -> tuple[LvsConfig, str]:
+    """Parse FILE; print warnings; fail with every problem as FILE:LINE: message."""
+    result = lvscf.parse_file(path)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if result.config is None:
+        for problem in result.errors:
+            click.echo(str(problem), err=True)
+        n = len(result.errors)
+        raise Failure(f"{path}: {n} error{'s' if n != 1 else ''}, nothing done")
+    return result.config, Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+@config.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check FILE without touching etcd."""
+    cfg, _ = _load(file)
+    nv = len(cfg.virtuals)
+    ns = sum(len(v.servers) for v in cfg.virtuals)
+    click.echo(f"{file}: OK (serial_no {cfg.serial_no}, {len(cfg.effective_routers())} routers, "
+               f"{nv} virtual services, {ns} real servers)")
+
+
+@config.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="store even if serial_no is not newer")
+@click.pass_obj
+@run
+async def push(ctx: Ctx, file: str, force: bool) -> None:
+    """Validate FILE, then store it atomically as the cluster's configuration."""
+    cfg, source = _load(file)
+    async with ctx.connect() as etcd:
+        result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force)
+    old = result.previous.serial_no if result.previous else None
+    click.echo(f"stored serial_no {cfg.serial_no} in cluster {ctx.cluster}"
+               + (f" (was {old})" if old is not None else ""))
+    for line in result.changes:
+        click.echo(f"  {line}")
+    if result.previous is not None and not result.changes:
+        click.echo("  no change besides serial_no")
+
+
+async def _stored(ctx: Ctx) -> StoredConfig:
+    async with ctx.connect() as etcd:
+        stored = await ConfigStore(etcd, ctx.keys).load()
+    if stored is None:
+        raise Failure(f"cluster {ctx.cluster} has no configuration yet (lvsctl config push)")
+    return stored
+
+
+@config.command()
+@click.option("-o", "--output", type=click.Choice(["cf", "json"]), default="cf",
+              show_default=True)
+@click.option("--source", is_flag=True, help="the lvs.cf text exactly as pushed")
+@click.pass_obj
+@run
+async def show(ctx: Ctx, output: str, source: bool) -> None:
+    """Print the stored configuration (canonical lvs.cf, the pushed text, or JSON)."""
+    stored = await _stored(ctx)
+    if output == "json":
+        click.echo(json.dumps(stored.config.model_dump(mode="json"), indent=2))
+    elif source:
+        click.echo(stored.source, nl=False)
+    else:
+        click.echo(f"# cluster {ctx.cluster}: pushed {stored.pushed_at} by {stored.pushed_by}")
+        click.echo(lvscf.write(stored.config), nl=False)
+
+
+@config.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_obj
+@run
+async def diff(ctx: Ctx, file: str) -> None:
+    """Show what pushing FILE would change (exit status 1 if anything would)."""
+    cfg, _ = _load(file)
+    stored = await _stored(ctx)
+    lines = changes(stored.config, cfg)
+    if not lines:
+        click.echo("no changes")
+        return
+    for line in lines:
+        click.echo(line)
+    text = difflib.unified_diff(lvscf.write(stored.config).splitlines(),
+                                lvscf.write(cfg).splitlines(),
+                                f"stored (serial_no {stored.serial_no})", file, lineterm="")
+    click.echo("")
+    for line in text:
+        click.echo(line)
+    raise SystemExit(1)
+
+
+@config.command()
+@click.pass_obj
+@run
+async def history(ctx: Ctx) -> None:
+    """Past pushes of the configuration, oldest first."""
+    async with ctx.connect() as etcd:
+        entries = await ConfigStore(etcd, ctx.keys).history()
+    for e in entries:
+        click.echo(f"{e.get('pushed_at', '?')}  serial_no {e.get('serial_no', '?')}  "
+                   f"by {e.get('pushed_by', '?')}")
+        for line in e.get("changes", []):
+            click.echo(f"    {line}")

@@ -1,0 +1,109 @@
+"""lvsctl: the operator's tool. Global options, error handling, and the command groups."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from ..etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+from ..etcd.settings import EtcdSettings, SettingsError, settings_from
+from ..keys import Keys, check_cluster_name
+from ..model import ConfigError
+from ..store import PushRefused, StoredConfigError
+
+T = TypeVar("T")
+
+
+class Failure(click.ClickException):
+    """An error for the operator: printed as one line (or several problems), exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"lvsctl: {self.message}", err=True)
+
+
+@dataclass
+class Ctx:
+    etcd_url: str | None
+    cluster: str
+    options: dict[str, Any]
+
+    @functools.cached_property
+    def settings(self) -> EtcdSettings:
+        return settings_from(self.etcd_url, **self.options)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.cluster)
+
+    def connect(self) -> Etcd:
+        return Etcd(self.settings)
+
+
+_KNOWN = (EtcdUnavailable, EtcdAuthError, SettingsError, PushRefused, StoredConfigError,
+          ConfigError, ValueError)
+
+
+def run(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Run an async command; known failures become one-line errors, never tracebacks."""
+
+    @functools.wraps(coro_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(coro_fn(*args, **kwargs))
+        except _KNOWN as exc:
+            raise Failure(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+
+    return wrapper
+
+
+def _cluster(_: click.Context, __: click.Parameter, value: str) -> str:
+    try:
+        return check_cluster_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--etcd", "etcd_url", metavar="URLS", envvar="LVS_ETCD",
+              help="etcd endpoints, comma-separated (env LVS_ETCD; default http://127.0.0.1:2379)")
+@click.option("--cluster", default="default", show_default=True, envvar="LVS_CLUSTER",
+              callback=_cluster, help="cluster name: keys live under /lvs/<cluster>/ "
+              "(env LVS_CLUSTER)")
+@click.option("--etcd-ca", envvar="LVS_ETCD_CA", help="CA certificate (PEM) for etcd TLS")
+@click.option("--etcd-cert", envvar="LVS_ETCD_CERT", help="client certificate (PEM)")
+@click.option("--etcd-key", envvar="LVS_ETCD_KEY", help="client key (PEM)")
+@click.option("--etcd-user", envvar="LVS_ETCD_USER", help="etcd user name")
+@click.option("--etcd-password", envvar="LVS_ETCD_PASSWORD", help="etcd password")
+@click.option("--timeout", default=5.0, show_default=True, help="seconds per etcd request")
+@click.option("-v", "--verbose", count=True, help="log more (-vv for debug)")
+@click.pass_context
+def cli(ctx: click.Context, etcd_url: str | None, cluster: str, etcd_ca: str | None,
+        etcd_cert: str | None, etcd_key: str | None, etcd_user: str | None,
+        etcd_password: str | None, timeout: float, verbose: int) -> None:
+    """Operate a Piranha LVS cluster whose state lives in etcd."""
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Ctx(etcd_url, cluster, {
+        "ca": etcd_ca, "cert": etcd_cert, "key": etcd_key, "user": etcd_user,
+        "password": etcd_password, "timeout": timeout, "environ": dict(os.environ)})
+
+
+def main() -> None:
+    """Console entry point."""
+    from . import config_cmds, status_cmd  # noqa: F401 - register commands
+
+    cli.main(prog_name="lvsctl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""lvsctl status: what etcd says about the cluster now."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..status import ClusterStatus, read_status
+from .main import Ctx, cli, run
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+@run
+async def status(ctx: Ctx, output: str) -> None:
+    """Show the configuration, leader, routers and real-server health in etcd."""
+    async with ctx.connect() as etcd:
+        st = await read_status(etcd, ctx.keys)
+    if output == "json":
+        click.echo(json.dumps(st.to_json(), indent=2))
+    else:
+        render(st, Console(width=None if sys.stdout.isatty() else 160))
+
+
+def render(st: ClusterStatus, console: Console) -> None:
+    cfg = st.config
+    head = f"cluster [bold]{st.cluster}[/] (etcd revision {st.revision})"
+    if cfg is not None:
+        head += f"  config serial_no {cfg.serial_no}, pushed {cfg.pushed_at} by {cfg.pushed_by}"
+    else:
+        head += "  [yellow]no configuration stored[/]"
+    console.print(head)
+    if st.config_error:
+        console.print(f"[red]stored config is invalid (ignored by agents):[/] {st.config_error}")
+    if st.leader:
+        console.print(f"active router: [bold green]{st.leader.node}[/] "
+                      f"(term {st.leader.term}, since {st.leader.since})")
+    else:
+        console.print("active router: [yellow]none[/]")
+
+    routers = Table("router", "role", "address", "etcd", "dataplane", "since", title="routers",
+                    title_justify="left")
+    configured = [r.name for r in cfg.config.effective_routers()] if cfg else []
+    for name in dict.fromkeys([*configured, *st.nodes]):
+        node = st.nodes.get(name)
+        if node is None:
+            routers.add_row(name, "[red]down[/]", "", "", "", "")
+            continue
+        role = str(node.get("role", "?"))
+        if st.leader and st.leader.node == name:
+            role = f"[green]{role}[/]"
+        routers.add_row(name, role, str(node.get("address", "")),
+                        str(node.get("etcd", "")), str(node.get("dataplane", "")),
+                        str(node.get("started_at", "")))
+    console.print(routers)
+
+    services = Table("virtual", "service", "server", "address", "weight", "state", "admin",
+                     "since", "reason", title="virtual services", title_justify="left")
+    for v in st.virtuals():
+        first = True
+        for s in v["servers"] or [{}]:
+            state = s.get("state", "")
+            color = {"up": "green", "down": "red"}.get(state, "yellow")
+            services.add_row(
+                v["name"] if first else "", v["service"] if first else "",
+                s.get("name", ""), f"{s.get('address', '')}:{s.get('port', '')}" if s else "",
+                str(s.get("effective_weight") if s.get("effective_weight") is not None
+                    else s.get("weight", "")),
+                f"[{color}]{state}[/]" if s else "", s.get("admin") or "",
+                s.get("since") or "", s.get("reason") or "")
+            first = False
+    console.print(services)
+    if st.junk:
+        console.print(f"[yellow]{len(st.junk)} key(s) not understood:[/]")
+        for line in st.junk[:20]:
+            console.print(f"  {line}")

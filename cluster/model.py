@@ -1,0 +1,464 @@
+"""The cluster configuration model: Piranha's lvs.cf as frozen pydantic models.
+
+Field names are lvs.cf directive names. Each directive's type carries a `Cf` marker saying
+how it is spelled in lvs.cf; the reader and writer (cluster.lvscf) derive their tables from
+these fields, so a new directive is one new field here. `check()` holds the cross-field
+rules; `config_from_json()` runs pydantic and `check()` for JSON (e.g. from etcd).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+IPAddress = IPv4Address | IPv6Address
+
+#: Piranha's values for directives whose effective default the agent picks itself.
+PIRANHA_DEFAULTS: dict[str, float] = {"keepalive": 2.0, "deadtime": 5.0}
+
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf")
+
+
+@dataclass(frozen=True)
+class Cf:
+    """lvs.cf spelling of a model field.
+
+    kind: int, float, bool (0/1), ip, netmask, addrdev ("IP dev:label"), port (number or
+    service name), enum, text (rest of line or quoted), escaped (text with \\n etc. also
+    when unquoted), word (one token), blocks (a tuple of child blocks named `block`).
+    always: the writer emits it even when it equals the default.
+    """
+
+    kind: str
+    block: str = ""
+    always: bool = False
+
+
+# ---- value types -------------------------------------------------------------------------
+
+def _to_ip(value: Any) -> IPAddress:
+    if isinstance(value, IPv4Address | IPv6Address):
+        return value
+    if isinstance(value, str):
+        return ipaddress.ip_address(value)
+    raise ValueError("expected an IP address string")
+
+
+def _to_netmask(value: Any) -> IPv4Address:
+    mask = value if isinstance(value, IPv4Address) else None
+    if isinstance(value, str):
+        try:
+            mask = IPv4Address(value)
+        except ValueError:
+            mask = None
+    if mask is None:
+        raise ValueError(f"bad netmask {value!r} (expected dotted quad like 255.255.255.0)")
+    bits = int(mask)
+    inverted = ~bits & 0xFFFFFFFF
+    if inverted & (inverted + 1):
+        raise ValueError(f"bad netmask {str(mask)!r} (ones must be contiguous)")
+    return mask
+
+
+def _printable(value: str) -> str:
+    for ch in value:
+        if ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValueError(f"control character {ch!r} is not allowed")
+    return value
+
+
+_JSON_STR = PlainSerializer(str, return_type=str, when_used="json")
+_DEVICE_RE = r"^[A-Za-z0-9_.-]{1,15}(:[A-Za-z0-9_.-]{1,14})?$"
+
+
+def _short_label(value: str) -> str:
+    if len(value) > 15:
+        raise ValueError(f"device label {value!r} is longer than 15 characters")
+    return value
+
+
+IPAddr = Annotated[IPAddress, PlainValidator(_to_ip), _JSON_STR, Cf("ip")]
+Netmask = Annotated[IPv4Address, PlainValidator(_to_netmask), _JSON_STR, Cf("netmask")]
+Flag = Annotated[bool, Strict(), Cf("bool")]
+AlwaysFlag = Annotated[bool, Strict(), Cf("bool", always=True)]
+Port = Annotated[int, Strict(), Field(ge=1, le=65535), Cf("port")]
+Seconds = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False), Cf("float")]
+Delay = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), Cf("float")]
+Text = Annotated[str, Strict(), AfterValidator(_printable), Cf("text")]
+Escaped = Annotated[str, Strict(), AfterValidator(_printable), Cf("escaped")]
+Word = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_.:/+@-]+$"), Cf("word")]
+Device = Annotated[str, Strict(), Field(pattern=_DEVICE_RE), AfterValidator(_short_label),
+                   Cf("word")]
+Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+
+
+def Int(lo: int, hi: int | None = None, always: bool = False) -> Any:
+    """An integer directive with inclusive bounds."""
+    return Annotated[int, Strict(), Field(ge=lo, le=hi), Cf("int", always=always)]
+
+
+def Choice(*values: str) -> Any:
+    """An enumerated directive."""
+    return Annotated[Literal[values], Cf("enum")]  # type: ignore[valid-type]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AddrDev(_Model):
+    """An "IP dev:label" value; device is the full label ("eth0:1") or None."""
+
+    ip: IPAddr
+    device: Device | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            parts = data.split()
+            if not 1 <= len(parts) <= 2:
+                raise ValueError(f"expected 'IP [device]', got {data!r}")
+            return {"ip": parts[0], "device": parts[1] if len(parts) == 2 else None}
+        return data
+
+    @property
+    def interface(self) -> str | None:
+        """The link the address goes on: "eth0" for "eth0:1"."""
+        return self.device.split(":", 1)[0] if self.device else None
+
+    @property
+    def label(self) -> str | None:
+        """The full address label ("eth0:1"), as given to `ip addr add ... label`."""
+        return self.device
+
+    def __str__(self) -> str:
+        return f"{self.ip} {self.device}" if self.device else str(self.ip)
+
+
+Addr = Annotated[AddrDev, Cf("addrdev")]
+
+
+# ---- blocks ------------------------------------------------------------------------------
+
+class Server(_Model):
+    """`server NAME { }` inside a virtual: one real server."""
+
+    name: Name
+    address: IPAddr
+    active: AlwaysFlag = True
+    weight: Int(0, 65535) = 1
+    port: Port | None = None  # None: the virtual's port
+
+
+class Virtual(_Model):
+    """`virtual NAME { }`: one virtual service (VIP:port or fwmark) and its real servers."""
+
+    name: Name
+    address: Addr
+    vip_nmask: Netmask | None = None
+    active: AlwaysFlag = True
+    sorry_server: IPAddr | None = None
+    fwmark: Int(1, 2**32 - 1) | None = None
+    protocol: Choice("tcp", "udp") = "tcp"
+    port: Port = 80
+    scheduler: Choice(*SCHEDULERS) = "wlc"
+    persistent: Int(0) = 0
+    pmask: Netmask | None = None
+    send: Escaped | None = None
+    expect: Escaped | None = None
+    use_regex: Flag = False
+    send_program: Text | None = None
+    timeout: Seconds = 10.0
+    reentry: Delay = 180.0
+    load_monitor: Choice("uptime", "rup", "ruptime", "none") | None = None
+    quiesce_server: Flag = False
+    client_monitor: Text | None = None
+    servers: Annotated[tuple[Server, ...], Cf("blocks", block="server")] = ()
+
+    def effective_port(self, server: Server) -> int:
+        """The port traffic goes to on `server` (its own, else the virtual's)."""
+        return server.port if server.port is not None else self.port
+
+
+class Failover(_Model):
+    """`failover NAME { }`: a service that moves between routers (service = fos)."""
+
+    name: Name
+    address: Addr
+    vip_nmask: Netmask | None = None
+    active: AlwaysFlag = True
+    port: Port = 80
+    send: Escaped | None = None
+    expect: Escaped | None = None
+    timeout: Seconds = 10.0
+    reentry: Delay = 180.0
+    start_cmd: Text
+    stop_cmd: Text
+
+
+class Router(_Model):
+    """`router NAME { }` (our extension): one LVS router; higher priority is preferred."""
+
+    name: Name
+    address: IPAddr
+    private: IPAddr | None = None
+    priority: Int(0, 65535) = 100
+    active: AlwaysFlag = True
+
+
+class LvsConfig(_Model):
+    """The whole lvs.cf: global directives and the router, virtual and failover blocks."""
+
+    serial_no: Int(0, always=True) = 0
+    service: Choice("lvs", "fos") = "lvs"
+    primary: IPAddr | None = None
+    primary_private: IPAddr | None = None
+    primary_shared: Text | None = None
+    backup: IPAddr | None = None
+    backup_private: IPAddr | None = None
+    backup_shared: Text | None = None
+    backup_active: Flag = False
+    heartbeat: Flag = False
+    heartbeat_port: Port = 539
+    keepalive: Seconds | None = None  # None: not given (Piranha: 2)
+    deadtime: Seconds | None = None  # None: not given (Piranha: 5)
+    network: Choice("nat", "direct", "tunnel") = "nat"
+    nat_router: Addr | None = None
+    nat_nmask: Netmask | None = None
+    reservation_conflict_action: Choice("nothing", "preempt") | None = None
+    debug_level: Word = "NONE"
+    rsh_command: Choice("rsh", "ssh") = "rsh"
+    ipvsadm: Text = "/sbin/ipvsadm"
+    monitor_links: Flag = False
+    active_cmd: Text | None = None
+    inactive_cmd: Text | None = None
+    hard_shutdown: Flag = True
+    syncdaemon: Flag = False
+    syncd_iface: Device = "eth0"
+    syncd_id: Int(0, 255) = 0
+    tcp_timeout: Int(0) = 0
+    tcpfin_timeout: Int(0) = 0
+    udp_timeout: Int(0) = 0
+    routers: Annotated[tuple[Router, ...], Cf("blocks", block="router")] = ()
+    virtuals: Annotated[tuple[Virtual, ...], Cf("blocks", block="virtual")] = ()
+    failovers: Annotated[tuple[Failover, ...], Cf("blocks", block="failover")] = ()
+
+    @field_validator("primary_private", "backup", "backup_private")
+    @classmethod
+    def _unset_if_unspecified(cls, value: IPAddress | None) -> IPAddress | None:
+        """Piranha writes `backup = 0.0.0.0` for "no backup": read it as not set."""
+        return None if value is not None and value.is_unspecified else value
+
+    def virtual(self, name: str) -> Virtual:
+        """The virtual named `name`; KeyError if there is none."""
+        for v in self.virtuals:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def effective_routers(self) -> tuple[Router, ...]:
+        """The router blocks, or routers `primary` (200) and `backup` (100) from the globals."""
+        if self.routers:
+            return self.routers
+        out: list[Router] = []
+        if self.primary is not None:
+            out.append(Router(name="primary", address=self.primary,
+                              private=self.primary_private, priority=200))
+        if self.backup is not None:
+            out.append(Router(name="backup", address=self.backup, private=self.backup_private,
+                              priority=100, active=self.backup_active))
+        return tuple(out)
+
+
+# ---- problems ----------------------------------------------------------------------------
+
+Path = tuple[str | int, ...]
+
+
+def dotted(path: Path) -> str:
+    """('virtuals', 0, 'port') -> 'virtuals.0.port' ('<root>' for the empty path)."""
+    return ".".join(str(p) for p in path) or "<root>"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem at a model path; `other` is a related earlier path (e.g. the first duplicate)."""
+
+    path: Path
+    message: str
+    other: Path | None = None
+
+    def __str__(self) -> str:
+        also = f" (first defined at {dotted(self.other)})" if self.other is not None else ""
+        return f"config: {dotted(self.path)}: {self.message}{also}"
+
+
+class ConfigError(Exception):
+    """A configuration was rejected; `problems` lists every reason (str() gives one a line)."""
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def describe(err: dict[str, Any], name: str) -> str:
+    """A readable message for one pydantic error on directive `name`."""
+    kind, ctx, value = err.get("type", ""), err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return f"missing required directive '{name}'"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        words = {"greater_than_equal": "at least", "less_than_equal": "at most",
+                 "greater_than": "greater than", "less_than": "less than"}[kind]
+        limit = next(iter(ctx.values()), "?")
+        return f"'{name}' must be {words} {limit}, got {value!r}"
+    if kind == "literal_error":
+        return f"bad {name} {value!r} (valid: {ctx.get('expected', '').replace(chr(39), '')})"
+    if kind == "string_pattern_mismatch":
+        return f"bad {name} {value!r}"
+    if kind == "extra_forbidden":
+        return f"unknown directive '{name}'"
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"'{name}': {msg}" if name else msg
+
+
+def config_from_json(obj: Any) -> LvsConfig:
+    """Validate decoded JSON (or a JSON str/bytes) into an LvsConfig; ConfigError on problems."""
+    try:
+        if isinstance(obj, str | bytes | bytearray):
+            cfg = LvsConfig.model_validate_json(obj)
+        else:
+            cfg = LvsConfig.model_validate(obj)
+    except ValidationError as exc:
+        raise ConfigError([_pydantic_problem(e) for e in exc.errors(include_url=False)]) from None
+    problems = check(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _pydantic_problem(err: Any) -> Problem:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and re.match(r"^[a-z-]+\[", p)))
+    name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    return Problem(loc, describe(err, name))
+
+
+# ---- semantic checks ---------------------------------------------------------------------
+
+def check(cfg: LvsConfig) -> list[Problem]:
+    """Cross-field rules pydantic cannot see; an empty list means the config is usable."""
+    out = _check_globals(cfg)
+    for key in ("routers", "virtuals", "failovers"):
+        out += _duplicates(getattr(cfg, key), (key,), lambda b, k=key[:-1]: (
+            "name", b.name, f"duplicate {k} name '{b.name}'"))
+    for i, v in enumerate(cfg.virtuals):
+        out += _duplicates(v.servers, ("virtuals", i, "servers"), lambda s: (
+            "name", s.name, f"duplicate server name '{s.name}'"))
+        out += _check_virtual(cfg, ("virtuals", i), v)
+    for i, f in enumerate(cfg.failovers):
+        out += _check_vip(("failovers", i), f.address, f.vip_nmask)
+    out += _duplicates(cfg.virtuals, ("virtuals",), _service)
+    for field in ("address", "private"):
+        out += _duplicates(cfg.routers, ("routers",), lambda r, f=field: (
+            f, getattr(r, f), f"router '{r.name}' has the same {f} address {getattr(r, f)}"))
+    for i, r in enumerate(cfg.routers):
+        out += _host(("routers", i, "address"), r.address)
+    return out
+
+
+def _duplicates(blocks: Sequence[Any], base: Path, key: Any) -> list[Problem]:
+    """A problem for each block whose key(block) = (field, value, message) repeats a value."""
+    seen: dict[Any, int] = {}
+    out: list[Problem] = []
+    for i, block in enumerate(blocks):
+        field, value, message = key(block)
+        if value is not None and value in seen:
+            out.append(Problem((*base, i, field), message, (*base, seen[value], field)))
+        elif value is not None:
+            seen[value] = i
+    return out
+
+
+def _service(v: Virtual) -> tuple[str, Any, str]:
+    ip = f"[{v.address.ip}]" if v.address.ip.version == 6 else str(v.address.ip)
+    if v.fwmark is not None:
+        what, field, value = f"fwmark {v.fwmark}", "fwmark", (v.address.ip.version, v.fwmark)
+    else:
+        what, field, value = f"{v.protocol} {ip}:{v.port}", "address", (v.protocol, ip, v.port)
+    return field, value, f"virtual '{v.name}' uses the same service ({what}) as an earlier one"
+
+
+def _host(path: Path, ip: IPAddress | None) -> list[Problem]:
+    if ip is not None and (ip.is_unspecified or ip.is_multicast):
+        return [Problem(path, f"'{path[-1]}' {ip} is not a usable host address")]
+    return []
+
+
+def _check_vip(base: Path, addr: AddrDev, nmask: IPv4Address | None) -> list[Problem]:
+    out = _host((*base, "address"), addr.ip)
+    if nmask is not None and addr.ip.version == 6:
+        out.append(Problem((*base, "vip_nmask"), "vip_nmask is an IPv4 netmask; address is IPv6"))
+    return out
+
+
+def _check_virtual(cfg: LvsConfig, base: Path, v: Virtual) -> list[Problem]:
+    out = _check_vip(base, v.address, v.vip_nmask)
+    vip = v.address.ip
+    if v.pmask is not None and v.persistent == 0:
+        out.append(Problem((*base, "pmask"), "pmask needs persistent > 0"))
+    if v.pmask is not None and vip.version == 6:
+        out.append(Problem((*base, "pmask"), "pmask is an IPv4 netmask; address is IPv6"))
+    if v.sorry_server is not None:
+        out += _host((*base, "sorry_server"), v.sorry_server)
+        if v.sorry_server == vip:
+            out.append(Problem((*base, "sorry_server"), "sorry_server is the virtual address"))
+    for j, s in enumerate(v.servers):
+        path = (*base, "servers", j, "address")
+        out += _host(path, s.address)
+        if s.address == vip:
+            out.append(Problem(path, "real server address is the virtual address"))
+        elif s.address.version != vip.version and cfg.network != "tunnel":
+            out.append(Problem(path, f"real server is IPv{s.address.version} but the virtual "
+                                     f"is IPv{vip.version} (only network = tunnel can mix)"))
+    return out
+
+
+def _check_globals(cfg: LvsConfig) -> list[Problem]:
+    out = _host(("primary",), cfg.primary) + _host(("backup",), cfg.backup)
+    if cfg.nat_router is not None:
+        out += _host(("nat_router",), cfg.nat_router.ip)
+    if cfg.keepalive is not None and cfg.deadtime is not None and cfg.deadtime <= cfg.keepalive:
+        out.append(Problem(("deadtime",), f"deadtime ({cfg.deadtime:g}) must be greater than "
+                                          f"keepalive ({cfg.keepalive:g})"))
+    if cfg.backup_active and cfg.backup is None:
+        out.append(Problem(("backup_active",), "backup_active = 1 but no backup address is set"))
+    if cfg.backup is not None and cfg.backup == cfg.primary:
+        out.append(Problem(("backup",), "backup has the same address as primary"))
+    if cfg.nat_nmask is not None and cfg.nat_router is None:
+        out.append(Problem(("nat_nmask",), "nat_nmask is set but nat_router is not"))
+    if cfg.nat_nmask is not None and cfg.nat_router and cfg.nat_router.ip.version == 6:
+        out.append(Problem(("nat_nmask",), "nat_nmask is an IPv4 netmask; nat_router is IPv6"))
+    legacy = [f for f in ("primary", "primary_private", "backup", "backup_private")
+              if getattr(cfg, f) is not None] + (["backup_active"] if cfg.backup_active else [])
+    if cfg.routers and legacy:
+        out.append(Problem(("routers", 0), "router blocks replace the two-router globals; "
+                                           f"remove {', '.join(legacy)}"))
+    return out
