@@ -91,7 +91,8 @@ async def test_watch_survives_etcd_restart_without_losing_events(private_etcd: L
 async def test_watch_reloads_when_its_revision_was_compacted(private_etcd: LocalEtcd) -> None:
     prefix = "/lvs/compact/"
     async with Etcd(settings_from(private_etcd.url, environ={}, timeout=2.0)) as etcd:
-        watch = PrefixWatch(etcd, prefix, max_backoff=0.3)
+        # A long first retry: the writes and the compaction happen before it reconnects.
+        watch = PrefixWatch(etcd, prefix, min_backoff=4.0, max_backoff=4.0)
         mirror = Mirror(watch)
         try:
             await etcd.put(prefix + "a", "1")

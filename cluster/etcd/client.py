@@ -88,6 +88,15 @@ class Etcd:
             rpc_max_attempts=2,
             **creds,
         )
+        # gRPC's default reconnect backoff starts at 1 s and grows to 120 s, and channels
+        # share subchannels process-wide: after an etcd restart that would keep us away
+        # for seconds. Reconnect fast, and keep each client's connections its own.
+        self._client._manager.grpc_options += [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
         self._refresher: Any = None
         self._connected = False
 
