@@ -85,7 +85,7 @@ class Etcd:
         self._client = Etcd3Client(
             [e.target for e in settings.endpoints],
             tls_server_name=server_name,
-            rpc_max_attempts=2,
+            rpc_max_attempts=3,
             **creds,
         )
         # gRPC's default reconnect backoff starts at 1 s and grows to 120 s, and channels
