@@ -1,0 +1,3 @@
+"""The pulse agent: one router of the cluster."""
+
+__version__ = "0.1.0"

@@ -1,2 +1,69 @@
+"""``pulse``: the router agent's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from cluster.etcd.settings import SettingsError, settings_from
+from cluster.keys import check_cluster_name
+from cluster.model import ConfigError
+
+from .heartbeat import ConfigError as HeartbeatConfigError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "max_content_width": 100})
+@click.option("--etcd", "etcd_url", metavar="URLS", envvar="LVS_ETCD",
+              help="etcd endpoints, comma-separated (env LVS_ETCD)")
+@click.option("--cluster", default="default", show_default=True, envvar="LVS_CLUSTER")
+@click.option("--node", required=True, envvar="LVS_NODE",
+              help="this router's name: a router block (or primary/backup) of the config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="bootstrap lvs.cf, used only while etcd holds no config (never pushed)")
+@click.option("--dataplane", type=click.Choice(["auto", "ipvs", "nftables"]), default="auto",
+              show_default=True)
+@click.option("--metrics-address", metavar="HOST:PORT",
+              help="serve Prometheus metrics here (default: none)")
+@click.option("--heartbeat-key-file", envvar="LVS_HEARTBEAT_KEY_FILE",
+              help="shared heartbeat secret (or env LVS_HEARTBEAT_KEY)")
+@click.option("--etcd-ca", envvar="LVS_ETCD_CA")
+@click.option("--etcd-cert", envvar="LVS_ETCD_CERT")
+@click.option("--etcd-key", envvar="LVS_ETCD_KEY")
+@click.option("--etcd-user", envvar="LVS_ETCD_USER")
+@click.option("--etcd-password", envvar="LVS_ETCD_PASSWORD")
+@click.option("-v", "--verbose", count=True)
+def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
+        dataplane: str, metrics_address: str | None, heartbeat_key_file: str | None,
+        etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
+        etcd_user: str | None, etcd_password: str | None, verbose: int) -> None:
+    """pulse: run this router of a Piranha LVS cluster kept in etcd."""
+    logging.basicConfig(level=logging.INFO - 10 * min(verbose, 1),
+                        format=f"%(asctime)s {node} %(levelname)s %(name)s: %(message)s")
+    from .metrics import serve
+    from .pulse import AgentOptions, Pulse
+
+    try:
+        check_cluster_name(cluster)
+        settings = settings_from(etcd_url, ca=etcd_ca, cert=etcd_cert, key=etcd_key,
+                                 user=etcd_user, password=etcd_password, timeout=2.0)
+        opts = AgentOptions(settings=settings, cluster=cluster, node=node,
+                            bootstrap=config_path, dataplane=dataplane,
+                            metrics_address=metrics_address,
+                            heartbeat_key_file=heartbeat_key_file)
+        pulse = Pulse(opts)
+        if metrics_address:
+            serve(pulse, metrics_address)
+        sys.exit(asyncio.run(pulse.run()))
+    except (SettingsError, ConfigError, HeartbeatConfigError, ValueError, OSError) as exc:
+        click.echo(f"pulse: {exc}", err=True)
+        sys.exit(1)
+
+
 def main() -> None:
-    """pulse agent entry point (placeholder)."""
+    """Console entry point."""
+    cli(prog_name="pulse")

@@ -38,16 +38,17 @@ class ConfigFollower:
             if isinstance(update, Snapshot):
                 kv = update.items.get(self.keys.config)
                 if kv is not None:
-                    await self._consider(kv)
+                    await self.offer(kv)
             else:
                 for change in update:
                     if change.key == self.keys.config and change.kv is not None:
-                        await self._consider(change.kv)
+                        await self.offer(change.kv)
                     elif change.key == self.keys.config:
                         log.warning("config key deleted; keeping serial_no %s in force",
                                     self.current.serial_no if self.current else None)
 
-    async def _consider(self, kv: KV) -> None:
+    async def offer(self, kv: KV) -> None:
+        """A value of the config key was seen: adopt it if it is new and valid."""
         if self.current is not None and kv.mod_revision == self.current.revision:
             return
         try:

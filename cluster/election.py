@@ -50,12 +50,17 @@ async def campaign(etcd: Etcd, keys: Keys, node: str, lease: int) -> tuple[bool,
     return False, LeaderKey.from_kv(KV.from_pb(kvs[0])) if kvs else None
 
 
-async def resign(etcd: Etcd, keys: Keys, term: int) -> bool:
-    """Delete the leader key if it is still ours (same term). True if it was deleted."""
+async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> bool:
+    """Delete the leader key if it is still ours (same term); True if it was deleted.
+
+    Call only after every VIP is released: the same transaction leaves the
+    ``control/released`` marker that lets the next active skip waiting for us.
+    """
     kv = etcd.kv
+    marker = json.dumps({"node": node, "term": term, "at": now_iso()})
     result = await etcd.txn(
         [kv.txn_compare_create_revision(keys.leader, term)],
-        [kv.txn_op_delete(keys.leader)],
+        [kv.txn_op_delete(keys.leader), kv.txn_op_put(keys.released, marker)],
     )
     return result.succeeded
 

@@ -90,6 +90,13 @@ class Keys:
     def switchover(self) -> str:
         return f"{self.control_prefix}switchover"
 
+    @property
+    def released(self) -> str:
+        return f"{self.control_prefix}released"
+
+    def eviction(self, voter: str) -> str:
+        return f"{self.control_prefix}evict-{_q(voter)}"
+
 
 @dataclass(frozen=True)
 class ParsedKey:

@@ -258,6 +258,15 @@ class LvsConfig(_Model):
     tcp_timeout: Int(0) = 0
     tcpfin_timeout: Int(0) = 0
     udp_timeout: Int(0) = 0
+    # -- extensions (pulse on etcd); see docs/lvs-cf.md and docs/protocol.md --
+    lease_ttl: Int(1, 300) = 2  # etcd lease TTL, seconds
+    ack_window: Seconds | None = None  # failsafe acknowledgement window (default deadtime)
+    hold_down: Delay = 5.0  # preempt: healthy this long before taking over
+    fast_eviction: Flag = False  # backups that all lost the active revoke its lease
+    garp_count: Int(0, 100) = 5  # gratuitous ARPs / NAs in the burst at takeover
+    garp_interval: Delay = 0.2  # spacing of the packets of a burst
+    garp_delay: Delay = 5.0  # a second burst this long after takeover (0 = none)
+    garp_refresh: Delay = 0.0  # periodic re-announcement while active (0 = off)
     routers: Annotated[tuple[Router, ...], Cf("blocks", block="router")] = ()
     virtuals: Annotated[tuple[Virtual, ...], Cf("blocks", block="virtual")] = ()
     failovers: Annotated[tuple[Failover, ...], Cf("blocks", block="failover")] = ()
@@ -442,12 +451,13 @@ def _check_virtual(cfg: LvsConfig, base: Path, v: Virtual) -> list[Problem]:
 
 
 def _check_globals(cfg: LvsConfig) -> list[Problem]:
+    from .timing import timing_from  # the timing module needs this one
+
     out = _host(("primary",), cfg.primary) + _host(("backup",), cfg.backup)
+    field = "deadtime" if cfg.deadtime is not None else "keepalive"
+    out += [Problem((field,), f"timing: {p}") for p in timing_from(cfg).problems()]
     if cfg.nat_router is not None:
         out += _host(("nat_router",), cfg.nat_router.ip)
-    if cfg.keepalive is not None and cfg.deadtime is not None and cfg.deadtime <= cfg.keepalive:
-        out.append(Problem(("deadtime",), f"deadtime ({cfg.deadtime:g}) must be greater than "
-                                          f"keepalive ({cfg.keepalive:g})"))
     if cfg.backup_active and cfg.backup is None:
         out.append(Problem(("backup_active",), "backup_active = 1 but no backup address is set"))
     if cfg.backup is not None and cfg.backup == cfg.primary:

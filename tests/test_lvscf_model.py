@@ -137,7 +137,8 @@ def test_config_from_json_lists_every_problem() -> None:
     data["virtuals"][0]["servers"][0]["weight"] = 1  # type: ignore[index]
     with pytest.raises(ConfigError) as info:
         config_from_json(data)
-    assert str(info.value) == "config: deadtime: deadtime (1) must be greater than keepalive (3)"
+    assert str(info.value) == ("config: deadtime: timing: deadtime (1s) must be at least "
+                               "twice keepalive (3s)")
     assert isinstance(info.value.problems[0], Problem)
 
 

@@ -29,7 +29,7 @@ backup_active = 1
 heartbeat = 1
 heartbeat_port = 1539
 keepalive = 0.25
-deadtime = 1.5
+deadtime = 2.5
 network = tunnel
 nat_router = 192.168.1.254 eth1:1
 nat_nmask = 255.255.255.0
@@ -47,6 +47,14 @@ syncd_id = 7
 tcp_timeout = 900
 tcpfin_timeout = 120
 udp_timeout = 300
+lease_ttl = 3
+ack_window = 2.5
+hold_down = 7.5
+fast_eviction = 1
+garp_count = 3
+garp_interval = 0.1
+garp_delay = 4
+garp_refresh = 30
 
 virtual web {
     address = 10.0.0.100 eth0:1
@@ -122,7 +130,7 @@ def test_full_file_values() -> None:
     assert (cfg.primary_shared, cfg.backup_shared) == ("/dev/sdb1", "/dev/sdc1")
     assert cfg.backup_active and cfg.heartbeat and cfg.monitor_links and cfg.syncdaemon
     assert not cfg.hard_shutdown
-    assert (cfg.heartbeat_port, cfg.keepalive, cfg.deadtime) == (1539, 0.25, 1.5)
+    assert (cfg.heartbeat_port, cfg.keepalive, cfg.deadtime) == (1539, 0.25, 2.5)
     assert cfg.nat_router == AddrDev(ip="192.168.1.254", device="eth1:1")
     assert str(cfg.nat_nmask) == "255.255.255.0"
     assert cfg.reservation_conflict_action == "preempt" and cfg.rsh_command == "ssh"
@@ -131,6 +139,8 @@ def test_full_file_values() -> None:
     assert cfg.inactive_cmd == "/usr/local/bin/became-inactive 'x'"
     assert (cfg.syncd_iface, cfg.syncd_id) == ("eth2", 7)
     assert (cfg.tcp_timeout, cfg.tcpfin_timeout, cfg.udp_timeout) == (900, 120, 300)
+    assert (cfg.lease_ttl, cfg.ack_window, cfg.hold_down, cfg.fast_eviction) == (3, 2.5, 7.5, True)
+    assert (cfg.garp_count, cfg.garp_interval, cfg.garp_delay, cfg.garp_refresh) == (3, 0.1, 4, 30)
 
     v = cfg.virtual("web")
     assert v.address.interface == "eth0" and v.address.label == "eth0:1"

@@ -128,6 +128,7 @@ class HeartbeatService:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._throttle = _Throttle()
+        self._last_ack_round = float("-inf")
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -303,6 +304,11 @@ class HeartbeatService:
             return
         self._accepted += 1
         self._emit(self.table.received(now, hb, source))
+        # Acknowledge the active's heartbeat at once rather than on our next round: its
+        # failsafe licence is only as fresh as our acknowledgements (docs/protocol.md).
+        if hb.role == "active" and now - self._last_ack_round >= self.config.keepalive / 4:
+            self._last_ack_round = now
+            self._wake.set()
 
     def _emit(self, changes: list[Change]) -> None:
         if not changes:

@@ -1,0 +1,263 @@
+"""nftables data-plane backend: IPVS-like virtual services by DNAT, for kernels without IPVS.
+
+Thin asyncio shell around the pure modules: ``nft_plan`` decides the transaction,
+``nft_rules`` writes its JSON, ``nft_read`` parses the kernel's listing. Every change is
+one ``nft -j -f -`` run (one atomic kernel transaction); reads are ``nft -j list table``,
+skipped while the kernel's ruleset generation has not moved. See docs/nftables-backend.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from agent.dataplane import nft_plan
+from agent.dataplane.nft_layout import NftInputError
+from agent.dataplane.nft_netlink import Generation, netns_path
+from agent.dataplane.nft_read import MISSING, KernelState, parse_listing
+from agent.dataplane.nft_rules import FAMILY, Config, delete_table
+from agent.dataplane.nft_sched import fallbacks
+from agent.dataplane.table import Op, Service, ServiceKey, Table
+
+__all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
+
+log = logging.getLogger(__name__)
+
+
+class NftError(RuntimeError):
+    """nft or the kernel refused or failed a command; the message has nft's own words."""
+
+
+def available(nft: str = "nft") -> bool:
+    """True if ``nft`` runs here with the rights to list the ruleset."""
+    if shutil.which(nft) is None:
+        return False
+    try:
+        proc = subprocess.run([nft, "list", "tables"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+class NftBackend:
+    """Programs virtual services into one ``inet`` table of our own.
+
+    ``compact_delay``: seconds after a change before a background transaction removes the
+    superseded rules of changed services (None: only when :meth:`compact` is called).
+    """
+
+    name = "nftables"
+
+    def __init__(
+        self,
+        table: str = "piranha",
+        *,
+        netns: str | None = None,
+        full_nat: bool = False,
+        ct_mark: int = 1 << 30,
+        compact_delay: float | None = 1.0,
+        nft: str = "nft",
+        timeout: float = 60.0,
+    ) -> None:
+        if full_nat and not ct_mark:
+            raise ValueError("full_nat needs a ct_mark bit to recognise our connections")
+        if not 0 <= ct_mark < 1 << 32:
+            raise ValueError("ct_mark must fit in 32 bits")
+        self.cfg = Config(table=table, ct_mark=ct_mark, full_nat=full_nat)
+        self._path = netns_path(netns)
+        self._prefix = ["nsenter", f"--net={self._path}", "--"] if self._path else []
+        self._nft = nft
+        self._timeout = timeout
+        self._compact_delay = compact_delay
+        self._generation = Generation(netns)
+        self._state: KernelState | None = None
+        self._state_gen: int | None = None  # generation at which _state is known true
+        self._lock = asyncio.Lock()
+        self._compact_timer: asyncio.TimerHandle | None = None
+        self._compact_task: asyncio.Task | None = None
+        self._logged: dict[ServiceKey, tuple[str, ...]] = {}
+        self._problems: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------ public API
+
+    async def read(self) -> Table:
+        """The services the kernel holds in our table, as ``diff`` compares them."""
+        async with self._lock:
+            state = await self._fresh_state()
+        self._schedule_compaction(state)
+        return {key: Service(s.spec, dict(s.dests)) for key, s in state.services.items()}
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        """Carry out ``ops`` in one atomic transaction.
+
+        :class:`NftInputError` for ops that can't be programmed (nothing written then),
+        :class:`NftError` if nft or the kernel refuses the transaction.
+        """
+        if not ops:
+            return
+        async with self._lock:
+            state = self._state if self._state is not None else await self._fresh_state()
+            plan = nft_plan.plan_apply(state, ops, self.cfg)
+            await self._commit(state, plan)
+            self._log_fallbacks(plan)
+        self._schedule_compaction(plan.after)
+
+    async def flush(self) -> None:
+        """Delete every virtual service: our whole table goes, in one transaction.
+
+        Like ``ipvsadm -C``; the next :meth:`apply` creates the table again.
+        """
+        async with self._lock:
+            state = self._state if self._state is not None else MISSING
+            plan = nft_plan.Plan(delete_table(self.cfg), MISSING, {})
+            await self._commit(state, plan)
+            self._logged.clear()
+            self._problems = MISSING.problems
+
+    async def compact(self) -> None:
+        """Remove superseded rules, and broken or orphaned services nobody re-added, now."""
+        async with self._lock:
+            state = self._state
+            if state is None or not (state.stale or state.stray or state.broken):
+                return
+            await self._commit(state, nft_plan.plan_compaction(state, self.cfg))
+
+    def fallbacks(self, key: ServiceKey, service: Service) -> list[str]:
+        """What this backend does differently from IPVS for ``service`` (for status)."""
+        return fallbacks(service.spec, service.dests, key)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Drift and junk the last listing of our table found (empty when clean).
+
+        After a transaction that repairs something, the next :meth:`read` lists again.
+        """
+        return self._problems
+
+    def close(self) -> None:
+        """Stop the background compaction and release the netlink socket."""
+        if self._compact_timer is not None:
+            self._compact_timer.cancel()
+            self._compact_timer = None
+        if self._compact_task is not None:
+            self._compact_task.cancel()
+            self._compact_task = None
+        self._generation.close()
+
+    # ------------------------------------------------------------ kernel I/O
+
+    async def _fresh_state(self) -> KernelState:
+        """Our state, listed from the kernel unless its generation says nothing changed."""
+        gen = self._generation.get()
+        if self._state is not None and gen is not None and gen == self._state_gen:
+            return self._state
+        listing = await self._list()
+        state = parse_listing(listing, self.cfg)
+        self._state = state
+        self._state_gen = gen if gen is not None and gen == self._generation.get() else None
+        if state.problems != self._problems:
+            level = logging.INFO if state is MISSING else logging.WARNING
+            for problem in state.problems:
+                log.log(level, "nftables table %s: %s", self.cfg.table, problem)
+        self._problems = state.problems
+        return state
+
+    async def _commit(self, state: KernelState, plan: nft_plan.Plan) -> None:
+        """Run one transaction; on success remember the state it leaves."""
+        if not plan.commands:
+            return
+        before = self._generation.get()
+        try:
+            await self._run(["-j", "-f", "-"], json.dumps({"nftables": plan.commands}))
+        except BaseException:
+            self._state = None  # unknown now: the next call lists the kernel again
+            raise
+        after = self._generation.get()
+        in_sync = before is not None and before == self._state_gen and after == before + 1
+        self._state = plan.after
+        self._state_gen = after if in_sync else None
+        if state is MISSING:
+            self._problems = ()  # everything there now was written by this transaction
+        elif state.problems:
+            self._state_gen = None  # a repair: the next read lists the kernel to check it
+
+    async def _list(self) -> dict[str, Any] | None:
+        """nft's JSON listing of our table, None if the table does not exist."""
+        try:
+            out = await self._run(["-j", "list", "table", FAMILY, self.cfg.table])
+        except NftError as exc:
+            if "Error: No such file or directory" in str(exc):  # nft's words, not nsenter's
+                return None
+            raise
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            raise NftError(f"nft printed no valid JSON: {exc}") from None
+
+    async def _run(self, args: list[str], stdin: str | None = None) -> str:
+        argv = [*self._prefix, self._nft, *args]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise NftError(f"cannot run {argv[0]}: {exc}") from None
+        data = stdin.encode() if stdin is not None else None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(data), self._timeout)
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            if isinstance(exc, TimeoutError):
+                what = " ".join(args[:3])
+                raise NftError(f"nft {what}: no answer in {self._timeout} s") from None
+            raise
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+            raise NftError(f"nft {' '.join(args[:3])}: {message}")
+        return out.decode()
+
+    # ------------------------------------------------------------ helpers
+
+    def _log_fallbacks(self, plan: nft_plan.Plan) -> None:
+        """Log what each written service loses against IPVS, once per distinct set."""
+        for key, service in plan.written.items():
+            warnings = tuple(self.fallbacks(key, service))
+            if warnings and warnings != self._logged.get(key):
+                for warning in warnings:
+                    log.warning("%s: %s", key, warning)
+            self._logged[key] = warnings
+        for key in self._logged.keys() - plan.after.services.keys():
+            del self._logged[key]
+
+    def _schedule_compaction(self, state: KernelState) -> None:
+        if self._compact_delay is None or not (state.stale or state.stray or state.broken):
+            return
+        if self._compact_timer is not None or self._compact_task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._compact_timer = loop.call_later(self._compact_delay, self._start_compaction)
+
+    def _start_compaction(self) -> None:
+        self._compact_timer = None
+        self._compact_task = asyncio.get_running_loop().create_task(self._background_compact())
+
+    async def _background_compact(self) -> None:
+        try:
+            await self.compact()
+        except (NftError, OSError) as exc:
+            log.warning("nftables compaction failed (the next read lists again): %s", exc)
+        except Exception:
+            log.exception("nftables compaction failed")
+        finally:
+            self._compact_task = None

@@ -1,0 +1,146 @@
+"""Turn ops into one nftables transaction, and compute the state it leaves. Pure.
+
+A service that exists and changes gets a new generation inserted at the head of its chain
+(additions only: fast to commit). A new, reset or broken service has its chain rewritten.
+Nothing outside the touched services' chains and dispatch elements is written, except the
+base chains when ``read`` found them broken or missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from agent.dataplane import nft_rules as rules
+from agent.dataplane.nft_layout import NftInputError, chain_name, check_service
+from agent.dataplane.nft_read import KernelState
+from agent.dataplane.table import (
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
+    EditDest,
+    EditService,
+    Op,
+    Service,
+    ServiceKey,
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Commands of one transaction, the state after it, and the services it wrote."""
+
+    commands: list[rules.Json]
+    after: KernelState
+    written: dict[ServiceKey, Service]  # services (re)programmed by this transaction
+
+
+def _touch(state: KernelState, ops: Sequence[Op]) -> tuple[dict, dict[ServiceKey, str]]:
+    """Services after ``ops`` and how each touched one changed: reset, edit or delete."""
+    services = dict(state.services)
+    how: dict[ServiceKey, str] = {}
+    for op in ops:
+        if isinstance(op, AddService):
+            services[op.key] = Service(op.spec, {})
+            how[op.key] = "reset"
+        elif isinstance(op, EditService):
+            old = services.get(op.key)
+            services[op.key] = Service(op.spec, old.dests if old else {})
+            how[op.key] = how.get(op.key, "edit") if old else "reset"
+        elif isinstance(op, DelService):
+            services.pop(op.key, None)
+            how[op.key] = "delete"
+        elif isinstance(op, AddDest | EditDest | DelDest):
+            old = services.get(op.service)
+            if old is None:
+                raise NftInputError(f"{op.service}: no such virtual service")
+            dests = dict(old.dests)
+            if isinstance(op, DelDest):
+                dests.pop(op.key, None)
+            else:
+                dests[op.key] = op.spec
+            services[op.service] = replace(old, dests=dests)
+            how.setdefault(op.service, "edit")
+        else:
+            raise NftInputError(f"unknown operation {op!r}")
+    return services, how
+
+
+def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan:
+    """The one transaction that carries out ``ops`` on top of ``state``.
+
+    Raises :class:`NftInputError` (before anything is written) for ops that cannot be
+    programmed: unknown service, bad address, port, weight or forwarding method.
+    """
+    services, how = _touch(state, ops)
+    for key, change in how.items():
+        if change != "delete":
+            check_service(key, services[key])
+    cmds: list[rules.Json] = [] if state.base_ok else rules.base_commands(cfg)
+    chains, stale, stray = set(state.chains), set(state.stale), set(state.stray)
+    broken = set(state.broken) - how.keys()  # touched ones are rewritten or deleted
+    built: list[ServiceKey] = []
+    written: dict[ServiceKey, Service] = {}
+    for key in sorted(how):
+        name = chain_name(key)
+        if how[key] == "delete":
+            cmds += rules.delete_service(cfg, key)
+            chains.discard(name)
+            stale.discard(name)
+            stray.discard(name)
+            continue
+        service = services[key]
+        fresh = how[key] == "reset" or key not in state.services or name not in chains
+        if fresh:
+            cmds += rules.build_service(cfg, key, service, exists=name in chains)
+            built.append(key)
+            chains.add(name)
+            stale.discard(name)
+            stray.discard(name)
+        elif service != state.services[key]:
+            cmds += rules.insert_generation(cfg, key, service)
+            stale.add(name)
+        else:
+            continue
+        written[key] = service
+    if built:
+        cmds += rules.add_dispatch(cfg, built)
+    after = KernelState(
+        services=services,
+        chains=frozenset(chains),
+        stale=frozenset(stale),
+        stray=frozenset(stray),
+        broken=frozenset(broken),
+        base_ok=True,
+    )
+    return Plan(cmds, after, written)
+
+
+def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
+    """One transaction that drops what no packet should meet any more.
+
+    Dead generations of changed services, services ``read`` found broken and nobody has
+    rewritten since (the desired state does not want them, or it would have), and chains
+    nothing points at.
+    """
+    by_chain = {chain_name(key): key for key in state.services}
+    cmds: list[rules.Json] = []
+    for name in sorted(state.stale):
+        key = by_chain.get(name)
+        if key is not None:
+            cmds += rules.compact_service(cfg, key, state.services[key])
+    cmds += [rules.delete_dispatch(cfg, key) for key in sorted(state.broken)]
+    broken_chains = {chain_name(key) for key in state.broken} & state.chains
+    dead = (state.stray | broken_chains) - by_chain.keys()
+    for name in sorted(dead):
+        cmds += rules.delete_chain(cfg, name)
+    after = replace(
+        state,
+        chains=state.chains - dead,
+        stale=frozenset(),
+        stray=frozenset(),
+        broken=frozenset(),
+        problems=(),
+    )
+    return Plan(cmds, after, {})

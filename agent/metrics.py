@@ -1,0 +1,102 @@
+"""Prometheus metrics of one agent, read from its parts at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from .pulse import Pulse
+
+ROLES = ("backup", "candidate", "active")
+
+
+class PulseCollector(Collector):
+    """Everything is derived from the agent's own counters: nothing to keep in sync."""
+
+    def __init__(self, pulse: Pulse) -> None:
+        self.p = pulse
+
+    def collect(self) -> Iterator[object]:
+        p = self.p
+        node = p.opts.node
+        info = InfoMetricFamily("lvs_agent", "pulse agent", labels=["node"])
+        info.add_metric([node], {"version": _version(), "cluster": p.opts.cluster,
+                                 "dataplane": p.opts.dataplane})
+        yield info
+        role = GaugeMetricFamily("lvs_role", "1 for the role this router is in",
+                                 labels=["role"])
+        current = p.machine.role.value if p.machine else ""
+        for r in ROLES:
+            role.add_metric([r], 1.0 if r == current else 0.0)
+        yield role
+        yield _gauge("lvs_term", "leader term this router holds (0: none)",
+                     p.machine.term if p.machine else 0)
+        trans = CounterMetricFamily("lvs_role_transitions", "role changes", labels=["to"])
+        for to, n in sorted(p.transitions.items()):
+            trans.add_metric([to], n)
+        yield trans
+        yield _gauge("lvs_etcd_ok", "1 if etcd confirmed our lease recently",
+                     1.0 if p._etcd_ok(p.clock()) else 0.0)
+        yield _gauge("lvs_config_serial", "serial_no of the config in force",
+                     p.config.serial_no if p.config else -1)
+        yield _counter("lvs_config_errors", "invalid configs seen in etcd and ignored",
+                       p.follower.errors)
+        yield _counter("lvs_etcd_junk", "keys or values under the cluster prefix not understood",
+                       p.view.stats.junk)
+        if p.lease is not None:
+            s = p.lease.stats
+            yield _counter("lvs_lease_refreshes", "confirmed lease refreshes", s.refreshes)
+            yield _counter("lvs_lease_failures", "failed lease refresh attempts", s.failures)
+            yield _counter("lvs_lease_lost", "leases found expired", s.lost)
+            yield _gauge("lvs_lease_remaining_seconds", "until the lease certainly expires",
+                         max(-1.0, p.lease.deadline - p.clock()))
+        if p.vips is not None:
+            yield _gauge("lvs_vips_held", "VIPs this router holds", len(p.vips.held()))
+        hb = p.heartbeat
+        if hb is not None:
+            c = hb.counters()
+            yield _counter("lvs_heartbeat_sent", "heartbeat packets sent", c.sent)
+            yield _counter("lvs_heartbeat_accepted", "valid heartbeats received", c.accepted)
+            dropped = CounterMetricFamily("lvs_heartbeat_dropped",
+                                          "heartbeats dropped, by reason", labels=["reason"])
+            for reason, n in sorted(c.dropped.items()):
+                dropped.add_metric([reason], n)
+            yield dropped
+            errors = CounterMetricFamily("lvs_heartbeat_send_errors", "send failures",
+                                         labels=["error"])
+            for err, n in sorted(c.send_errors.items()):
+                errors.add_metric([err], n)
+            yield errors
+            alive = GaugeMetricFamily("lvs_peer_alive", "1 if the peer's heartbeat is fresh",
+                                      labels=["peer"])
+            for peer in hb.config.peers:
+                alive.add_metric([peer], 1.0 if hb.alive(peer) else 0.0)
+            yield alive
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def serve(pulse: Pulse, address: str) -> CollectorRegistry:
+    """Serve /metrics on ``host:port`` (only that address: nothing wider than needed)."""
+    host, _, port = address.rpartition(":")
+    registry = CollectorRegistry()
+    registry.register(PulseCollector(pulse))
+    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    return registry

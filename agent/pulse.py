@@ -1,0 +1,398 @@
+"""The pulse agent: one router's asyncio process. Wires the parts; decides nothing itself.
+
+Decisions are made by :class:`~agent.role.RoleMachine` from a :class:`~agent.role.World`
+sampled here; this module gathers the inputs (lease, leader key, heartbeats, operator
+requests), carries out the actions in order, and keeps the VIPs' lifetimes renewed while
+the machine says it may.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster import lvscf
+from cluster.config_follow import ConfigFollower
+from cluster.election import campaign, fenced_put, resign
+from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+from cluster.etcd.settings import EtcdSettings
+from cluster.keys import Keys
+from cluster.model import LvsConfig
+from cluster.store import StoredConfig, now_iso
+
+from . import __version__
+from .heartbeat import HeartbeatService, LocalState, load_secret
+from .hooks import run_hook
+from .lease import LeaseKeeper
+from .registration import Registration
+from .role import (
+    Action,
+    Activate,
+    Campaign,
+    Deactivate,
+    Leader,
+    Peer,
+    RequestSwitchover,
+    Resign,
+    Role,
+    RoleMachine,
+    World,
+)
+from .topology import RouterPlan, plan
+from .view import ClusterView
+from .vip import VipManager
+
+log = logging.getLogger(__name__)
+
+ETCD_ERRORS = (EtcdUnavailable, EtcdAuthError)
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    settings: EtcdSettings
+    cluster: str
+    node: str
+    bootstrap: Path | None = None
+    dataplane: str = "auto"
+    metrics_address: str | None = None
+    heartbeat_key_file: str | None = None
+
+
+class Pulse:
+    """One router. ``await Pulse(opts).run()`` until SIGTERM; returns the exit status."""
+
+    def __init__(self, opts: AgentOptions) -> None:
+        self.opts = opts
+        self.keys = Keys(opts.cluster)
+        self.clock = time.monotonic
+        self.etcd = Etcd(opts.settings)
+        self.kick = asyncio.Event()
+        self.stopping = False
+        self.plan: RouterPlan | None = None
+        self.config: LvsConfig | None = None
+        self.machine: RoleMachine | None = None
+        self.heartbeat: HeartbeatService | None = None
+        self.secret = load_secret(opts.heartbeat_key_file or os.environ.get(
+            "LVS_HEARTBEAT_KEY_FILE"))
+        self.follower = ConfigFollower(self.etcd, self.keys, self._on_config)
+        self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
+        self.lease: LeaseKeeper | None = None
+        self.vips: VipManager | None = None
+        self.registration: Registration | None = None
+        self.started_at = now_iso()
+        self.transitions: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._config_ready = asyncio.Event()
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        bootstrap = self._bootstrap()
+        await self.etcd.connect()
+        self._spawn(self.view.run(), "view")
+        self._spawn(self._forward(self.view.changed), "view-kick")
+        try:
+            await self._wait_for_config(bootstrap)
+            if self.stopping:
+                return 0
+            await self._start_router()
+            await self._role_loop()
+        finally:
+            await self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        log.info("stop requested: handing over")
+        self.stopping = True
+        self.kick.set()
+
+    def _bootstrap(self) -> LvsConfig | None:
+        if self.opts.bootstrap is None:
+            return None
+        return lvscf.load(self.opts.bootstrap)  # ConfigError: reported by main
+
+    async def _wait_for_config(self, bootstrap: LvsConfig | None) -> None:
+        """etcd's config rules; the bootstrap file only counts while etcd holds none."""
+        while not self.stopping and self.config is None:
+            if (bootstrap is not None and self.view.leader_known
+                    and self.follower.current is None and self.keys.config not in self.view.kvs):
+                log.info("etcd holds no config yet: using the bootstrap file %s "
+                         "(not pushed)", self.opts.bootstrap)
+                self._adopt(bootstrap)
+                break
+            self.kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.kick.wait(), 1.0)
+
+    def _on_config(self, stored: StoredConfig) -> None:
+        self._adopt(stored.config)
+
+    def _adopt(self, cfg: LvsConfig) -> None:
+        try:
+            new = plan(cfg, self.opts.node, cluster=self.opts.cluster)
+        except ValueError as exc:
+            log.error("config serial_no %s cannot run on %s: %s", cfg.serial_no,
+                      self.opts.node, exc)
+            return
+        old, self.plan, self.config = self.plan, new, cfg
+        if self.machine is None:
+            self.machine = RoleMachine(new.timing)
+        else:
+            self.machine.timing = new.timing
+        if old is not None and old.heartbeat != new.heartbeat:
+            self._spawn(self._restart_heartbeat(), "heartbeat-restart")
+        if old is not None and self.machine.role is Role.ACTIVE and old.vips != new.vips:
+            self._spawn(self._acquire(), "vips-reconfigure")
+        self.kick.set()
+
+    async def _start_router(self) -> None:
+        assert self.plan is not None
+        self.vips = VipManager(lifetime=self.plan.timing.vip_lifetime,
+                               announce=self.plan.announce)
+        # Leftovers of a crashed run go before we say anything to anyone.
+        removed = await self.vips.cleanup_leftovers(self.plan.vips)
+        if removed.removed:
+            log.warning("removed leftover VIPs from a previous run: %s",
+                        ", ".join(map(str, removed.removed)))
+        await self._restart_heartbeat()
+        ttl = int(self.plan.timing.ttl)
+        self.lease = LeaseKeeper(self.etcd, ttl, interval=ttl / 4, on_change=self.kick.set,
+                                 clock=self.clock)
+        self.registration = Registration(self.etcd, self.keys, self.opts.node, self._node_doc)
+        self._spawn(self.lease.run(), "lease")
+        self._spawn(self._renew_loop(), "vip-renew")
+        self._spawn(self._register_loop(), "register")
+
+    async def _restart_heartbeat(self) -> None:
+        assert self.plan is not None
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret, self._local_state)
+        await self.heartbeat.start()
+        self._spawn(self._forward(self.heartbeat.changed), "heartbeat-kick")
+
+    async def _shutdown(self) -> None:
+        if self.machine is not None and self.machine.role is not Role.BACKUP:
+            actions, _ = self.machine.step(self._world(stopping=True))
+            await self._execute(actions)
+        if self.heartbeat is not None:
+            self.heartbeat.send_now()
+            await asyncio.sleep(0.01)
+            await self.heartbeat.stop()
+        if self.lease is not None:
+            await self.lease.revoke()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.vips is not None:
+            await self.vips.release()
+            await self.vips.close()
+        await self.etcd.close()
+        log.info("stopped")
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s died: %r", task.get_name(), task.exception(),
+                      exc_info=task.exception())
+            self.request_stop()
+
+    async def _forward(self, event: asyncio.Event) -> None:
+        while True:
+            await event.wait()
+            event.clear()
+            self.kick.set()
+
+    # -- the role loop --------------------------------------------------------------------
+
+    async def _role_loop(self) -> None:
+        assert self.machine is not None
+        while True:
+            self.kick.clear()
+            world = self._world(stopping=self.stopping)
+            actions, wake = self.machine.step(world)
+            await self._execute(actions)
+            if self.stopping and self.machine.role is Role.BACKUP:
+                return
+            if actions:
+                continue
+            delay = min(max(0.0, wake - self.clock()), 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.kick.wait(), delay)
+
+    def _world(self, stopping: bool) -> World:
+        assert self.plan is not None
+        now = self.clock()
+        hb, lease, view = self.heartbeat, self.lease, self.view
+        registered = view.registered()
+        peers = []
+        for r in self.plan.peers:
+            pv = hb.table.view(r.name) if hb else None
+            peers.append(Peer(
+                name=r.name, priority=r.priority, eligible=r.active,
+                alive=hb.alive(r.name) if hb else False,
+                registered=r.name in registered,
+                active_heard=pv.last_heard if pv and pv.role == "active" else None,
+                active_term=pv.term if pv else 0,
+                acked_send=hb.acked_since(r.name) if hb else None,
+            ))
+        leader = (Leader(view.leader.node, view.leader.term, view.leader.lease)
+                  if view.leader else None)
+        released = view.released()
+        switch = view.switchover() or {}
+        return World(
+            now=now, me=self.opts.node, priority=self.plan.me.priority,
+            eligible=self.plan.me.active,
+            lease_deadline=lease.deadline if lease else float("-inf"),
+            lease=lease.lease_id if lease else None,
+            etcd_ok=self._etcd_ok(now),
+            leader_known=view.leader_known, leader=leader,
+            leader_absent_since=view.leader_absent_since, last_term=view.last_term,
+            released=Leader(*released) if released else None,
+            switchover_to=str(switch["to"]) if "to" in switch else None,
+            switchover_term=int(switch.get("term") or 0),
+            preempt=self.plan.preempt, stopping=stopping, peers=tuple(peers),
+        )
+
+    def _etcd_ok(self, now: float) -> bool:
+        lease = self.lease
+        if lease is None or lease.confirmed_at is None:
+            return False
+        return now - lease.confirmed_at < min(1.0, lease.granted_ttl / 2)
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            log.info("action: %s", action)
+            try:
+                await self._do(action)
+            except ETCD_ERRORS as exc:
+                log.warning("%s failed: %s", type(action).__name__, exc)
+
+    async def _do(self, action: Action) -> None:
+        assert self.machine is not None and self.lease is not None
+        if isinstance(action, Deactivate):
+            await self._release(action.reason)
+        elif isinstance(action, Resign):
+            self.view.leader, self.view.leader_absent_since = None, self.clock()
+            if await resign(self.etcd, self.keys, action.term, self.opts.node):
+                log.info("resigned term %d (%s)", action.term, action.reason)
+        elif isinstance(action, Campaign):
+            if self.lease.lease_id is None:
+                return
+            won, key = await campaign(self.etcd, self.keys, self.opts.node, self.lease.lease_id)
+            if won and key is not None:
+                self.view.leader, self.view.leader_absent_since = key, None
+                self.machine.won(key.term)
+                self._count("candidate")
+                log.info("won the leader key: term %d", key.term)
+        elif isinstance(action, Activate):
+            await self._activate(action.term)
+        elif isinstance(action, RequestSwitchover):
+            await self._request_switchover(action.to)
+
+    async def _activate(self, term: int) -> None:
+        self._count("active")
+        log.info("becoming ACTIVE (term %d)", term)
+        await self._acquire()
+        if self.heartbeat is not None:
+            self.heartbeat.send_now()
+        assert self.config is not None
+        self._spawn(run_hook("active_cmd", self.config.active_cmd, self._hook_env(term)),
+                    "active_cmd")
+        if self.view.switchover() is not None:
+            await fenced_put(self.etcd, self.keys, term, {}, (self.keys.switchover,))
+        self._kick_registration()
+
+    async def _acquire(self) -> None:
+        assert self.vips is not None and self.plan is not None
+        result = await self.vips.acquire(self.plan.vips)
+        if result.failed:
+            log.error("could not add VIPs: %s", result.failed)
+
+    async def _release(self, reason: str) -> None:
+        assert self.vips is not None
+        removal = await self.vips.release()
+        log.info("released VIPs (%s): %d removed", reason, len(removal.removed))
+        self._count("backup")
+        if self.heartbeat is not None:
+            self.heartbeat.send_now()
+        assert self.config is not None
+        self._spawn(run_hook("inactive_cmd", self.config.inactive_cmd, self._hook_env(0)),
+                    "inactive_cmd")
+        self._kick_registration()
+
+    async def _request_switchover(self, to: str) -> None:
+        leader = self.view.leader
+        if leader is None:
+            return
+        lease, _ = await self.etcd.grant(10)
+        doc = {"to": to, "term": leader.term, "id": uuid.uuid4().hex, "by": self.opts.node,
+               "reason": "preempt", "at": now_iso()}
+        await self.etcd.put(self.keys.switchover, json.dumps(doc), lease=lease)
+        log.info("preempt: asked %s (term %d) to hand over to us", leader.node, leader.term)
+
+    def _count(self, to: str) -> None:
+        self.transitions[to] = self.transitions.get(to, 0) + 1
+
+    def _hook_env(self, term: int) -> dict[str, str]:
+        return {"LVS_NODE": self.opts.node, "LVS_CLUSTER": self.opts.cluster,
+                "LVS_TERM": str(term)}
+
+    # -- VIP lifetimes --------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        """Renew VIP lifetimes often, but only while the role machine allows it."""
+        assert self.plan is not None and self.vips is not None
+        every = self.plan.timing.vip_lifetime / 4
+        while True:
+            await asyncio.sleep(every)
+            if self.machine is not None and self.machine.may_renew(self._world(self.stopping)):
+                failures = await self.vips.renew()
+                if failures:
+                    log.warning("VIP renew failed: %s", failures)
+
+    # -- what we tell others --------------------------------------------------------------
+
+    def _role_name(self) -> str:
+        return self.machine.role.value if self.machine else "starting"
+
+    def _local_state(self) -> LocalState:
+        role = self.machine.role if self.machine else None
+        return LocalState(
+            role="active" if role is Role.ACTIVE else "backup" if role else "starting",
+            term=self.machine.term if self.machine else 0,
+            etcd_ok=self._etcd_ok(self.clock()),
+        )
+
+    def _node_doc(self) -> dict[str, object]:
+        assert self.plan is not None
+        return {
+            "node": self.opts.node, "role": self._role_name(),
+            "address": str(self.plan.me.address), "pid": os.getpid(),
+            "version": __version__, "started_at": self.started_at,
+            "dataplane": self.opts.dataplane, "etcd": True,
+            "term": self.machine.term if self.machine else 0,
+        }
+
+    def _kick_registration(self) -> None:
+        if self.registration is not None:
+            self.registration.kick()
+
+    async def _register_loop(self) -> None:
+        assert self.registration is not None and self.lease is not None
+        await self.registration.run(self.lease)

@@ -1,0 +1,289 @@
+"""The router's role as a pure function of what it knows: backup, candidate or active.
+
+Nothing here does I/O. The pulse loop gathers a :class:`World` (lease, leader key,
+heartbeat peers, requests), calls :meth:`RoleMachine.step`, and carries out the returned
+:class:`Action` list in order. Safety rules (docs/protocol.md):
+
+* ACTIVE (holds VIPs) only while licensed: before its lease deadline minus a margin, or,
+  when etcd cannot be reached, while every other router acknowledges one of its
+  heartbeats sent within the ack window (failsafe). VIP lifetimes are renewed only
+  while licensed, so a VIP of a dead agent is gone at most lifetime + kernel slack later.
+* CANDIDATE (holds the leader key, no VIPs) becomes ACTIVE only once every active claim
+  it has heard is older than the ack window plus a margin, so an old active still in
+  failsafe has seen its acknowledgements go stale and released.
+* BACKUP campaigns only when the leader key is absent and no peer has claimed active in
+  a valid heartbeat within deadtime; lower priorities wait longer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from cluster.timing import Timing
+
+INF = float("inf")
+
+
+class Role(StrEnum):
+    BACKUP = "backup"
+    CANDIDATE = "candidate"  # holds the leader key, waits before taking the VIPs
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another configured router as this one sees it."""
+
+    name: str
+    priority: int
+    eligible: bool = True  # router active = 1 in the configuration
+    alive: bool = False  # a valid heartbeat within deadtime
+    registered: bool = False  # its nodes/<name> key exists in etcd
+    active_heard: float | None = None  # receive time of its newest heartbeat, if "active"
+    active_term: int = 0
+    acked_send: float | None = None  # send time of our newest heartbeat it acknowledged
+
+
+@dataclass(frozen=True)
+class Leader:
+    node: str
+    term: int
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything the role depends on, sampled at ``now`` (monotonic seconds)."""
+
+    now: float
+    me: str
+    priority: int
+    eligible: bool = True
+    lease_deadline: float = -INF  # send time of the last confirmed refresh + TTL
+    lease: int | None = None  # our lease id
+    etcd_ok: bool = False  # etcd answered recently
+    leader_known: bool = False  # the leader key's state has been read at least once
+    leader: Leader | None = None
+    leader_absent_since: float | None = None
+    last_term: int = 0  # the newest term seen in the leader key
+    released: Leader | None = None  # the last graceful hand-over marker (node, term)
+    switchover_to: str | None = None  # a pending `lvsctl switchover --to` target ("" = any)
+    switchover_term: int = 0  # the term the request was made against
+    preempt: bool = False
+    stopping: bool = False
+    peers: tuple[Peer, ...] = ()
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Try to create the leader key (create-if-absent, bound to our lease)."""
+
+
+@dataclass(frozen=True)
+class Activate:
+    """Add the VIPs and announce them; we are active from now on."""
+
+    term: int
+
+
+@dataclass(frozen=True)
+class Deactivate:
+    """Remove every VIP now, before anything else."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resign:
+    """Delete the leader key if still ours, leaving a 'released' marker (VIPs are gone)."""
+
+    term: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequestSwitchover:
+    """Ask the current active to hand over to us (preemption)."""
+
+    to: str
+
+
+Action = Campaign | Activate | Deactivate | Resign | RequestSwitchover
+
+
+@dataclass
+class RoleMachine:
+    """The explicit state machine; :meth:`step` is the only way it changes."""
+
+    timing: Timing
+    role: Role = Role.BACKUP
+    term: int = 0  # the leader key's create revision while we hold it
+    resigned_at: float = -INF  # last graceful hand-over (we then defer to others)
+    healthy_since: float | None = None  # preempt hold-down
+    preempt_asked_at: float = -INF
+    reasons: list[str] = field(default_factory=list)
+
+    # -- what the shell asks --------------------------------------------------------------
+
+    def licence(self, w: World) -> float:
+        """Until when an active may hold VIPs (monotonic time)."""
+        t = self.timing
+        by_lease = w.lease_deadline - t.margin
+        return max(by_lease, self.failsafe_until(w))
+
+    def failsafe_until(self, w: World) -> float:
+        """Failsafe licence: only when etcd is unreachable, from every peer's fresh ack."""
+        if w.etcd_ok or not self.timing.failsafe_possible:
+            return -INF
+        others = [p for p in w.peers if p.eligible]
+        acks = [p.acked_send for p in others]
+        if any(a is None for a in acks):
+            return -INF
+        oldest = min(acks, default=w.now)  # type: ignore[type-var]
+        return oldest + self.timing.window - self.timing.margin  # type: ignore[operator]
+
+    def may_renew(self, w: World) -> bool:
+        """May the VIP lifetime be renewed now? Only while licensed."""
+        return self.role is Role.ACTIVE and w.now < self.licence(w)
+
+    def takeover_at(self, w: World) -> float:
+        """Earliest time a new active may add the VIPs (every old claim stale + window)."""
+        latest = -INF
+        for p in w.peers:
+            if p.active_heard is None:
+                continue
+            if w.released and w.released.node == p.name and w.released.term >= p.active_term:
+                continue  # it handed over gracefully: its VIPs are gone
+            latest = max(latest, p.active_heard)
+        return latest + self.timing.window + self.timing.margin
+
+    # -- the transition function ----------------------------------------------------------
+
+    def step(self, w: World) -> tuple[list[Action], float]:
+        """Advance on ``w``; return the actions to carry out (in order) and the next wake-up."""
+        handler = {Role.ACTIVE: self._active, Role.CANDIDATE: self._candidate,
+                   Role.BACKUP: self._backup}[self.role]
+        return handler(w)
+
+    def _mine(self, w: World) -> bool | None:
+        """Is the leader key ours? None if we cannot tell (never read it)."""
+        if not w.leader_known:
+            return None
+        return w.leader is not None and w.leader.node == w.me and w.leader.term == self.term
+
+    def _demote(self, reason: str, resign: bool) -> list[Action]:
+        actions: list[Action] = []
+        if self.role is Role.ACTIVE:
+            actions.append(Deactivate(reason))
+        if resign and self.term:
+            actions.append(Resign(self.term, reason))
+        self.role = Role.BACKUP
+        self.term = 0
+        self.reasons.append(reason)
+        return actions
+
+    def _active(self, w: World) -> tuple[list[Action], float]:
+        if w.stopping:
+            return self._demote("shutting down", resign=True), INF
+        if (w.switchover_to is not None and w.switchover_to != w.me
+                and w.switchover_term == self.term):
+            self.resigned_at = w.now
+            return self._demote(f"switchover requested (to {w.switchover_to or 'any'})",
+                                resign=True), w.now
+        mine = self._mine(w)
+        if mine is False and w.etcd_ok:
+            return self._demote("the leader key is no longer ours", resign=False), w.now
+        licence = self.licence(w)
+        if w.now >= licence:
+            return self._demote("licence expired (lease unconfirmed, no failsafe)",
+                                resign=False), w.now
+        return [], licence
+
+    def _candidate(self, w: World) -> tuple[list[Action], float]:
+        if w.stopping:
+            return self._demote("shutting down", resign=True), INF
+        if self._mine(w) is False and w.etcd_ok:
+            return self._demote("lost the leader key", resign=False), w.now
+        if w.now >= w.lease_deadline - self.timing.margin:
+            return [], w.now + self.timing.keepalive  # wait for a confirmed refresh
+        at = self.takeover_at(w)
+        if w.now < at:
+            return [], at
+        self.role = Role.ACTIVE
+        return [Activate(self.term)], self.licence(w)
+
+    def won(self, term: int) -> None:
+        """The shell reports a successful campaign."""
+        self.role, self.term = Role.CANDIDATE, term
+
+    def _backup(self, w: World) -> tuple[list[Action], float]:
+        t = self.timing
+        # The key is ours on our current lease (we demoted without resigning, e.g. etcd
+        # was unreachable, and the lease survived): resume as candidate.
+        if (w.leader_known and w.leader is not None and w.leader.node == w.me
+                and w.lease is not None and w.leader.lease == w.lease and not w.stopping
+                and w.switchover_term != w.leader.term):
+            self.won(w.leader.term)
+            return self._candidate(w)
+        healthy = w.etcd_ok and w.now < w.lease_deadline - t.margin and w.eligible
+        if not healthy:
+            self.healthy_since = None
+            return [], w.now + t.keepalive
+        if self.healthy_since is None:
+            self.healthy_since = w.now
+        if w.stopping:
+            return [], INF
+        if w.leader is not None:
+            return self._maybe_preempt(w)
+        if not w.leader_known or w.leader_absent_since is None:
+            return [], w.now + t.keepalive
+        # Someone still claims active in a fresh heartbeat: not our turn.
+        claims = [p.active_heard for p in w.peers if p.active_heard is not None
+                  and p.alive and w.now - p.active_heard < t.deadtime
+                  and not (w.released and w.released.node == p.name
+                           and w.released.term >= p.active_term)]
+        if claims:
+            return [], max(claims) + t.deadtime  # type: ignore[type-var]
+        at = w.leader_absent_since + self._campaign_delay(w)
+        if w.now < at:
+            return [], at
+        return [Campaign()], w.now + t.keepalive
+
+    def _campaign_delay(self, w: World) -> float:
+        t = self.timing
+        if w.switchover_to:
+            if w.switchover_to == w.me:
+                return 0.0
+            target = next((p for p in w.peers if p.name == w.switchover_to), None)
+            if target is not None and (target.alive or target.registered):
+                return t.switchover_wait
+        handed_over = (w.released.node if w.released and w.released.term >= w.last_term
+                       else None)  # the last active resigned: it goes last this time
+        rank = sum(1 for p in w.peers if p.eligible and (p.alive or p.registered)
+                   and p.name != handed_over
+                   and (p.priority, _neg(p.name)) > (w.priority, _neg(w.me)))
+        delay = rank * t.priority_step
+        if w.now - self.resigned_at < t.deadtime:
+            delay += t.switchover_wait  # we just handed over: let the others go first
+        return delay
+
+    def _maybe_preempt(self, w: World) -> tuple[list[Action], float]:
+        t = self.timing
+        if not w.preempt or w.leader is None or w.leader.node == w.me:
+            return [], INF
+        holder = next((p for p in w.peers if p.name == w.leader.node), None)
+        if holder is None or holder.priority >= w.priority:
+            return [], INF
+        ready = (self.healthy_since or w.now) + t.hold_down
+        if w.now < ready:
+            return [], ready
+        if w.switchover_to == w.me or w.now - self.preempt_asked_at < t.switchover_wait:
+            return [], self.preempt_asked_at + t.switchover_wait
+        self.preempt_asked_at = w.now
+        return [RequestSwitchover(w.me)], w.now + t.switchover_wait
+
+
+def _neg(name: str) -> tuple[int, ...]:
+    """Order names so that the alphabetically first one ranks higher at equal priority."""
+    return tuple(-ord(c) for c in name)

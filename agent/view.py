@@ -1,0 +1,124 @@
+"""The cluster as this agent sees it: one resumable watch on ``/lvs/<cluster>/``.
+
+Keeps the leader key, the registered nodes, operator requests and the config (through
+:class:`~cluster.config_follow.ConfigFollower`, so only valid configs are adopted).
+Keys and values it does not understand are counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.config_follow import ConfigFollower
+from cluster.election import LeaderKey
+from cluster.etcd.client import KV, Etcd
+from cluster.keys import Keys, parse
+from cluster.watch import Change, PrefixWatch, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ViewStats:
+    junk: int = 0
+
+
+@dataclass
+class ClusterView:
+    etcd: Etcd
+    keys: Keys
+    follower: ConfigFollower
+    clock: Callable[[], float] = time.monotonic
+    kvs: dict[str, KV] = field(default_factory=dict)
+    leader: LeaderKey | None = None
+    leader_known: bool = False
+    leader_absent_since: float | None = None
+    last_term: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: ViewStats = field(default_factory=ViewStats)
+    watch: PrefixWatch | None = None
+
+    async def run(self) -> None:
+        self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
+        async for update in self.watch:
+            if isinstance(update, Snapshot):
+                self.kvs = dict(update.items)
+                self._leader_changed(self.kvs.get(self.keys.leader))
+                for kv in update.items.values():
+                    await self._offer(kv)
+            else:
+                for change in update:
+                    await self._apply(change)
+            self.changed.set()
+
+    async def _apply(self, change: Change) -> None:
+        if change.kv is None:
+            self.kvs.pop(change.key, None)
+        else:
+            self.kvs[change.key] = change.kv
+        if change.key == self.keys.leader:
+            self._leader_changed(change.kv)
+        elif change.kv is not None:
+            await self._offer(change.kv)
+
+    def _leader_changed(self, kv: KV | None) -> None:
+        self.leader_known = True
+        if kv is None:
+            if self.leader is not None or self.leader_absent_since is None:
+                self.leader_absent_since = self.clock()
+            self.leader = None
+        else:
+            self.leader = LeaderKey.from_kv(kv)
+            self.leader_absent_since = None
+            self.last_term = max(self.last_term, self.leader.term)
+
+    async def _offer(self, kv: KV) -> None:
+        pk = parse(self.keys, kv.key)
+        if pk is None:
+            self._junk(kv.key, "unknown key")
+        elif pk.kind == "config":
+            await self.follower.offer(kv)
+
+    def _junk(self, key: str, why: str) -> None:
+        self.stats.junk += 1
+        log.warning("ignoring %s: %s", key, why)
+
+    # -- typed reads ------------------------------------------------------------------
+
+    def doc(self, key: str) -> dict[str, Any] | None:
+        """The JSON object under ``key``; None if absent or not a JSON object (counted)."""
+        kv = self.kvs.get(key)
+        if kv is None:
+            return None
+        try:
+            doc = json.loads(kv.value)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self._junk(key, "value is not a JSON object")
+            return None
+        return doc
+
+    def registered(self) -> set[str]:
+        prefix = self.keys.nodes_prefix
+        return {pk.parts[0] for k in self.kvs if k.startswith(prefix)
+                and (pk := parse(self.keys, k)) is not None}
+
+    def switchover(self) -> dict[str, Any] | None:
+        return self.doc(self.keys.switchover)
+
+    def released(self) -> tuple[str, int] | None:
+        doc = self.doc(self.keys.released)
+        if doc is None:
+            return None
+        try:
+            return str(doc["node"]), int(doc["term"])
+        except (KeyError, TypeError, ValueError):
+            self._junk(self.keys.released, "released marker without node/term")
+            return None

@@ -1,0 +1,279 @@
+"""The nftables backend against real nftables, each test in a fresh network namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import netlab
+import pytest
+
+from agent.dataplane.nft import NftBackend, NftError, NftInputError, available
+from agent.dataplane.nft_layout import chain_name
+from agent.dataplane.nft_netlink import Generation
+from agent.dataplane.table import (
+    AddDest,
+    AddService,
+    DelDest,
+    DestKey,
+    DestSpec,
+    EditDest,
+    Service,
+    ServiceKey,
+    ServiceSpec,
+    diff,
+)
+
+pytestmark = pytest.mark.netns
+
+WEB = ServiceKey("tcp", "10.0.0.1", 80)
+DNS6 = ServiceKey("udp", "2001:db8::1", 53, family=6)
+MARK = ServiceKey("fwmark", fwmark=7)
+ALL_PORTS = ServiceKey("tcp", "10.0.0.2", 0)
+EMPTY = ServiceKey("tcp", "10.0.0.3", 443)
+WANT = {
+    WEB: Service(ServiceSpec("wrr"), {DestKey("10.1.0.1", 8080): DestSpec(3),
+                                      DestKey("10.1.0.2", 8080): DestSpec(1),
+                                      DestKey("10.1.0.3", 0): DestSpec(0)}),
+    DNS6: Service(ServiceSpec("sh"), {DestKey("2001:db8::10", 53): DestSpec(2, "route"),
+                                      DestKey("2001:db8::11", 5353): DestSpec(1)}),
+    MARK: Service(ServiceSpec("wlc", 300, "255.255.255.0"), {DestKey("10.2.0.1", 0): DestSpec(1),
+                                                             DestKey("10.2.0.2", 80): DestSpec(0)}),
+    ALL_PORTS: Service(ServiceSpec("fo"), {DestKey("10.3.0.1", 0): DestSpec(1),
+                                           DestKey("10.3.0.2", 0): DestSpec(5)}),
+    EMPTY: Service(ServiceSpec("rr"), {}),
+}  # fmt: skip
+
+
+@pytest.fixture
+def router() -> Iterator[str]:
+    with netlab.Lab("nftb") as lab:
+        yield lab.add_ns("r")
+
+
+@pytest.fixture
+async def backend(router: str) -> AsyncIterator[NftBackend]:
+    b = NftBackend(netns=router, compact_delay=None)
+    yield b
+    b.close()
+
+
+def nft(ns: str, *args: str) -> str:
+    return netlab.sh("ip", "netns", "exec", ns, "nft", *args).stdout
+
+
+def handles(ns: str) -> dict[str, list[int]]:
+    """Rule handles of every chain of our table, in chain order."""
+    chains: dict[str, list[int]] = {}
+    for item in json.loads(nft(ns, "-j", "list", "table", "inet", "piranha"))["nftables"]:
+        if "chain" in item:
+            chains.setdefault(item["chain"]["name"], [])
+        if "rule" in item:
+            chains[item["rule"]["chain"]].append(item["rule"]["handle"])
+    return chains
+
+
+async def converge(backend: NftBackend, want: dict) -> None:
+    await backend.apply(diff(await backend.read(), want))
+
+
+async def read_fresh(ns: str) -> dict:
+    """What a backend that never saw the table reads (no cache)."""
+    other = NftBackend(netns=ns, compact_delay=None)
+    try:
+        return dict(await other.read())
+    finally:
+        other.close()
+
+
+def test_available():
+    assert available()
+    assert not available("/nonexistent/nft")
+
+
+async def test_apply_from_empty_and_read_back_equal(backend, router):
+    assert await backend.read() == {}
+    await converge(backend, WANT)
+    assert diff(await backend.read(), WANT) == []
+    assert diff(await read_fresh(router), WANT) == []
+    assert backend.problems == ()
+
+
+async def test_dest_changes_touch_only_their_service(backend, router):
+    await converge(backend, WANT)
+    web = chain_name(WEB)
+    before = handles(router)
+    want = dict(WANT)
+    steps = [
+        AddDest(WEB, DestKey("10.1.0.4", 8080), DestSpec(2)),
+        EditDest(WEB, DestKey("10.1.0.1", 8080), DestSpec(7)),
+        DelDest(WEB, DestKey("10.1.0.2", 8080)),
+    ]
+    for op in steps:
+        dests = dict(want[WEB].dests)
+        if isinstance(op, DelDest):
+            del dests[op.key]
+        else:
+            dests[op.key] = op.spec
+        want[WEB] = Service(want[WEB].spec, dests)
+        assert diff(await backend.read(), want) == [op]
+        await backend.apply([op])
+        after = handles(router)
+        assert {c: h for c, h in after.items() if c != web} == {
+            c: h for c, h in before.items() if c != web
+        }
+        assert after[web][-len(before[web]) :] == before[web]  # new rules only at the head
+        assert diff(await read_fresh(router), want) == []
+    await backend.compact()
+    compacted = handles(router)
+    assert len(compacted[web]) == 2 and not set(compacted[web]) & set(before[web])
+    assert {c: h for c, h in compacted.items() if c != web} == {
+        c: h for c, h in before.items() if c != web
+    }
+    assert diff(await backend.read(), want) == []
+    assert diff(await read_fresh(router), want) == []
+
+
+@pytest.mark.parametrize(
+    ("flush", "problem"),
+    [(["flush", "ruleset"], "table missing"),
+     (["flush", "table", "inet", "piranha"], "base rules of prerouting missing or wrong")],
+)  # fmt: skip
+async def test_repairs_after_a_flush(backend, router, flush, problem):
+    await converge(backend, WANT)
+    nft(router, *flush)
+    assert await backend.read() == {}
+    assert problem in backend.problems
+    await converge(backend, WANT)
+    assert diff(await backend.read(), WANT) == []
+    assert backend.problems == ()
+    assert diff(await read_fresh(router), WANT) == []
+
+
+async def test_repairs_after_deleting_one_element(backend, router):
+    await converge(backend, WANT)
+    before = handles(router)
+    nft(router, "delete", "element", "inet", "piranha", "svc4", "{ 10.0.0.1 . tcp . 80 }")
+    have = await backend.read()
+    assert have.keys() == WANT.keys() - {WEB}
+    assert any(chain_name(WEB) in problem for problem in backend.problems)
+    assert diff(have, WANT)[0] == AddService(WEB, WANT[WEB].spec)
+    await converge(backend, WANT)
+    assert diff(await read_fresh(router), WANT) == []
+    after = handles(router)
+    assert {c: h for c, h in after.items() if c != chain_name(WEB)} == {
+        c: h for c, h in before.items() if c != chain_name(WEB)
+    }
+
+
+async def test_repairs_tampered_service_rules(backend, router):
+    await converge(backend, WANT)
+    dns, web = chain_name(DNS6), chain_name(WEB)
+    dnat_rule = handles(router)[dns][0]
+    nft(router, "delete", "rule", "inet", "piranha", dns, "handle", str(dnat_rule))
+    have = await backend.read()
+    assert have[DNS6] == Service(WANT[DNS6].spec, {})  # exactly its real servers are missing
+    assert [type(op) for op in diff(have, WANT)] == [AddDest, AddDest]
+    settings_rule = handles(router)[web][1]
+    nft(router, "delete", "rule", "inet", "piranha", web, "handle", str(settings_rule))
+    have = await backend.read()
+    assert WEB not in have and DNS6 in have
+    assert any(str(WEB) in problem for problem in backend.problems)
+    await converge(backend, WANT)
+    assert diff(await backend.read(), WANT) == []
+    assert backend.problems == ()
+    assert diff(await read_fresh(router), WANT) == []
+
+
+async def test_compaction_removes_broken_services_nobody_wants(backend, router):
+    await converge(backend, WANT)
+    web = chain_name(WEB)
+    nft(router, "delete", "rule", "inet", "piranha", web, "handle", str(handles(router)[web][1]))
+    assert WEB not in await backend.read()
+    await backend.compact()
+    assert web not in handles(router)
+    assert "10.0.0.1" not in nft(router, "list", "map", "inet", "piranha", "svc4")
+    assert diff(await backend.read(), WANT) == [AddService(WEB, WANT[WEB].spec)] + [
+        AddDest(WEB, d, s) for d, s in sorted(WANT[WEB].dests.items())
+    ]
+    assert backend.problems == ()
+    await converge(backend, WANT)
+    assert diff(await read_fresh(router), WANT) == []
+
+
+async def test_scheduler_fallbacks_are_logged_by_name(backend, caplog):
+    caplog.set_level(logging.WARNING, logger="agent.dataplane.nft")
+    await converge(backend, {MARK: WANT[MARK], DNS6: WANT[DNS6]})
+    text = caplog.text
+    assert "scheduler 'wlc' not available" in text
+    assert "persistence 300s" in text
+    assert "forwarding 'route'" in text
+    assert backend.fallbacks(WEB, WANT[WEB]) == []
+    assert any("'lblc'" in w for w in backend.fallbacks(WEB, Service(ServiceSpec("lblc"))))
+
+
+async def test_bad_ops_write_nothing(backend, router):
+    await converge(backend, {WEB: WANT[WEB]})
+    gen = Generation(router)
+    before = gen.get()
+    with pytest.raises(NftInputError, match="no such virtual service"):
+        await backend.apply([AddDest(DNS6, DestKey("2001:db8::10", 53), DestSpec())])
+    with pytest.raises(NftInputError, match="as '2001:db8::10'"):
+        await backend.apply([AddService(DNS6, ServiceSpec()),
+                             AddDest(DNS6, DestKey("2001:DB8::10", 53), DestSpec())])  # fmt: skip
+    assert gen.get() == before
+    gen.close()
+    assert diff(await backend.read(), {WEB: WANT[WEB]}) == []
+
+
+async def test_full_nat_switch_rewrites_the_base(backend, router):
+    await converge(backend, WANT)
+    masq = NftBackend(netns=router, full_nat=True, compact_delay=None)
+    try:
+        assert await masq.read() == {}  # base differs: every service gets rewritten
+        assert any("postrouting" in p for p in masq.problems)
+        await converge(masq, WANT)
+        assert "masquerade" in nft(router, "list", "chain", "inet", "piranha", "postrouting")
+        assert diff(await masq.read(), WANT) == []
+    finally:
+        masq.close()
+
+
+async def test_background_compaction(router):
+    backend = NftBackend(netns=router, compact_delay=0.05)
+    try:
+        await converge(backend, {WEB: WANT[WEB]})
+        await backend.apply([EditDest(WEB, DestKey("10.1.0.1", 8080), DestSpec(9))])
+        assert len(handles(router)[chain_name(WEB)]) == 4
+        for _ in range(200):  # compaction runs 0.05 s after the change
+            if len(handles(router)[chain_name(WEB)]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(handles(router)[chain_name(WEB)]) == 2
+    finally:
+        backend.close()
+
+
+async def test_flush_removes_our_table_only(backend, router):
+    nft(router, "add", "table", "inet", "theirs")
+    await converge(backend, WANT)
+    await backend.flush()
+    assert await backend.read() == {}
+    assert "piranha" not in nft(router, "list", "tables")
+    assert "theirs" in nft(router, "list", "tables")
+    await backend.flush()  # nothing there: still fine
+    await converge(backend, WANT)
+    assert diff(await read_fresh(router), WANT) == []
+
+
+async def test_nft_errors_are_reported(router):
+    broken = NftBackend(netns=router, nft="/bin/false", compact_delay=None)
+    with pytest.raises(NftError):
+        await broken.read()
+    broken.close()
+    nowhere = NftBackend(netns=router + "-gone", compact_delay=None)
+    with pytest.raises(NftError, match="cannot open"):
+        await nowhere.read()  # a missing namespace is an error, not an empty table
+    nowhere.close()

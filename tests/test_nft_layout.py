@@ -1,0 +1,248 @@
+"""Pure parts of the nftables backend: shares, layout, comments, schedulers, plans."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.dataplane import nft_plan, nft_rules
+from agent.dataplane.nft_layout import (
+    MOD,
+    NftInputError,
+    chain_name,
+    check_service,
+    dispatch_map,
+    layout,
+    service_from_rule,
+    spec_comment,
+    spec_from_comment,
+    split,
+)
+from agent.dataplane.nft_read import MISSING, KernelState
+from agent.dataplane.nft_sched import fallbacks, selector
+from agent.dataplane.table import (
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
+    DestKey,
+    DestSpec,
+    EditDest,
+    Service,
+    ServiceKey,
+    ServiceSpec,
+)
+
+V4 = ServiceKey("tcp", "10.0.0.1", 80)
+V6 = ServiceKey("udp", "2001:db8::1", 53, family=6)
+FWM = ServiceKey("fwmark", fwmark=7)
+
+
+def svc(scheduler: str = "wrr", **weights: int) -> Service:
+    dests = {DestKey(f"10.1.0.{i}", 8080): DestSpec(w) for i, w in enumerate(weights.values())}
+    return Service(ServiceSpec(scheduler), dests)
+
+
+# ---------------------------------------------------------------- shares
+
+
+def test_split_is_proportional_and_complete():
+    assert split([3, 1], 8) == [6, 2]
+    assert split([0, 5, 0], 10) == [0, 10, 0]
+    assert split([0, 0]) == [0, 0]
+    shares = split([1, 10**6])  # a tiny weight still gets a unit
+    assert shares[0] >= 1 and sum(shares) == MOD
+
+
+@given(st.lists(st.integers(min_value=0, max_value=65535), min_size=1, max_size=40))
+def test_split_within_one_unit_of_exact(weights):
+    shares = split(weights)
+    total = sum(weights)
+    if total == 0:
+        assert shares == [0] * len(weights)
+        return
+    assert sum(shares) == MOD
+    tiny = sum(1 for w in weights if 0 < w * MOD < total)  # get 1 unit they did not earn
+    for weight, share in zip(weights, shares, strict=True):
+        assert (share == 0) == (weight == 0)
+        assert abs(share - weight * MOD / total) < 1 + tiny
+
+
+# ---------------------------------------------------------------- layout
+
+
+def test_layout_ranges_follow_weights_and_park_weight_zero():
+    rule = layout(V4, svc(a=3, b=1, c=0))
+    live = [s for s in rule.slots if s.lo < MOD]
+    parked = [s for s in rule.slots if s.lo >= MOD]
+    assert [(s.address, s.hi - s.lo + 1) for s in live] == [
+        ("10.1.0.0", 3 * MOD // 4),
+        ("10.1.0.1", MOD // 4),
+    ]
+    assert live[0].lo == 0 and live[-1].hi == MOD - 1
+    assert [(s.address, s.port) for s in parked] == [("10.1.0.2", 8080)]
+    assert rule.hash == "random" and rule.l4proto == "tcp"
+
+
+def test_layout_schedulers():
+    assert layout(V4, svc("sh", a=1)).hash == "saddr"
+    assert layout(V4, svc("dh", a=1)).hash == "daddr"
+    rr = layout(V4, svc("rr", a=5, b=1))
+    assert [s.hi - s.lo + 1 for s in rr.slots] == [MOD // 2, MOD // 2]  # rr ignores weights
+    fo = layout(V4, svc("fo", a=2, b=7, c=7))
+    assert [(s.address, s.hi - s.lo + 1) for s in fo.slots if s.lo < MOD] == [("10.1.0.1", MOD)]
+    persistent = Service(ServiceSpec("wrr", persistent=60), svc(a=1).dests)
+    assert layout(V4, persistent).hash == "saddr"
+    assert layout(V4, Service(ServiceSpec("rr"), {})) is None
+
+
+def test_fwmark_keeps_port_and_remembers_it_in_comment():
+    dests = {DestKey("10.2.0.1", 0): DestSpec(1), DestKey("10.2.0.2", 80): DestSpec(1, "route")}
+    service = Service(ServiceSpec("wrr"), dests)
+    rule = layout(FWM, service)
+    assert rule.l4proto is None and all(s.port is None for s in rule.slots)
+    assert service_from_rule(service.spec, rule) == service
+
+
+def test_port_zero_real_server_means_service_port():
+    service = Service(ServiceSpec("wrr"), {DestKey("10.2.0.1", 0): DestSpec(1)})
+    (slot,) = layout(V4, service).slots
+    assert slot.port == 80
+    assert service_from_rule(service.spec, layout(V4, service)) == service
+
+
+addresses = st.integers(min_value=1, max_value=250).map(lambda n: f"10.9.0.{n}")
+dest_maps = st.dictionaries(
+    st.builds(DestKey, addresses, st.integers(min_value=0, max_value=65535)),
+    st.builds(
+        DestSpec,
+        st.integers(min_value=0, max_value=1000),
+        st.sampled_from(["masq", "route", "tunnel"]),
+    ),
+    max_size=12,
+)
+schedulers = st.sampled_from(["rr", "wrr", "wlc", "sh", "dh", "fo", "mh", "lblc", "nope"])
+keys = st.sampled_from([V4, FWM, ServiceKey("tcp", "10.0.0.2", 0)])
+
+
+@settings(max_examples=200)
+@given(keys, schedulers, st.integers(min_value=0, max_value=3600), dest_maps)
+def test_layout_round_trips(key, scheduler, persistent, dests):
+    service = Service(ServiceSpec(scheduler, persistent), dests)
+    rule = layout(key, service)
+    assert service_from_rule(service.spec, rule) == service
+    if rule is not None:  # ranges never overlap and cover 0..MOD-1 iff someone is live
+        spans = sorted((s.lo, s.hi) for s in rule.slots)
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+        live = sum(s.hi - s.lo + 1 for s in rule.slots if s.lo < MOD)
+        assert live in (0, MOD)
+
+
+def test_spec_comment_round_trip_and_junk():
+    spec = ServiceSpec("wlc", 300, "255.255.255.0")
+    assert spec_from_comment(spec_comment(spec)) == spec
+    assert len(spec_comment(ServiceSpec("lblcr", 86400, "ffff:ffff:ffff:ffff::"))) < 128
+    for junk in (None, "", "x", '{"v":2}', '{"v":1,"s":"rr","p":-1,"m":"x"}'):
+        with pytest.raises(ValueError):
+            spec_from_comment(junk)
+
+
+def test_names_are_deterministic_and_distinct():
+    names = {chain_name(k) for k in (V4, V6, FWM, ServiceKey("tcp", "10.0.0.1", 0))}
+    assert len(names) == 4 and all(n.replace("_", "").isalnum() for n in names)
+    assert chain_name(V6) == "svc6_udp_2001xdb8xx1_53"
+    assert [dispatch_map(k) for k in (V4, V6, FWM)] == ["svc4", "svc6", "fwm4"]
+    assert dispatch_map(ServiceKey("tcp", "10.0.0.1", 0)) == "any4"
+
+
+@pytest.mark.parametrize(
+    ("key", "dest", "message"),
+    [
+        (ServiceKey("tcp", "10.0.0.300", 80), None, "not an IP address"),
+        (ServiceKey("tcp", "10.0.0.1", 80, family=6), None, "not an IPv6"),
+        (ServiceKey("sctp", "10.0.0.1", 80), None, "protocol"),
+        (ServiceKey("fwmark", fwmark=0), None, "fwmark"),
+        (V6, DestKey("2001:DB8::2", 53), "write '2001:DB8::2' as '2001:db8::2'"),
+        (V4, DestKey("10.1.0.1", 70000), "port"),
+        (V4, DestKey("2001:db8::2", 80), "not an IPv4"),
+    ],
+)
+def test_bad_input_is_a_clear_error(key, dest, message):
+    dests = {dest: DestSpec(1)} if dest else {}
+    with pytest.raises(NftInputError, match=message):
+        check_service(key, Service(ServiceSpec(), dests))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ServiceSpec('w"lc'), "not a name"),
+        (ServiceSpec("wlc", -1), "persistent"),
+        (ServiceSpec("wlc", 1, "x" * 50), "not a mask"),
+    ],
+)
+def test_bad_settings_are_a_clear_error(spec, message):
+    with pytest.raises(NftInputError, match=message):
+        check_service(V4, Service(spec))
+
+
+# ---------------------------------------------------------------- schedulers
+
+
+@pytest.mark.parametrize("scheduler", ["lc", "wlc", "sed", "nq", "ovf", "mh", "lblc", "lblcr"])
+def test_fallback_schedulers_warn_by_name(scheduler):
+    (warning,) = selector(ServiceSpec(scheduler)).warnings
+    assert repr(scheduler) in warning
+
+
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "sh", "dh", "fo"])
+def test_native_schedulers_do_not_warn(scheduler):
+    assert fallbacks(ServiceSpec(scheduler)) == []
+
+
+def test_fallbacks_name_persistence_netmask_forwarding_and_ports():
+    dests = {DestKey("10.1.0.1", 8080): DestSpec(1, "tunnel")}
+    found = fallbacks(ServiceSpec("wrr", 300, "255.255.255.0"), dests, FWM)
+    assert any("persistence 300s" in w for w in found)
+    assert any("netmask 255.255.255.0" in w for w in found)
+    assert any("'tunnel'" in w and "masq" in w for w in found)
+    assert any("10.1.0.1:8080" in w and "destination port" in w for w in found)
+
+
+# ---------------------------------------------------------------- plans
+
+
+def test_plan_from_missing_table_builds_base_and_services():
+    ops = [AddService(V4, ServiceSpec()), AddDest(V4, DestKey("10.1.0.1", 80), DestSpec())]
+    plan = nft_plan.plan_apply(MISSING, ops, nft_rules.Config())
+    verbs = [next(iter(c)) for c in plan.commands]
+    assert plan.commands[0] == {"add": {"table": {"family": "inet", "name": "piranha"}}}
+    assert "insert" not in verbs and "delete" not in verbs
+    assert plan.after.base_ok and set(plan.after.services) == {V4}
+    assert plan.after.chains == {chain_name(V4)}
+
+
+def test_plan_for_a_dest_change_only_inserts_into_that_chain():
+    chains = frozenset({chain_name(V4), chain_name(V6)})
+    state = KernelState({V4: svc(a=1, b=1), V6: Service()}, chains=chains, base_ok=True)
+    ops = [EditDest(V4, DestKey("10.1.0.0", 8080), DestSpec(5))]
+    plan = nft_plan.plan_apply(state, ops, nft_rules.Config())
+    assert [next(iter(c)) for c in plan.commands] == ["insert", "insert"]
+    assert {c["insert"]["rule"]["chain"] for c in plan.commands} == {chain_name(V4)}
+    assert plan.after.stale == {chain_name(V4)}
+    compaction = nft_plan.plan_compaction(plan.after, nft_rules.Config())
+    assert [next(iter(c)) for c in compaction.commands] == ["flush", "add", "add"]
+    assert not compaction.after.stale
+
+
+def test_plan_rejects_unknown_service_and_skips_no_ops():
+    state = KernelState({V4: svc(a=1)}, base_ok=True, chains=frozenset({chain_name(V4)}))
+    with pytest.raises(NftInputError, match="no such virtual service"):
+        nft_plan.plan_apply(state, [DelDest(V6, DestKey("10.1.0.0", 1))], nft_rules.Config())
+    same = [EditDest(V4, DestKey("10.1.0.0", 8080), DestSpec(1))]
+    assert nft_plan.plan_apply(state, same, nft_rules.Config()).commands == []
+    gone = nft_plan.plan_apply(state, [DelService(V4)], nft_rules.Config())
+    assert not gone.after.services and not gone.after.chains

@@ -1,0 +1,221 @@
+"""The role machine, pure: every safety rule driven by hand-made worlds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from agent.role import (
+    Activate,
+    Campaign,
+    Deactivate,
+    Leader,
+    Peer,
+    RequestSwitchover,
+    Resign,
+    Role,
+    RoleMachine,
+    World,
+)
+from cluster.timing import Timing
+
+T = Timing()  # ttl 2, keepalive 0.5, deadtime 2, window 2, margin 0.25
+
+
+def world(now: float = 100.0, **kw: object) -> World:
+    base = dict(now=now, me="r1", priority=200, lease_deadline=now + 1.9, lease=7,
+                etcd_ok=True, leader_known=True, leader=None, leader_absent_since=now - 1,
+                peers=(Peer("r2", 100, alive=True, registered=True),))
+    base.update(kw)
+    return World(**base)  # type: ignore[arg-type]
+
+
+def active_machine(term: int = 5) -> RoleMachine:
+    m = RoleMachine(T)
+    m.won(term)
+    m.role = Role.ACTIVE
+    return m
+
+
+def mine(term: int = 5) -> Leader:
+    return Leader("r1", term, 7)
+
+
+def test_lone_router_campaigns_then_activates_at_once() -> None:
+    m = RoleMachine(T)
+    actions, _ = m.step(world())
+    assert actions == [Campaign()]
+    m.won(5)
+    assert m.role is Role.CANDIDATE
+    actions, _ = m.step(world(leader=mine()))
+    assert actions == [Activate(5)] and m.role is Role.ACTIVE
+
+
+def test_no_campaign_while_a_peer_claims_active_in_fresh_heartbeats() -> None:
+    m = RoleMachine(T)
+    claiming = Peer("r2", 100, alive=True, registered=True, active_heard=99.5, active_term=3)
+    actions, wake = m.step(world(peers=(claiming,)))
+    assert actions == [] and wake == pytest.approx(99.5 + T.deadtime)
+    # Silent for deadtime: now it may campaign.
+    actions, _ = m.step(world(now=101.6, peers=(replace(claiming, alive=False),)))
+    assert actions == [Campaign()]
+
+
+def test_no_campaign_without_etcd_or_lease() -> None:
+    m = RoleMachine(T)
+    assert m.step(world(etcd_ok=False))[0] == []
+    assert m.step(world(lease_deadline=100.1))[0] == []  # within the margin: unproven
+    assert m.step(world(leader_known=False))[0] == []
+
+
+def test_lower_priority_waits_its_rank() -> None:
+    m = RoleMachine(T)
+    w = world(me="r3", priority=50, leader_absent_since=100.0,
+              peers=(Peer("r1", 200, registered=True), Peer("r2", 100, alive=True)))
+    actions, wake = m.step(w)
+    assert actions == [] and wake == pytest.approx(100.0 + 2 * T.priority_step)
+    assert m.step(replace(w, now=100.0 + 2 * T.priority_step))[0] == [Campaign()]
+
+
+def test_candidate_waits_until_old_claims_are_past_the_ack_window() -> None:
+    m = RoleMachine(T)
+    m.won(9)
+    old = Peer("r2", 100, alive=False, active_heard=99.0, active_term=5)
+    actions, wake = m.step(world(leader=Leader("r1", 9, 7), peers=(old,)))
+    assert actions == [] and m.role is Role.CANDIDATE
+    assert wake == pytest.approx(99.0 + T.window + T.margin)
+    actions, _ = m.step(world(now=wake, lease_deadline=wake + 1.9, leader=Leader("r1", 9, 7),
+                              peers=(old,)))
+    assert actions == [Activate(9)]
+
+
+def test_graceful_release_marker_skips_the_wait() -> None:
+    m = RoleMachine(T)
+    m.won(9)
+    old = Peer("r2", 100, alive=True, active_heard=99.9, active_term=5)
+    w = world(leader=Leader("r1", 9, 7), peers=(old,), released=Leader("r2", 5))
+    assert m.step(w)[0] == [Activate(9)]
+
+
+def test_active_demotes_when_lease_unconfirmed_and_no_failsafe() -> None:
+    m = active_machine()
+    w = world(leader=mine(), lease_deadline=100.3, etcd_ok=False,
+              peers=(Peer("r2", 100, alive=True, acked_send=None),))
+    actions, wake = m.step(w)
+    assert actions == [] and wake == pytest.approx(100.3 - T.margin)
+    actions, _ = m.step(replace(w, now=100.06))
+    assert actions == [Deactivate("licence expired (lease unconfirmed, no failsafe)")]
+    assert m.role is Role.BACKUP
+
+
+def test_failsafe_keeps_vips_while_every_peer_acks_and_drops_on_one_stale_ack() -> None:
+    m = active_machine()
+    peers = (Peer("r2", 100, alive=True, acked_send=99.8),
+             Peer("r3", 50, alive=True, acked_send=99.9))
+    w = world(leader=mine(), lease_deadline=90.0, etcd_ok=False, peers=peers)
+    actions, wake = m.step(w)
+    assert actions == [] and m.role is Role.ACTIVE
+    assert wake == pytest.approx(99.8 + T.window - T.margin)  # the oldest ack rules
+    assert m.may_renew(w)
+    stale = (peers[0], replace(peers[1], acked_send=98.0))
+    actions, _ = m.step(replace(w, peers=stale))
+    assert isinstance(actions[0], Deactivate) and m.role is Role.BACKUP
+
+
+def test_failsafe_needs_every_configured_router_even_a_dead_one() -> None:
+    m = active_machine()
+    peers = (Peer("r2", 100, alive=True, acked_send=99.9), Peer("r3", 50, alive=False))
+    w = world(leader=mine(), lease_deadline=90.0, etcd_ok=False, peers=peers)
+    assert isinstance(m.step(w)[0][0], Deactivate)
+
+
+def test_failsafe_does_not_apply_while_etcd_answers() -> None:
+    m = active_machine()
+    peers = (Peer("r2", 100, alive=True, acked_send=99.9),)
+    w = world(leader=mine(), lease_deadline=90.0, etcd_ok=True, peers=peers)
+    assert isinstance(m.step(w)[0][0], Deactivate)
+
+
+def test_deposed_active_demotes_at_once_without_resigning() -> None:
+    m = active_machine(5)
+    actions, _ = m.step(world(leader=Leader("r2", 8, 3)))
+    assert actions == [Deactivate("the leader key is no longer ours")]
+
+
+def test_stale_leader_view_without_etcd_does_not_depose() -> None:
+    m = active_machine(5)
+    w = world(leader=Leader("r2", 8, 3), etcd_ok=False)
+    assert m.step(w)[0] == [] and m.role is Role.ACTIVE
+
+
+def test_stop_releases_before_resigning() -> None:
+    m = active_machine(5)
+    actions, _ = m.step(world(leader=mine(), stopping=True))
+    assert actions == [Deactivate("shutting down"), Resign(5, "shutting down")]
+
+
+def test_switchover_request_for_our_term_hands_over() -> None:
+    m = active_machine(5)
+    actions, _ = m.step(world(leader=mine(), switchover_to="r2", switchover_term=5))
+    assert [type(a) for a in actions] == [Deactivate, Resign]
+    # A request made against an older term is ignored by the new active.
+    m2 = active_machine(6)
+    assert m2.step(world(leader=mine(6), switchover_to="r2", switchover_term=5))[0] == []
+
+
+def test_switchover_target_goes_first_others_defer() -> None:
+    target = RoleMachine(T)
+    w = world(me="r2", priority=100, switchover_to="r2", switchover_term=5,
+              peers=(Peer("r1", 200, alive=True, registered=True),
+                     Peer("r3", 50, alive=True, registered=True)),
+              released=Leader("r1", 5), last_term=5)
+    assert target.step(w)[0] == [Campaign()]
+    other = RoleMachine(T)
+    w3 = replace(w, me="r3", priority=50,
+                 peers=(Peer("r1", 200, alive=True), Peer("r2", 100, alive=True)))
+    actions, wake = other.step(w3)
+    assert actions == [] and wake >= w3.leader_absent_since + T.switchover_wait  # type: ignore
+
+
+def test_resigned_router_is_not_ranked_ahead_after_a_graceful_handover() -> None:
+    m = RoleMachine(T)
+    w = world(me="r2", priority=100, released=Leader("r1", 5), last_term=5,
+              peers=(Peer("r1", 200, alive=True, registered=True),))
+    assert m.step(w)[0] == [Campaign()]
+
+
+def test_may_renew_only_when_active_and_licensed() -> None:
+    m = RoleMachine(T)
+    assert not m.may_renew(world())
+    m = active_machine()
+    assert m.may_renew(world(leader=mine()))
+    assert not m.may_renew(world(leader=mine(), lease_deadline=100.1, etcd_ok=True))
+
+
+def test_preempt_after_hold_down() -> None:
+    m = RoleMachine(T)
+    leader = Leader("r2", 4, 3)
+    w = world(leader=leader, preempt=True, peers=(Peer("r2", 100, alive=True),))
+    actions, wake = m.step(w)
+    assert actions == [] and wake == pytest.approx(100.0 + T.hold_down)
+    actions, _ = m.step(replace(w, now=wake, lease_deadline=wake + 1.9))
+    assert actions == [RequestSwitchover("r1")]
+    # Without preempt, never.
+    m2 = RoleMachine(T)
+    assert m2.step(replace(w, preempt=False, now=200.0, lease_deadline=201.9))[0] == []
+
+
+def test_key_still_ours_on_our_lease_resumes_as_candidate() -> None:
+    m = RoleMachine(T)
+    actions, _ = m.step(world(leader=Leader("r1", 5, 7)))
+    assert actions == [Activate(5)]
+    m2 = RoleMachine(T)  # same name, other lease: a previous run's key, not ours
+    assert m2.step(world(leader=Leader("r1", 5, 99)))[0] == []
+
+
+def test_timing_problems_name_the_constraint() -> None:
+    assert T.problems() == []
+    assert "twice keepalive" in Timing(keepalive=1, deadtime=1.5).problems()[0]
+    assert any("VIP lifetime" in p for p in Timing(keepalive=0.2, deadtime=0.5).problems())
+    assert Timing(keepalive=0.1, deadtime=0.5, fast_eviction=True, margin=0.1).problems() == []
