@@ -38,6 +38,7 @@ from .role import (
     Activate,
     Campaign,
     Deactivate,
+    Evict,
     Leader,
     Peer,
     RequestSwitchover,
@@ -90,7 +91,7 @@ class Pulse:
         self.started_at = now_iso()
         self.transitions: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._config_ready = asyncio.Event()
+        self._vote: int | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -227,6 +228,7 @@ class Pulse:
             world = self._world(stopping=self.stopping)
             actions, wake = self.machine.step(world)
             await self._execute(actions)
+            await self._sync_vote(self.machine.eviction_vote(world))
             if self.stopping and self.machine.role is Role.BACKUP:
                 return
             if actions:
@@ -267,6 +269,7 @@ class Pulse:
             switchover_to=str(switch["to"]) if "to" in switch else None,
             switchover_term=int(switch.get("term") or 0),
             preempt=self.plan.preempt, stopping=stopping, peers=tuple(peers),
+            evict_votes=view.evict_votes(),
         )
 
     def _etcd_ok(self, now: float) -> bool:
@@ -304,6 +307,10 @@ class Pulse:
             await self._activate(action.term)
         elif isinstance(action, RequestSwitchover):
             await self._request_switchover(action.to)
+        elif isinstance(action, Evict):
+            log.warning("fast eviction: every live backup lost %s (term %d); revoking its "
+                        "lease", action.node, action.term)
+            await self.etcd.revoke(action.lease)
 
     async def _activate(self, term: int) -> None:
         self._count("active")
@@ -345,6 +352,22 @@ class Pulse:
                "reason": "preempt", "at": now_iso()}
         await self.etcd.put(self.keys.switchover, json.dumps(doc), lease=lease)
         log.info("preempt: asked %s (term %d) to hand over to us", leader.node, leader.term)
+
+    async def _sync_vote(self, term: int | None) -> None:
+        """Keep ``control/evict-<me>`` equal to our fast-eviction vote (lease-bound)."""
+        if term == self._vote or self.lease is None or self.lease.lease_id is None:
+            return
+        key = self.keys.eviction(self.opts.node)
+        try:
+            if term is None:
+                await self.etcd.delete(key)
+            else:
+                leader = self.view.leader
+                doc = {"term": term, "node": leader.node if leader else "", "at": now_iso()}
+                await self.etcd.put(key, json.dumps(doc), lease=self.lease.lease_id)
+            self._vote = term
+        except ETCD_ERRORS as exc:
+            log.debug("eviction vote: %s", exc)
 
     def _count(self, to: str) -> None:
         self.transitions[to] = self.transitions.get(to, 0) + 1

@@ -73,6 +73,7 @@ class World:
     preempt: bool = False
     stopping: bool = False
     peers: tuple[Peer, ...] = ()
+    evict_votes: tuple[tuple[str, int], ...] = ()  # fast eviction: (voter, term) in etcd
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,16 @@ class RequestSwitchover:
     to: str
 
 
-Action = Campaign | Activate | Deactivate | Resign | RequestSwitchover
+@dataclass(frozen=True)
+class Evict:
+    """Fast eviction: every live backup lost the active of ``term``; revoke its lease."""
+
+    node: str
+    term: int
+    lease: int
+
+
+Action = Campaign | Activate | Deactivate | Resign | RequestSwitchover | Evict
 
 
 @dataclass
@@ -159,6 +169,28 @@ class RoleMachine:
         return latest + self.timing.window + self.timing.margin
 
     # -- the transition function ----------------------------------------------------------
+
+    def eviction_vote(self, w: World) -> int | None:
+        """Fast eviction: the term we vote to evict (its holder silent for deadtime), if any."""
+        if not self.timing.fast_eviction or self.role is not Role.BACKUP or not w.etcd_ok:
+            return None
+        if w.leader is None or w.leader.node == w.me:
+            return None
+        holder = next((p for p in w.peers if p.name == w.leader.node), None)
+        if holder is None or holder.alive:
+            return None
+        return w.leader.term
+
+    def _evict(self, w: World) -> list[Action]:
+        """Revoke the silent active's lease once every live backup has voted for its term."""
+        term = self.eviction_vote(w)
+        if term is None or w.leader is None:
+            return []
+        voters = {v for v, t in w.evict_votes if t == term}
+        backups = {p.name for p in w.peers if p.registered and p.name != w.leader.node}
+        if w.me not in voters or not backups <= voters:
+            return []
+        return [Evict(w.leader.node, term, w.leader.lease)]
 
     def step(self, w: World) -> tuple[list[Action], float]:
         """Advance on ``w``; return the actions to carry out (in order) and the next wake-up."""
@@ -235,6 +267,11 @@ class RoleMachine:
         if w.stopping:
             return [], INF
         if w.leader is not None:
+            evict = self._evict(w)
+            if evict:
+                return evict, w.now + t.keepalive
+            if self.eviction_vote(w) is not None:
+                return [], w.now + t.keepalive
             return self._maybe_preempt(w)
         if not w.leader_known or w.leader_absent_since is None:
             return [], w.now + t.keepalive

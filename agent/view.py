@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from cluster.config_follow import ConfigFollower
 from cluster.election import LeaderKey
@@ -122,3 +123,13 @@ class ClusterView:
         except (KeyError, TypeError, ValueError):
             self._junk(self.keys.released, "released marker without node/term")
             return None
+
+    def evict_votes(self) -> tuple[tuple[str, int], ...]:
+        """Fast-eviction votes: (voter, term) from ``control/evict-<voter>``."""
+        prefix = self.keys.eviction("")
+        out = []
+        for key in [k for k in self.kvs if k.startswith(prefix)]:
+            doc = self.doc(key)
+            if doc is not None and isinstance(doc.get("term"), int):
+                out.append((unquote(key[len(prefix):]), doc["term"]))
+        return tuple(out)

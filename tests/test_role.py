@@ -10,6 +10,7 @@ from agent.role import (
     Activate,
     Campaign,
     Deactivate,
+    Evict,
     Leader,
     Peer,
     RequestSwitchover,
@@ -219,3 +220,20 @@ def test_timing_problems_name_the_constraint() -> None:
     assert "twice keepalive" in Timing(keepalive=1, deadtime=1.5).problems()[0]
     assert any("VIP lifetime" in p for p in Timing(keepalive=0.2, deadtime=0.5).problems())
     assert Timing(keepalive=0.1, deadtime=0.5, fast_eviction=True, margin=0.1).problems() == []
+
+
+def test_fast_eviction_votes_then_revokes_when_every_live_backup_agrees() -> None:
+    fast = Timing(keepalive=0.1, deadtime=0.5, margin=0.1, fast_eviction=True)
+    m = RoleMachine(fast)
+    holder = Peer("r1", 200, alive=False, registered=True, active_heard=99.0, active_term=4)
+    other = Peer("r3", 50, alive=True, registered=True)
+    w = world(me="r2", priority=100, leader=Leader("r1", 4, 11), peers=(holder, other))
+    assert m.eviction_vote(w) == 4
+    assert m.step(w)[0] == []  # r3 has not voted yet
+    agreed = replace(w, evict_votes=(("r2", 4), ("r3", 4)))
+    assert m.step(agreed)[0] == [Evict("r1", 4, 11)]
+    # A vote for an older term does not count; an audible holder gets no vote at all.
+    assert m.step(replace(w, evict_votes=(("r2", 4), ("r3", 3))))[0] == []
+    assert m.eviction_vote(replace(w, peers=(replace(holder, alive=True), other))) is None
+    # Without fast eviction, never.
+    assert RoleMachine(T).eviction_vote(w) is None

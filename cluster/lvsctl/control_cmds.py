@@ -1,0 +1,85 @@
+"""lvsctl switchover: ask the active router to hand over, and wait for the new one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import click
+
+from ..election import LeaderKey, read_leader
+from ..etcd.client import KV
+from ..store import ConfigStore, now_iso, who
+from ..watch import PrefixWatch, Snapshot
+from .main import Ctx, Failure, cli, run
+
+REQUEST_TTL = 10  # seconds: an unanswered request expires by itself
+
+
+@cli.command()
+@click.option("--to", "target", metavar="NODE", help="the router to hand over to "
+              "(default: the next by priority)")
+@click.option("--wait", "wait_s", default=10.0, show_default=True,
+              help="seconds to wait for the new active router")
+@click.pass_obj
+@run
+async def switchover(ctx: Ctx, target: str | None, wait_s: float) -> None:
+    """Hand the active role over gracefully (VIPs move within milliseconds)."""
+    async with ctx.connect() as etcd:
+        leader = await read_leader(etcd, ctx.keys)
+        if leader is None:
+            raise Failure("no router is active: nothing to switch over")
+        if target is not None:
+            stored = await ConfigStore(etcd, ctx.keys).load()
+            routers = [r.name for r in stored.config.effective_routers()] if stored else []
+            if target not in routers:
+                raise Failure(f"{target!r} is not a router of cluster {ctx.cluster} "
+                              f"(routers: {', '.join(routers) or 'none'})")
+            if target == leader.node:
+                raise Failure(f"{target} is already the active router")
+            if await etcd.get(ctx.keys.node(target)) is None:
+                raise Failure(f"{target} is not running (no registration in etcd)")
+        lease, _ = await etcd.grant(REQUEST_TTL)
+        doc = {"to": target or "", "term": leader.term, "id": uuid.uuid4().hex,
+               "by": who(), "reason": "lvsctl switchover", "at": now_iso()}
+        start = time.monotonic()
+        await etcd.put(ctx.keys.switchover, json.dumps(doc), lease=lease)
+        click.echo(f"asked {leader.node} (term {leader.term}) to hand over"
+                   + (f" to {target}" if target else ""))
+        try:
+            new = await asyncio.wait_for(_new_leader(ctx, etcd, leader, target), wait_s)
+        except TimeoutError:
+            raise Failure(f"no new active router after {wait_s:g}s "
+                          "(see lvsctl status and the agents' logs)") from None
+        ms = (time.monotonic() - start) * 1000
+        click.echo(f"{new.node} is active (term {new.term}), {ms:.0f} ms after the request")
+
+
+async def _new_leader(ctx: Ctx, etcd: object, old: LeaderKey, target: str | None) -> LeaderKey:
+    """Wait until a newer term is held and its router reports itself active."""
+    kvs: dict[str, KV] = {}
+    async for update in PrefixWatch(etcd, ctx.keys.prefix):  # type: ignore[arg-type]
+        if isinstance(update, Snapshot):
+            kvs = dict(update.items)
+        else:
+            for change in update:
+                if change.kv is None:
+                    kvs.pop(change.key, None)
+                else:
+                    kvs[change.key] = change.kv
+        kv = kvs.get(ctx.keys.leader)
+        if kv is None:
+            continue
+        key = LeaderKey.from_kv(kv)
+        if key.term <= old.term or (target is not None and key.node != target):
+            continue
+        node = kvs.get(ctx.keys.node(key.node))
+        try:
+            doc = json.loads(node.value) if node is not None else {}
+        except ValueError:
+            doc = {}
+        if isinstance(doc, dict) and doc.get("role") == "active" and doc.get("term") == key.term:
+            return key
+    raise AssertionError("unreachable")
