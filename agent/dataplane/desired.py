@@ -1,0 +1,178 @@
+"""What the data plane should hold, from the config, the health checks and admin overrides.
+
+Pure functions, no I/O: Piranha's ``lvs`` (which virtual services exist, how they forward)
+and ``nanny`` (which real servers get traffic, at what weight) as one function,
+:func:`desired_table`. The rules are in docs/dataplane.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from agent.dataplane.table import DestKey, DestSpec, Forward, Service, ServiceKey, ServiceSpec
+from cluster.model import LvsConfig, Server, Virtual
+
+HealthState = Literal["up", "down", "unknown"]
+AdminState = Literal["drain", "disable"]
+SyncRole = Literal["master", "backup"]
+
+HEALTH_STATES: tuple[str, ...] = ("up", "down", "unknown")
+ADMIN_STATES: tuple[str, ...] = ("drain", "disable")
+FORWARDING: Mapping[str, Forward] = {"nat": "masq", "direct": "route", "tunnel": "tunnel"}
+MAX_WEIGHT = 65535
+HOST_MASK = {4: "255.255.255.255", 6: "128"}
+
+ServerRef = tuple[str, str]  # (virtual name, server name)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the checks say of one real server.
+
+    ``weight``: a dynamic weight from the checks, None for the configured one. Nanny's
+    ``ServerHealth`` (state, int weight) fits the same mappings.
+    """
+
+    state: HealthState = "unknown"
+    weight: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in HEALTH_STATES:
+            raise ValueError(f"health state must be up, down or unknown, not {self.state!r}")
+        if self.weight is not None and (
+            isinstance(self.weight, bool) or not isinstance(self.weight, int)
+        ):
+            raise ValueError(f"dynamic weight must be an integer or None, not {self.weight!r}")
+
+
+NOT_CHECKED = Health()
+
+
+class HealthLike(Protocol):
+    """Anything with ``state`` and ``weight``: :class:`Health`, nanny's ``ServerHealth``."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def weight(self) -> int | None: ...
+
+
+def desired_table(
+    cfg: LvsConfig,
+    health: Mapping[ServerRef, HealthLike],
+    admin: Mapping[ServerRef, str],
+) -> dict[ServiceKey, Service]:
+    """The virtual services this router should program, with their real servers.
+
+    ``health`` and ``admin`` are keyed by (virtual name, server name); a server missing
+    from ``health`` has never been checked ("unknown": not serving). ``admin`` values are
+    "drain" or "disable" (ValueError for anything else: validate where they come from).
+    """
+    if cfg.service != "lvs":
+        return {}
+    forward = FORWARDING[cfg.network]
+    table: dict[ServiceKey, Service] = {}
+    for virtual in cfg.virtuals:
+        if virtual.active:
+            dests = virtual_dests(virtual, forward, health, admin)
+            table[service_key(virtual)] = Service(service_spec(virtual), dests)
+    return table
+
+
+def service_key(virtual: Virtual) -> ServiceKey:
+    """fwmark services are keyed by mark and the VIP's family, others by proto, VIP, port."""
+    ip = virtual.address.ip
+    if virtual.fwmark is not None:
+        return ServiceKey("fwmark", fwmark=virtual.fwmark, family=ip.version)
+    return ServiceKey(virtual.protocol, str(ip), virtual.port, family=ip.version)
+
+
+def service_spec(virtual: Virtual) -> ServiceSpec:
+    """Scheduler, persistence and its netmask (pmask; the host mask when not given)."""
+    mask = HOST_MASK[virtual.address.ip.version]
+    if virtual.pmask is not None:
+        mask = str(virtual.pmask)
+    return ServiceSpec(virtual.scheduler, virtual.persistent, mask)
+
+
+def dest_port(virtual: Virtual, server: Server, forward: Forward) -> int:
+    """The port a real server is programmed with.
+
+    fwmark: 0 (the packet keeps its own port; a mark usually groups several ports).
+    Direct routing and tunnel cannot change the port: the virtual's port (as ipvsadm
+    does). NAT: the server's own port, else the virtual's.
+    """
+    if virtual.fwmark is not None:
+        return 0
+    if forward != "masq":
+        return virtual.port
+    return virtual.effective_port(server)
+
+
+def server_weight(
+    virtual: Virtual, server: Server, health: HealthLike, admin: str | None
+) -> int | None:
+    """The weight of one active server in its virtual; None = not programmed at all."""
+    if admin == "disable":
+        return None
+    if admin == "drain":
+        return 0
+    if admin is not None:
+        raise ValueError(
+            f"admin state of {virtual.name}/{server.name} must be drain or disable, "
+            f"not {admin!r}"
+        )
+    if health.state == "up":
+        weight = health.weight if health.weight is not None else server.weight
+        return min(max(weight, 0), MAX_WEIGHT)
+    return 0 if virtual.quiesce_server else None
+
+
+def virtual_dests(
+    virtual: Virtual,
+    forward: Forward,
+    health: Mapping[ServerRef, HealthLike],
+    admin: Mapping[ServerRef, str],
+) -> dict[DestKey, DestSpec]:
+    """The real servers of one virtual, merged by address:port, with the sorry server.
+
+    Servers that land on the same address:port are one destination whose weight is the
+    sum of their weights (capped); it is removed only when all of them are.
+    """
+    merged: dict[DestKey, int] = {}
+    for server in virtual.servers:
+        if not server.active:
+            continue
+        ref = (virtual.name, server.name)
+        weight = server_weight(virtual, server, health.get(ref, NOT_CHECKED), admin.get(ref))
+        if weight is None:
+            continue
+        key = DestKey(str(server.address), dest_port(virtual, server, forward))
+        merged[key] = min(merged.get(key, 0) + weight, MAX_WEIGHT)
+    if virtual.sorry_server is not None and not any(merged.values()):
+        port = 0 if virtual.fwmark is not None else virtual.port
+        merged[DestKey(str(virtual.sorry_server), port)] = 1  # beside quiesced ones
+    return {key: DestSpec(weight, forward) for key, weight in sorted(merged.items())}
+
+
+def timeouts(cfg: LvsConfig) -> tuple[int | None, int | None, int | None]:
+    """(tcp, tcpfin, udp) connection timeouts in seconds; None = leave the kernel's."""
+    if cfg.service != "lvs":
+        return (None, None, None)
+    values = (cfg.tcp_timeout, cfg.tcpfin_timeout, cfg.udp_timeout)
+    return tuple(v or None for v in values)  # type: ignore[return-value]
+
+
+def sync_daemon(cfg: LvsConfig, active: bool) -> tuple[SyncRole | None, str, int]:
+    """(role, interface, syncid) of the connection-sync daemon this router should run.
+
+    ``syncdaemon = 1``: master on the active router, backup on the others; else None.
+    The interface is the link of ``syncd_iface`` (its ":label" dropped).
+    """
+    iface = cfg.syncd_iface.split(":", 1)[0]
+    if not cfg.syncdaemon or cfg.service != "lvs":
+        return (None, iface, cfg.syncd_id)
+    return ("master" if active else "backup", iface, cfg.syncd_id)
