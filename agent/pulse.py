@@ -29,6 +29,8 @@ from cluster.model import LvsConfig
 from cluster.store import StoredConfig, now_iso
 
 from . import __version__
+from .dataplane.service import DataPlane
+from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
 from .lease import LeaseKeeper
@@ -87,8 +89,14 @@ class Pulse:
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
         self.vips: VipManager | None = None
+        self.dataplane = DataPlane(opts.dataplane)
+        self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
+                                    on_change=self._dataplane_update,
+                                    lease=lambda: self.lease.lease_id if self.lease else None)
+        self._router_started = False
         self.registration: Registration | None = None
         self.started_at = now_iso()
+        self.started_mono = self.clock()
         self.transitions: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._vote: int | None = None
@@ -99,10 +107,11 @@ class Pulse:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR1, self.dataplane.request_check)
         bootstrap = self._bootstrap()
         await self.etcd.connect()
         self._spawn(self.view.run(), "view")
-        self._spawn(self._forward(self.view.changed), "view-kick")
+        self._spawn(self._forward(self.view.changed, self._on_view_change), "view-kick")
         try:
             await self._wait_for_config(bootstrap)
             if self.stopping:
@@ -155,10 +164,14 @@ class Pulse:
             self._spawn(self._restart_heartbeat(), "heartbeat-restart")
         if old is not None and self.machine.role is Role.ACTIVE and old.vips != new.vips:
             self._spawn(self._acquire(), "vips-reconfigure")
+        if self._router_started:
+            self.health.configure(cfg)
+            self._dataplane_update()
         self.kick.set()
 
     async def _start_router(self) -> None:
-        assert self.plan is not None
+        assert self.plan is not None and self.config is not None
+        self.dataplane.start()
         self.vips = VipManager(lifetime=self.plan.timing.vip_lifetime,
                                announce=self.plan.announce)
         # Leftovers of a crashed run go before we say anything to anyone.
@@ -172,6 +185,11 @@ class Pulse:
                                  clock=self.clock)
         self.registration = Registration(self.etcd, self.keys, self.opts.node, self._node_doc)
         self._spawn(self.lease.run(), "lease")
+        self.health.configure(self.config)
+        self._router_started = True
+        self._dataplane_update()
+        self._spawn(self.dataplane.run(), "dataplane")
+        self._spawn(self.health.run(), "health")
         self._spawn(self._renew_loop(), "vip-renew")
         self._spawn(self._register_loop(), "register")
 
@@ -181,7 +199,7 @@ class Pulse:
             await self.heartbeat.stop()
         self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret, self._local_state)
         await self.heartbeat.start()
-        self._spawn(self._forward(self.heartbeat.changed), "heartbeat-kick")
+        self._spawn(self._forward(self.heartbeat.changed, None), "heartbeat-kick")
 
     async def _shutdown(self) -> None:
         if self.machine is not None and self.machine.role is not Role.BACKUP:
@@ -199,6 +217,7 @@ class Pulse:
         if self.vips is not None:
             await self.vips.release()
             await self.vips.close()
+        self.dataplane.close()
         await self.etcd.close()
         log.info("stopped")
 
@@ -213,11 +232,26 @@ class Pulse:
                       exc_info=task.exception())
             self.request_stop()
 
-    async def _forward(self, event: asyncio.Event) -> None:
+    async def _forward(self, event: asyncio.Event, then: object) -> None:
         while True:
             await event.wait()
             event.clear()
             self.kick.set()
+            if callable(then):
+                then()
+
+    def _on_view_change(self) -> None:
+        if self._router_started:
+            self.health.observations_changed()
+            self._dataplane_update()
+
+    def _dataplane_update(self) -> None:
+        """Hand the newest inputs to the data plane (it coalesces bursts)."""
+        if self.config is None or not self._router_started:
+            return
+        active = self.machine is not None and self.machine.role is Role.ACTIVE
+        self.dataplane.update(self.config, self.health.for_dataplane(), self.view.admin(),
+                              active)
 
     # -- the role loop --------------------------------------------------------------------
 
@@ -252,6 +286,7 @@ class Pulse:
                 active_heard=pv.last_heard if pv and pv.role == "active" else None,
                 active_term=pv.term if pv else 0,
                 acked_send=hb.acked_since(r.name) if hb else None,
+                etcd_ok=pv.etcd_ok if pv else False,
             ))
         leader = (Leader(view.leader.node, view.leader.term, view.leader.lease)
                   if view.leader else None)
@@ -265,6 +300,7 @@ class Pulse:
             etcd_ok=self._etcd_ok(now),
             leader_known=view.leader_known, leader=leader,
             leader_absent_since=view.leader_absent_since, last_term=view.last_term,
+            started_at=self.started_mono,
             released=Leader(*released) if released else None,
             switchover_to=str(switch["to"]) if "to" in switch else None,
             switchover_term=int(switch.get("term") or 0),
@@ -315,6 +351,8 @@ class Pulse:
     async def _activate(self, term: int) -> None:
         self._count("active")
         log.info("becoming ACTIVE (term %d)", term)
+        self.health.activate(term)
+        self._dataplane_update()
         await self._acquire()
         if self.heartbeat is not None:
             self.heartbeat.send_now()
@@ -335,6 +373,8 @@ class Pulse:
         assert self.vips is not None
         removal = await self.vips.release()
         log.info("released VIPs (%s): %d removed", reason, len(removal.removed))
+        self.health.deactivate()
+        self._dataplane_update()
         self._count("backup")
         if self.heartbeat is not None:
             self.heartbeat.send_now()
@@ -408,7 +448,7 @@ class Pulse:
             "node": self.opts.node, "role": self._role_name(),
             "address": str(self.plan.me.address), "pid": os.getpid(),
             "version": __version__, "started_at": self.started_at,
-            "dataplane": self.opts.dataplane, "etcd": True,
+            "dataplane": self.dataplane.name, "etcd": True,
             "term": self.machine.term if self.machine else 0,
         }
 

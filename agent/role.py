@@ -43,6 +43,7 @@ class Peer:
     active_heard: float | None = None  # receive time of its newest heartbeat, if "active"
     active_term: int = 0
     acked_send: float | None = None  # send time of our newest heartbeat it acknowledged
+    etcd_ok: bool = True  # what its newest heartbeat says about its etcd link
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class World:
     leader: Leader | None = None
     leader_absent_since: float | None = None
     last_term: int = 0  # the newest term seen in the leader key
+    started_at: float = -INF  # when this agent started (it first listens for peers)
     released: Leader | None = None  # the last graceful hand-over marker (node, term)
     switchover_to: str | None = None  # a pending `lvsctl switchover --to` target ("" = any)
     switchover_term: int = 0  # the term the request was made against
@@ -283,6 +285,12 @@ class RoleMachine:
         if claims:
             return [], max(claims) + t.deadtime  # type: ignore[type-var]
         at = w.leader_absent_since + self._campaign_delay(w)
+        # Just started: hear the others first, and let a higher-priority router that is
+        # still connecting to etcd get there (bounded by deadtime).
+        if any(p.eligible and (not (p.alive or p.registered)
+                               or (p.priority > w.priority and p.alive and not p.etcd_ok))
+               for p in w.peers):
+            at = max(at, w.started_at + t.deadtime)
         if w.now < at:
             return [], at
         return [Campaign()], w.now + t.keepalive

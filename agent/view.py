@@ -133,3 +133,17 @@ class ClusterView:
             if doc is not None and isinstance(doc.get("term"), int):
                 out.append((unquote(key[len(prefix):]), doc["term"]))
         return tuple(out)
+
+    def admin(self) -> dict[tuple[str, str], str]:
+        """Operator overrides: {(virtual, server): "drain" | "disable"}."""
+        out = {}
+        for key in [k for k in self.kvs if k.startswith(self.keys.admin_prefix)]:
+            pk = parse(self.keys, key)
+            doc = self.doc(key)
+            if pk is None or doc is None:
+                continue
+            if doc.get("state") in ("drain", "disable"):
+                out[(pk.parts[0], pk.parts[1])] = str(doc["state"])
+            else:
+                self._junk(key, f"admin state {doc.get('state')!r} is not drain or disable")
+        return out

@@ -108,6 +108,20 @@ Word = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_.:/+@-]+$"), Cf("wor
 Device = Annotated[str, Strict(), Field(pattern=_DEVICE_RE), AfterValidator(_short_label),
                    Cf("word")]
 Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+StatusRanges = Annotated[str, Strict(),
+                         Field(pattern=r"^[1-5]\d\d(-[1-5]\d\d)?(,[1-5]\d\d(-[1-5]\d\d)?)*$"),
+                         Cf("word")]
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, Strict(), AfterValidator(_printable), AfterValidator(_regex), Cf("text")]
 
 
 def Int(lo: int, hi: int | None = None, always: bool = False) -> Any:
@@ -192,6 +206,19 @@ class Virtual(_Model):
     load_monitor: Choice("uptime", "rup", "ruptime", "none") | None = None
     quiesce_server: Flag = False
     client_monitor: Text | None = None
+    # -- extensions: more check kinds and nanny knobs (docs/nanny.md) --
+    check: Choice("tcp", "send_expect", "http", "https", "udp", "dns", "external",
+                  "none") | None = None  # None: Piranha's rules (send/expect/send_program)
+    check_port: Port | None = None  # default: the real server's port
+    check_path: Text | None = None  # http(s): request path (default /)
+    check_host: Text | None = None  # http(s): Host header
+    check_status: StatusRanges | None = None  # http(s): accepted codes (default 200-299)
+    check_body: Regex | None = None  # http(s): a regex the body must contain
+    check_program: Text | None = None  # external: argv with %h %p; exit 0 up, 1 down, 2+ weight
+    dns_name: Word | None = None  # dns: the name to query (default .)
+    dns_type: Word | None = None  # dns: the record type (default SOA)
+    interval: Seconds | None = None  # between checks (default: timeout, as in Piranha)
+    failures: Int(1, 100) = 1  # consecutive failures before a server is taken out
     servers: Annotated[tuple[Server, ...], Cf("blocks", block="server")] = ()
 
     def effective_port(self, server: Server) -> int:
@@ -267,6 +294,7 @@ class LvsConfig(_Model):
     garp_interval: Delay = 0.2  # spacing of the packets of a burst
     garp_delay: Delay = 5.0  # a second burst this long after takeover (0 = none)
     garp_refresh: Delay = 0.0  # periodic re-announcement while active (0 = off)
+    health_policy: Choice("active", "majority") = "active"  # whose checks decide
     routers: Annotated[tuple[Router, ...], Cf("blocks", block="router")] = ()
     virtuals: Annotated[tuple[Virtual, ...], Cf("blocks", block="virtual")] = ()
     failovers: Annotated[tuple[Failover, ...], Cf("blocks", block="failover")] = ()
@@ -431,6 +459,8 @@ def _check_vip(base: Path, addr: AddrDev, nmask: IPv4Address | None) -> list[Pro
 def _check_virtual(cfg: LvsConfig, base: Path, v: Virtual) -> list[Problem]:
     out = _check_vip(base, v.address, v.vip_nmask)
     vip = v.address.ip
+    if v.check == "external" and not v.check_program:
+        out.append(Problem((*base, "check"), "check = external needs check_program"))
     if v.pmask is not None and v.persistent == 0:
         out.append(Problem((*base, "pmask"), "pmask needs persistent > 0"))
     if v.pmask is not None and vip.version == 6:

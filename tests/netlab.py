@@ -24,12 +24,10 @@ import base64
 import contextlib
 import inspect
 import itertools
-import json
 import os
 import pickle
 import re
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -38,14 +36,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.lab.netns import (
+    BRIDGE_DEV,
+    LabError,
+    add_bridge,
+    add_ns,
+    delete_ns,
+    ip_json,
+    namespaces,
+    ns_exec,
+    ns_pids,
+    plug,
+    run_in,
+    sh,
+)
+from cluster.lab.netns import add_addr as _add_addr
+from cluster.lab.netns import sysctl as _sysctl
+
+__all__ = [
+    "BRIDGE_DEV",
+    "Lab",
+    "LabError",
+    "Worker",
+    "WorkerError",
+    "delete_ns",
+    "namespaces",
+    "ns_pids",
+    "remove_leftovers",
+    "sh",
+    "wait_for",
+]
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-BRIDGE_DEV = "br0"
 _lab_ids = itertools.count()
-
-
-class LabError(RuntimeError):
-    """A lab command failed; the message has the command and its output."""
 
 
 class WorkerError(RuntimeError):
@@ -58,36 +82,7 @@ class WorkerError(RuntimeError):
 
 
 # ---------------------------------------------------------------- commands
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 30, input: str | None = None):
-    """Run a command (no shell); ``LabError`` with its output if ``check`` and it fails."""
-    proc = subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, input=input
-    )
-    if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(map(str, cmd))} -> {proc.returncode}: {proc.stderr.strip()}")
-    return proc
-
-
-def namespaces() -> list[str]:
-    """Names of all named network namespaces."""
-    out = sh("ip", "-j", "netns", "list").stdout.strip()
-    return [entry["name"] for entry in json.loads(out or "[]")]
-
-
-def ns_pids(ns: str) -> list[int]:
-    """Pids of the processes inside namespace ``ns``."""
-    out = sh("ip", "netns", "pids", ns, check=False).stdout
-    return [int(p) for p in out.split()]
-
-
-def delete_ns(ns: str) -> None:
-    """Kill the processes inside ``ns`` (all started by tests) and delete it."""
-    for pid in ns_pids(ns):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    sh("ip", "netns", "del", ns, check=False)
+# sh, namespaces, ns_pids, delete_ns and LabError come from cluster.lab.netns.
 
 
 def remove_leftovers(base: str) -> list[str]:
@@ -156,18 +151,14 @@ class Lab:
 
     def add_ns(self, name: str) -> str:
         """Create namespace ``name`` with ``lo`` up; returns its full name."""
-        full = self.ns(name)
-        sh("ip", "netns", "add", full)
+        full = add_ns(self.ns(name))
         self.created.append(full)
-        sh("ip", "-n", full, "link", "set", "lo", "up")
         return full
 
     def add_bridge(self, name: str = "br") -> str:
         """Create namespace ``name`` holding an STP-less bridge ``br0``; returns its full name."""
         full = self.add_ns(name)
-        sh("ip", "-n", full, "link", "add", BRIDGE_DEV, "type", "bridge",
-           "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")  # fmt: skip
-        sh("ip", "-n", full, "link", "set", BRIDGE_DEV, "up")
+        add_bridge(full)
         self._bridges[name] = full
         return full
 
@@ -184,31 +175,22 @@ class Lab:
 
         IPv6 addresses are added with ``nodad`` so they work at once.
         """
-        bridge_ns = self._bridges[bridge]
-        peer = f"v{next(self._veths)}"
-        sh("ip", "-n", bridge_ns, "link", "add", peer, "type", "veth",
-           "peer", "name", ifname, "netns", self.ns(name))  # fmt: skip
-        sh("ip", "-n", bridge_ns, "link", "set", peer, "master", BRIDGE_DEV, "up")
-        if mac:
-            sh("ip", "-n", self.ns(name), "link", "set", ifname, "address", mac)
-        sh("ip", "-n", self.ns(name), "link", "set", ifname, "up")
-        for addr in addrs:
-            self.add_addr(name, ifname, addr)
+        plug(self._bridges[bridge], f"v{next(self._veths)}", self.ns(name), ifname, mac=mac,
+             addrs=addrs)
 
     def add_addr(self, name: str, ifname: str, cidr: str, *extra: str) -> None:
         """``ip addr add cidr dev ifname [extra]`` in ``name`` (IPv6: with nodad)."""
-        nodad = ("nodad",) if ":" in cidr else ()
-        sh("ip", "-n", self.ns(name), "addr", "add", cidr, "dev", ifname, *nodad, *extra)
+        _add_addr(self.ns(name), ifname, cidr, *extra)
 
     def sysctl(self, name: str, key: str, value: str | int) -> None:
         """Set ``key`` (e.g. ``net.ipv4.conf.all.arp_accept``) inside namespace ``name``."""
-        self.run(name, "sysctl", "-qw", f"{key}={value}")
+        _sysctl(self.ns(name), key, value)
 
     # commands and queries
 
     def run(self, name: str, *cmd: str, check: bool = True, limit: float = 30):
         """Run ``cmd`` inside namespace ``name`` and wait at most ``limit`` s."""
-        return sh("ip", "netns", "exec", self.ns(name), *cmd, check=check, timeout=limit)
+        return run_in(self.ns(name), *cmd, check=check, timeout=limit)
 
     async def arun(self, name: str, *cmd: str, check: bool = True, limit: float = 30):
         """:meth:`run` without blocking the event loop."""
@@ -216,7 +198,7 @@ class Lab:
 
     def ip_json(self, name: str, *args: str) -> list[dict]:
         """``ip -j <args>`` inside namespace ``name``, parsed."""
-        return json.loads(sh("ip", "-j", "-n", self.ns(name), *args).stdout or "[]")
+        return ip_json(self.ns(name), *args)
 
     def mac(self, name: str, ifname: str = "eth0") -> str:
         """MAC address of ``ifname`` in ``name``."""
@@ -242,14 +224,14 @@ class Lab:
     async def spawn(self, name: str, *cmd: str, **kwargs: Any) -> asyncio.subprocess.Process:
         """Start ``cmd`` inside ``name`` (killed when the lab is destroyed)."""
         proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.ns(name), *map(str, cmd), env=_env(), **kwargs
+            *ns_exec(self.ns(name), *cmd), env=_env(), **kwargs
         )
         self._procs.append(proc)
         return proc
 
     async def worker(self, name: str) -> Worker:
         """A Python process inside ``name`` that runs calls on its own event loop."""
-        worker = await Worker.start(["ip", "netns", "exec", self.ns(name)])
+        worker = await Worker.start(ns_exec(self.ns(name)))
         self._workers.append(worker)
         self._procs.append(worker.proc)
         return worker

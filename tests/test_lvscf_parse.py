@@ -55,6 +55,7 @@ garp_count = 3
 garp_interval = 0.1
 garp_delay = 4
 garp_refresh = 30
+health_policy = majority
 
 virtual web {
     address = 10.0.0.100 eth0:1
@@ -76,6 +77,17 @@ virtual web {
     load_monitor = ruptime
     quiesce_server = 1
     client_monitor = /usr/sbin/nanny
+    check = https
+    check_port = 8443
+    check_path = /healthz
+    check_host = www.example.com
+    check_status = 200-299,301
+    check_body = "ok|fine"
+    check_program = /usr/local/bin/check %h %p
+    dns_name = example.com
+    dns_type = A
+    interval = 4
+    failures = 3
     server one {
         address = 10.0.1.1
         active = 0
@@ -153,6 +165,12 @@ def test_full_file_values() -> None:
     assert v.send_program == "/usr/local/bin/probe %h %p"
     assert (v.timeout, v.reentry, v.load_monitor) == (2.5, 0.75, "ruptime")
     assert v.client_monitor == "/usr/sbin/nanny"
+    assert (v.check, v.check_port, v.check_path, v.check_host) == (
+        "https", 8443, "/healthz", "www.example.com")
+    assert (v.check_status, v.check_body, v.check_program) == (
+        "200-299,301", "ok|fine", "/usr/local/bin/check %h %p")
+    assert (v.dns_name, v.dns_type, v.interval, v.failures) == ("example.com", "A", 4, 3)
+    assert cfg.health_policy == "majority"
     (s,) = v.servers
     assert (s.name, s.active, s.weight, s.port) == ("one", False, 65535, 8443)
     assert v.effective_port(s) == 8443

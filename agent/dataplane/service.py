@@ -1,0 +1,103 @@
+"""The data plane of one router: desired state in, minimal kernel changes out.
+
+Inputs (config, health, admin flags, role) arrive as they change; one worker computes the
+desired table from the newest inputs and hands it to the reconciler, so a burst of
+changes costs one apply. Drift is checked periodically and on request (SIGUSR1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cluster.model import LvsConfig
+
+from .desired import Health, desired_table, sync_daemon, timeouts
+from .reconcile import Reconciler
+from .select import choose_backend
+
+log = logging.getLogger(__name__)
+
+DRIFT_INTERVAL = 5.0
+
+
+class DataPlane:
+    """Owns the backend; ``update()`` never blocks, ``run()`` does the work."""
+
+    def __init__(self, kind: str = "auto", *, netns: str | None = None) -> None:
+        self.kind = kind
+        self.netns = netns
+        self.backend: Any = None
+        self.reconciler: Reconciler | None = None
+        self._inputs: tuple[LvsConfig, Mapping[tuple[str, str], Health],
+                            Mapping[tuple[str, str], str], bool] | None = None
+        self._wake = asyncio.Event()
+        self.last_update: float | None = None  # monotonic time of the newest applied input
+        self.applied = asyncio.Event()
+        self._kernel_settings: tuple[object, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.backend, "name", self.kind)
+
+    def start(self) -> None:
+        """Choose the backend (BackendUnavailable with a clear message if impossible)."""
+        self.backend = choose_backend(self.kind, netns=self.netns)
+        self.reconciler = Reconciler(self.backend)
+        log.info("data plane: %s", self.name)
+
+    def update(self, cfg: LvsConfig, health: Mapping[tuple[str, str], Health],
+               admin: Mapping[tuple[str, str], str], active: bool) -> None:
+        self._inputs = (cfg, dict(health), dict(admin), active)
+        self._wake.set()
+
+    def request_check(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.request_check()
+
+    async def run(self) -> None:
+        assert self.reconciler is not None
+        drift = asyncio.create_task(self.reconciler.run_drift_checks(DRIFT_INTERVAL))
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._inputs is None:
+                    continue
+                cfg, health, admin, active = self._inputs
+                try:
+                    table = desired_table(cfg, health, admin)
+                except ValueError as exc:
+                    log.error("cannot compute the data plane: %s", exc)
+                    continue
+                result = await self.reconciler.set_desired(table)
+                if result.ops:
+                    log.info("data plane: %d change(s) applied", len(result.ops))
+                self.last_update = time.monotonic()
+                self.applied.set()
+                await self._kernel(cfg, active)
+        finally:
+            drift.cancel()
+            await asyncio.gather(drift, return_exceptions=True)
+
+    async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
+        """Timeouts and the connection sync daemon (IPVS only), when they change."""
+        settings = (timeouts(cfg), sync_daemon(cfg, active))
+        if settings == self._kernel_settings or not hasattr(self.backend, "set_timeouts"):
+            return
+        self._kernel_settings = settings
+        try:
+            tcp, fin, udp = settings[0]
+            if any(t is not None for t in (tcp, fin, udp)):
+                await self.backend.set_timeouts(tcp, fin, udp)
+            state, iface, syncid = settings[1]
+            await self.backend.sync_daemon(state, iface, syncid)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error("data plane kernel settings: %s", exc)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()

@@ -1,0 +1,261 @@
+"""Health of the real servers, shared through etcd so every router holds one view.
+
+Every router runs nanny on every real server and publishes what it sees under
+``observations/<node>/...`` (bound to its lease). The active decides the *effective*
+health (its own view, or a majority of the live routers' views) and writes it to
+``health/<virtual>/<server>`` in transactions fenced by its term, only on change.
+Backups program their data plane from that shared view, so a new active starts warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cluster.election import fence
+from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+from cluster.keys import Keys, parse
+from cluster.model import LvsConfig
+
+from .checks import Key, targets
+from .dataplane.desired import Health
+from .nanny import Engine, ServerHealth, Transition
+from .view import ClusterView
+
+log = logging.getLogger(__name__)
+
+TXN_OPS = 100  # etcd allows 128 operations per transaction
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The effective health of one real server, as stored under health/."""
+
+    state: str
+    since: float
+    weight: int
+    reason: str
+    observed_by: tuple[str, ...]
+
+    def doc(self, term: int) -> dict[str, Any]:
+        return {"state": self.state, "since": _iso(self.since), "weight": self.weight,
+                "reason": self.reason, "observed_by": list(self.observed_by), "term": term}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _epoch(text: object) -> float:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def majority(views: Mapping[str, ServerHealth | dict[str, Any]]) -> str:
+    """'up' if more than half of the routers that have a view say up, else 'down'."""
+    states = [v.state if isinstance(v, ServerHealth) else v.get("state") for v in views.values()]
+    known = [s for s in states if s in ("up", "down")]
+    if not known:
+        return "unknown"
+    return "up" if sum(s == "up" for s in known) * 2 > len(known) else "down"
+
+
+class HealthService:
+    """nanny + publication. ``on_change()`` fires whenever the data plane should look again."""
+
+    def __init__(self, etcd: Etcd, keys: Keys, node: str, view: ClusterView,
+                 on_change: Callable[[], None], lease: Callable[[], int | None]) -> None:
+        self.etcd, self.keys, self.node, self.view = etcd, keys, node, view
+        self.on_change = on_change
+        self.lease = lease
+        self.engine = Engine()
+        self.engine.subscribe(self._transition)
+        self.policy = "active"
+        self.term = 0  # > 0 while we are the active and decide
+        self.effective: dict[Key, Verdict] = {}
+        self._dirty_obs: set[Key] = set()
+        self._dirty_eff: set[Key] = set()
+        self._wake = asyncio.Event()
+        self.writes = 0
+        self.write_errors = 0
+
+    # -- configuration --------------------------------------------------------------------
+
+    def configure(self, cfg: LvsConfig) -> None:
+        """Check exactly the programmed servers; a new one starts from the shared view."""
+        self.policy = cfg.health_policy
+        shared = self.shared()
+        wanted = {}
+        for key, (check, state) in targets(cfg).items():
+            known = shared.get(key)
+            init = (ServerHealth(known.state, known.since, known.reason, known.weight)
+                    if known is not None and known.state in ("up", "down") else None)
+            wanted[key] = (check, state, init)
+        self.engine.set_targets(wanted)
+        for key in list(self.effective):
+            if key not in wanted:
+                del self.effective[key]
+        self._dirty_obs.update(wanted)
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with self.engine:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._publish()
+
+    # -- views ----------------------------------------------------------------------------
+
+    def shared(self) -> dict[Key, Verdict]:
+        """The effective health in etcd (what the active decided)."""
+        out = {}
+        prefix = self.keys.health_prefix
+        for key in [k for k in self.view.kvs if k.startswith(prefix)]:
+            pk = parse(self.keys, key)
+            doc = self.view.doc(key)
+            if pk is None or doc is None or doc.get("state") not in ("up", "down", "unknown"):
+                continue
+            weight = doc.get("weight")
+            out[(pk.parts[0], pk.parts[1])] = Verdict(
+                str(doc["state"]), _epoch(doc.get("since")),
+                weight if isinstance(weight, int) and 0 <= weight <= 65535 else 1,
+                str(doc.get("reason", "")), tuple(doc.get("observed_by") or ()))
+        return out
+
+    def observations(self) -> dict[Key, dict[str, dict[str, Any]]]:
+        """Every router's published view: {(virtual, server): {node: doc}}."""
+        out: dict[Key, dict[str, dict[str, Any]]] = {}
+        prefix = self.keys.observations_prefix
+        for key in [k for k in self.view.kvs if k.startswith(prefix)]:
+            pk = parse(self.keys, key)
+            doc = self.view.doc(key)
+            if pk is not None and doc is not None:
+                out.setdefault((pk.parts[1], pk.parts[2]), {})[pk.parts[0]] = doc
+        return out
+
+    def for_dataplane(self) -> dict[Key, Health]:
+        """What to program: our decisions while active, else the shared view."""
+        source = self.effective if self.term else self.shared()
+        return {k: Health(v.state if v.state in ("up", "down") else "unknown", v.weight)
+                for k, v in source.items()}
+
+    # -- becoming / leaving active --------------------------------------------------------
+
+    def activate(self, term: int) -> None:
+        """Start deciding: from the shared view (warm), corrected by what we see ourselves."""
+        self.term = term
+        own = self.engine.snapshot()
+        shared = self.shared()
+        self.effective = {}
+        for key, health in own.items():
+            known = shared.get(key)
+            if known is not None and (health.state == "unknown" or health.state == known.state):
+                self.effective[key] = known
+            else:
+                self.effective[key] = self._decide(key, health)
+        self._dirty_eff = {k for k, v in self.effective.items() if shared.get(k) != v}
+        self._wake.set()
+
+    def deactivate(self) -> None:
+        self.term = 0
+        self._dirty_eff.clear()
+
+    def observations_changed(self) -> None:
+        """Another router's observation moved: under majority, re-decide."""
+        if self.term and self.policy == "majority":
+            for key, health in self.engine.snapshot().items():
+                verdict = self._decide(key, health)
+                if self.effective.get(key) != verdict:
+                    self.effective[key] = verdict
+                    self._dirty_eff.add(key)
+            if self._dirty_eff:
+                self.on_change()
+                self._wake.set()
+
+    def _decide(self, key: Key, own: ServerHealth) -> Verdict:
+        if self.policy != "majority":
+            return Verdict(own.state, own.since, own.weight, own.reason, (self.node,))
+        views: dict[str, ServerHealth | dict[str, Any]] = dict(
+            self.observations().get(key, {}))
+        live = self.view.registered() | {self.node}
+        views = {n: v for n, v in views.items() if n in live}
+        views[self.node] = own
+        state = majority(views)
+        agree = tuple(sorted(n for n, v in views.items()
+                             if (v.state if isinstance(v, ServerHealth) else v.get("state"))
+                             == state))
+        return Verdict(state, own.since, own.weight, f"{len(agree)}/{len(views)} routers: "
+                       f"{own.reason}" if state == own.state else f"majority of {len(views)}",
+                       agree)
+
+    def _transition(self, tr: Transition) -> None:
+        key = tr.key
+        assert isinstance(key, tuple)
+        self._dirty_obs.add(key)  # type: ignore[arg-type]
+        if self.term:
+            health = self.engine.snapshot().get(key)
+            if health is not None:
+                self.effective[key] = self._decide(key, health)  # type: ignore[arg-type]
+                self._dirty_eff.add(key)  # type: ignore[arg-type]
+                self.on_change()  # the data plane first, etcd right after
+        self._wake.set()
+
+    # -- publication ----------------------------------------------------------------------
+
+    async def _publish(self) -> None:
+        obs, self._dirty_obs = self._dirty_obs, set()
+        eff, self._dirty_eff = self._dirty_eff, set()
+        try:
+            if eff and self.term:
+                await self._write_effective(eff)
+            if obs:
+                await self._write_observations(obs)
+        except (EtcdUnavailable, EtcdAuthError) as exc:
+            self.write_errors += 1
+            log.warning("health publication failed (will retry): %s", exc)
+            self._dirty_obs |= obs
+            if self.term:
+                self._dirty_eff |= eff
+            await asyncio.sleep(0.2)
+            self._wake.set()
+
+    async def _write_effective(self, keys: set[Key]) -> None:
+        term = self.term
+        puts = {self.keys.health(v, s): json.dumps(self.effective[(v, s)].doc(term))
+                for v, s in sorted(keys) if (v, s) in self.effective}
+        items = list(puts.items())
+        for i in range(0, len(items), TXN_OPS):
+            chunk = items[i:i + TXN_OPS]
+            ops = [self.etcd.kv.txn_op_put(k, val) for k, val in chunk]
+            result = await self.etcd.txn([fence(self.etcd, self.keys, term)], ops)
+            if not result.succeeded:
+                log.warning("health not written: term %d no longer holds the leader key", term)
+                return
+            self.writes += len(chunk)
+
+    async def _write_observations(self, keys: set[Key]) -> None:
+        lease = self.lease()
+        if lease is None:
+            self._dirty_obs |= keys
+            return
+        snap = self.engine.snapshot()
+        ops = []
+        for v, s in sorted(keys):
+            key, health = self.keys.observation(self.node, v, s), snap.get((v, s))
+            if health is None:
+                ops.append(self.etcd.kv.txn_op_delete(key))
+                continue
+            doc = {"state": health.state, "since": _iso(health.since),
+                   "weight": health.weight, "reason": health.reason}
+            ops.append(self.etcd.kv.txn_op_put(key, json.dumps(doc), lease=lease))
+        for i in range(0, len(ops), TXN_OPS):
+            await self.etcd.txn([], ops[i:i + TXN_OPS])

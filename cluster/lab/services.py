@@ -1,0 +1,87 @@
+"""What runs on each lab host: etcd, the agent on routers, httpd on real servers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..etcd.server import LocalEtcd
+from .netns import LabError, ns_exec, pid_in, sh
+from .procs import PYTHON, env, listening, venv_tool
+from .topology import ETCD_PORT, METRICS_PORT, PUBLIC, Topology
+
+HTTP_PORT = 80
+PLACEHOLDERS = ("node", "etcd", "cluster", "config", "metrics", "keyfile")
+_LVSCTL = "import sys; from cluster.lvsctl.main import main; sys.argv[0] = 'lvsctl'; main()"
+
+
+def default_agent_cmd() -> list[str]:
+    """The real agent, from the venv the lab runs in."""
+    return [venv_tool("pulse"), "--etcd", "{etcd}", "--cluster", "{cluster}", "--node", "{node}",
+            "--config", "{config}", "--dataplane", "nftables", "--metrics-address", "{metrics}",
+            "--heartbeat-key-file", "{keyfile}"]
+
+
+def agent_command(template: Sequence[str], topo: Topology, node: str, config: str,
+                  keyfile: str) -> list[str]:
+    """``template`` with ``{node}``, ``{etcd}``, ... replaced (other braces are left alone)."""
+    values = {"node": node, "etcd": topo.etcd_url, "cluster": topo.cluster, "config": config,
+              "metrics": f"{topo.host(node).address(PUBLIC)}:{METRICS_PORT}",
+              "keyfile": keyfile}
+    out = []
+    for arg in template:
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", value)
+        out.append(arg)
+    return out
+
+
+def check_program(argv: Sequence[str]) -> None:
+    """``LabError`` if the program of ``argv`` cannot be found."""
+    prog = argv[0] if argv else ""
+    found = Path(prog).is_file() if "/" in prog else shutil.which(prog) is not None
+    if not found:
+        raise LabError(f"program not found: {prog!r} (agent command: {' '.join(argv)})")
+
+
+def httpd_command(topo: Topology, server: str) -> list[str]:
+    return [PYTHON, "-m", "cluster.lab.httpd", "--name", server, "--port", str(HTTP_PORT),
+            "--bind", topo.host(server).address()]
+
+
+class LabEtcd(LocalEtcd):
+    """LocalEtcd in the lab's etcd namespace; ready once it listens there (we need no route)."""
+
+    def __init__(self, topo: Topology, data_dir: Path, log_path: Path) -> None:
+        super().__init__(data_dir, host=topo.etcd_ip, client_port=ETCD_PORT,
+                         peer_port=ETCD_PORT + 1, name="lab", log_path=log_path,
+                         netns=topo.ns("etcd"))
+
+    def healthy(self) -> bool:
+        proc = self.proc
+        return (proc is not None and self.netns is not None and pid_in(proc.pid, self.netns)
+                and listening(proc.pid, self.client_port))
+
+
+def lvsctl_in(topo: Topology, host: str, *args: str, timeout: float = 60,
+              capture: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``lvsctl --etcd <lab etcd> --cluster <cluster> ARGS`` inside ``host``'s namespace."""
+    argv = ns_exec(topo.ns(host), PYTHON, "-c", _LVSCTL, "--etcd", topo.etcd_url,
+                   "--cluster", topo.cluster, *args)
+    if capture:
+        return sh(*argv, check=False, timeout=timeout, env=env())
+    try:  # output straight to our terminal
+        return subprocess.run(argv, env=env(), timeout=timeout, check=False, text=True)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"lvsctl {' '.join(args)}: no answer within {timeout} s") from None
+
+
+def push_config(topo: Topology, config_path: str) -> str:
+    """Store the lab's lvs.cf in its etcd (``config push --force``, from the client)."""
+    proc = lvsctl_in(topo, "client", "config", "push", "--force", config_path)
+    if proc.returncode != 0:
+        raise LabError(f"pushing {config_path} to {topo.etcd_url} failed:\n"
+                       f"{(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout.strip()
