@@ -16,7 +16,7 @@ lint: setup
 	.venv/bin/ruff check .
 
 lab: setup
-	scripts/lab.sh
+	.venv/bin/lvsctl lab up
 
 lab-down: setup
 	.venv/bin/lvsctl lab down
