@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make lab    - a real local cluster in network namespaces (root)
 #   make test   - installs what the tests need and runs the whole suite (root)
-.PHONY: setup test test-fast lint lab lab-down clean
+.PHONY: setup test test-fast test-ipvs bench-ipvs lint lab lab-down clean
 
 setup:
 	scripts/setup.sh
@@ -11,6 +11,12 @@ test: setup
 
 test-fast: setup
 	.venv/bin/pytest -q -m "not netns and not ipvs"
+
+test-ipvs: setup
+	.venv/bin/python scripts/ipvs_vm.py
+
+bench-ipvs: setup
+	.venv/bin/python scripts/ipvs_vm.py -- .venv/bin/python bench/ipvs_reconcile.py
 
 lint: setup
 	.venv/bin/ruff check .

@@ -101,7 +101,7 @@ def cli(ctx: click.Context, etcd_url: str | None, cluster: str, etcd_ca: str | N
 def main() -> None:
     """Console entry point."""
     from ..lab import cli as lab_cli  # noqa: F401 - register `lvsctl lab`
-    from . import config_cmds, control_cmds, status_cmd  # noqa: F401 - register commands
+    from . import admin_cmds, config_cmds, control_cmds, status_cmd  # noqa: F401
 
     cli.main(prog_name="lvsctl")
 
