@@ -86,6 +86,12 @@ class HealthService:
         self._wake = asyncio.Event()
         self.writes = 0
         self.write_errors = 0
+        self.cause: float | None = None  # detection time of the newest unapplied decision
+
+    def take_cause(self) -> float | None:
+        """When the decision the data plane is about to apply was detected (epoch)."""
+        cause, self.cause = self.cause, None
+        return cause
 
     # -- configuration --------------------------------------------------------------------
 
@@ -206,6 +212,7 @@ class HealthService:
             if health is not None:
                 self.effective[key] = self._decide(key, health)  # type: ignore[arg-type]
                 self._dirty_eff.add(key)  # type: ignore[arg-type]
+                self.cause = tr.since if self.cause is None else min(self.cause, tr.since)
                 self.on_change()  # the data plane first, etcd right after
         self._wake.set()
 

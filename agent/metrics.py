@@ -9,6 +9,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .latency import DETECT_TO_DATAPLANE, DETECT_TO_VIEW
+
 if TYPE_CHECKING:
     from .pulse import Pulse
 
@@ -26,7 +28,7 @@ class PulseCollector(Collector):
         node = p.opts.node
         info = InfoMetricFamily("lvs_agent", "pulse agent", labels=["node"])
         info.add_metric([node], {"version": _version(), "cluster": p.opts.cluster,
-                                 "dataplane": p.opts.dataplane})
+                                 "dataplane": p.dataplane.name})
         yield info
         role = GaugeMetricFamily("lvs_role", "1 for the role this router is in",
                                  labels=["role"])
@@ -57,6 +59,34 @@ class PulseCollector(Collector):
                          max(-1.0, p.lease.deadline - p.clock()))
         if p.vips is not None:
             yield _gauge("lvs_vips_held", "VIPs this router holds", len(p.vips.held()))
+        for lat in (DETECT_TO_DATAPLANE, DETECT_TO_VIEW):
+            summary = GaugeMetricFamily(lat.name, "latency quantiles of the last samples",
+                                        labels=["quantile"])
+            for q, v in lat.quantiles().items():
+                summary.add_metric([q], v)
+            yield summary
+            yield _counter(f"{lat.name}_samples", "samples measured", lat.count)
+        rec = p.dataplane.reconciler
+        if rec is not None:
+            st = rec.stats
+            yield _gauge("lvs_dataplane_services", "virtual services programmed",
+                         st.desired_services)
+            yield _gauge("lvs_dataplane_dests", "real servers programmed", st.desired_dests)
+            yield _counter("lvs_dataplane_applies", "kernel transactions", st.applies)
+            yield _counter("lvs_dataplane_ops", "kernel changes applied", st.ops_applied)
+            yield _counter("lvs_dataplane_drift_checks", "drift checks", st.drift_checks)
+            yield _counter("lvs_dataplane_drift_repairs", "drift found and repaired",
+                           st.drift_repairs)
+            yield _counter("lvs_dataplane_errors", "kernel errors", st.errors)
+        es = p.health.engine.stats()
+        yield _counter("lvs_checks", "health checks run", es.checks)
+        yield _counter("lvs_checks_failed", "health checks failed", es.failed)
+        yield _gauge("lvs_checks_in_flight", "health checks running now", es.in_flight)
+        up = GaugeMetricFamily("lvs_real_server_up", "1 if our own checks see it up",
+                               labels=["virtual", "server"])
+        for (v, srv), h in sorted(p.health.engine.snapshot().items()):
+            up.add_metric([v, srv], 1.0 if h.state == "up" else 0.0)
+        yield up
         hb = p.heartbeat
         if hb is not None:
             c = hb.counters()

@@ -251,7 +251,7 @@ class Pulse:
             return
         active = self.machine is not None and self.machine.role is Role.ACTIVE
         self.dataplane.update(self.config, self.health.for_dataplane(), self.view.admin(),
-                              active)
+                              active, cause=self.health.take_cause())
 
     # -- the role loop --------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -21,6 +22,8 @@ from cluster.election import LeaderKey
 from cluster.etcd.client import KV, Etcd
 from cluster.keys import Keys, parse
 from cluster.watch import Change, PrefixWatch, Snapshot
+
+from .latency import DETECT_TO_VIEW
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class ClusterView:
             self._leader_changed(change.kv)
         elif change.kv is not None:
             await self._offer(change.kv)
+            if change.key.startswith(self.keys.health_prefix):
+                self._health_seen(change.key)
 
     def _leader_changed(self, kv: KV | None) -> None:
         self.leader_known = True
@@ -147,3 +152,19 @@ class ClusterView:
             else:
                 self._junk(key, f"admin state {doc.get('state')!r} is not drain or disable")
         return out
+
+    def _health_seen(self, key: str) -> None:
+        """Log how long after its detection a health change became visible here."""
+        doc = self.doc(key)
+        since = doc.get("since") if doc else None
+        if not isinstance(since, str):
+            return
+        try:
+            at = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return
+        took = time.time() - at
+        if 0 <= took < 10:
+            DETECT_TO_VIEW.add(took)
+            log.info("health %s %s visible here %.1f ms after detection",
+                     key[len(self.keys.health_prefix):], doc.get("state"), took * 1000)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.dataplane import nft_plan
+from agent.dataplane.libnft import LibNft
 from agent.dataplane.nft_layout import NftInputError
 from agent.dataplane.nft_netlink import Generation, netns_path
 from agent.dataplane.nft_read import MISSING, KernelState, parse_listing
@@ -83,6 +84,8 @@ class NftBackend:
         self._compact_task: asyncio.Task | None = None
         self._logged: dict[ServiceKey, tuple[str, ...]] = {}
         self._problems: tuple[str, ...] = ()
+        # In our own namespace, with the stock binary: use libnftables in-process.
+        self._lib = LibNft.load() if self._path is None and nft == "nft" else None
 
     # ------------------------------------------------------------ public API
 
@@ -132,6 +135,10 @@ class NftBackend:
         """What this backend does differently from IPVS for ``service`` (for status)."""
         return fallbacks(service.spec, service.dests, key)
 
+    def uses_libnftables(self) -> bool:
+        """True when transactions run in-process (libnftables) rather than through `nft`."""
+        return self._lib is not None
+
     @property
     def problems(self) -> tuple[str, ...]:
         """Drift and junk the last listing of our table found (empty when clean).
@@ -149,6 +156,9 @@ class NftBackend:
             self._compact_task.cancel()
             self._compact_task = None
         self._generation.close()
+        if self._lib is not None:
+            self._lib.close()
+            self._lib = None
 
     # ------------------------------------------------------------ kernel I/O
 
@@ -201,6 +211,8 @@ class NftBackend:
             raise NftError(f"nft printed no valid JSON: {exc}") from None
 
     async def _run(self, args: list[str], stdin: str | None = None) -> str:
+        if self._lib is not None:
+            return await self._run_lib(args, stdin)
         argv = [*self._prefix, self._nft, *args]
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -226,6 +238,18 @@ class NftBackend:
             message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
             raise NftError(f"nft {' '.join(args[:3])}: {message}")
         return out.decode()
+
+    async def _run_lib(self, args: list[str], stdin: str | None) -> str:
+        """The same as running `nft ARGS`, in-process (big transactions off the loop)."""
+        assert self._lib is not None and args[0] == "-j"
+        command = stdin if args[1:] == ["-f", "-"] and stdin is not None else " ".join(args[1:])
+        if len(command) > 65536:
+            rc, out, err = await asyncio.to_thread(self._lib.run, command)
+        else:
+            rc, out, err = self._lib.run(command)
+        if rc != 0:
+            raise NftError(f"nft {' '.join(args[:3])}: {err.strip() or f'status {rc}'}")
+        return out
 
     # ------------------------------------------------------------ helpers
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from cluster.model import LvsConfig
 
+from ..latency import DETECT_TO_DATAPLANE
 from .desired import Health, desired_table, sync_daemon, timeouts
 from .reconcile import Reconciler
 from .select import choose_backend
@@ -38,6 +39,7 @@ class DataPlane:
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
         self._kernel_settings: tuple[object, ...] | None = None
+        self._cause: float | None = None
 
     @property
     def name(self) -> str:
@@ -50,8 +52,12 @@ class DataPlane:
         log.info("data plane: %s", self.name)
 
     def update(self, cfg: LvsConfig, health: Mapping[tuple[str, str], Health],
-               admin: Mapping[tuple[str, str], str], active: bool) -> None:
+               admin: Mapping[tuple[str, str], str], active: bool,
+               cause: float | None = None) -> None:
+        """New inputs; ``cause``: when the health change behind them was detected (epoch)."""
         self._inputs = (cfg, dict(health), dict(admin), active)
+        if cause is not None:
+            self._cause = cause if self._cause is None else min(self._cause, cause)
         self._wake.set()
 
     def request_check(self) -> None:
@@ -73,8 +79,14 @@ class DataPlane:
                 except ValueError as exc:
                     log.error("cannot compute the data plane: %s", exc)
                     continue
+                cause, self._cause = self._cause, None
                 result = await self.reconciler.set_desired(table)
-                if result.ops:
+                if result.ops and cause is not None:
+                    took = time.time() - cause
+                    DETECT_TO_DATAPLANE.add(took)
+                    log.info("data plane: %d change(s) applied %.1f ms after detection",
+                             len(result.ops), took * 1000)
+                elif result.ops:
                     log.info("data plane: %d change(s) applied", len(result.ops))
                 self.last_update = time.monotonic()
                 self.applied.set()

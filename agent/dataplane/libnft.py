@@ -1,0 +1,65 @@
+"""libnftables in-process (ctypes): one transaction in ~0.2 ms instead of ~7 ms for `nft`.
+
+The Debian `nftables` package ships libnftables.so.1, the library `nft` itself is built on;
+its Python binding (python3-nftables) exists only for the system Python, so the few calls
+we need are bound here. JSON in, JSON out, exactly as `nft -j`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+
+NFT_CTX_OUTPUT_JSON = 1 << 4
+
+
+class LibNft:
+    """One libnftables context; calls are serialised (the context is not thread-safe)."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        self._lock = threading.Lock()
+        self._ctx = lib.nft_ctx_new(0)
+        if not self._ctx:
+            raise OSError("nft_ctx_new failed")
+        lib.nft_ctx_buffer_output(self._ctx)
+        lib.nft_ctx_buffer_error(self._ctx)
+        lib.nft_ctx_output_set_flags(self._ctx, NFT_CTX_OUTPUT_JSON)
+
+    @classmethod
+    def load(cls) -> LibNft | None:
+        """The library, or None if it is not installed (the caller then runs `nft`)."""
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            return None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
+            getattr(lib, fn).argtypes = [ctypes.c_void_p]
+        for fn in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
+            getattr(lib, fn).argtypes = [ctypes.c_void_p]
+            getattr(lib, fn).restype = ctypes.c_char_p
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        try:
+            return cls(lib)
+        except OSError:
+            return None
+
+    def run(self, command: str) -> tuple[int, str, str]:
+        """(status, stdout, stderr) of one command buffer (text or JSON), like `nft -j -f -`."""
+        with self._lock:
+            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
+            out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
+            err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ctx:
+                self._lib.nft_ctx_free(self._ctx)
+                self._ctx = None
