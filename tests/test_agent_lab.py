@@ -1,0 +1,130 @@
+"""The pulse agent as an operator meets it, in a two-router lab: leftover VIPs, transition
+hooks, metrics, clean shutdown, and clear errors for bad start-up input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster import lvscf
+from cluster.lab import Lab
+from cluster.lab.config_file import lab_lvs_cf
+from cluster.lab.topology import Topology
+
+pytestmark = pytest.mark.netns
+
+BIN = Path(sys.executable).parent
+HOOK = """#!/bin/sh
+echo "$1 $LVS_NODE $LVS_TERM" >> {log}
+"""
+
+
+def wait_for(cond: Callable[[], object], limit: float, what: str) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {limit}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    n = os.getpid() % 100
+    topo = Topology(f"ag{n}", f"10.{170 + n % 40}.0.0/24", f"10.{170 + n % 40}.1.0/24",
+                    routers=2, servers=1)
+    tmp = tmp_path_factory.mktemp("agent")
+    hook = tmp / "hook.sh"
+    hook.write_text(HOOK.format(log=tmp / "hooks.log"))
+    hook.chmod(0o755)
+    cfg = lvscf.parse(lab_lvs_cf(topo), "lab.cf").config
+    assert cfg is not None
+    cfg = cfg.model_copy(update={"active_cmd": f"{hook} active",
+                                 "inactive_cmd": f"{hook} inactive"})
+    path = tmp / "lvs.cf"
+    path.write_text(lvscf.write(cfg))
+    with Lab(topo.prefix, topo.public, topo.private, routers=2, servers=1,
+             config=path) as lab:
+        lab.tmp = tmp  # type: ignore[attr-defined]
+        wait_for(lambda: owner(lab) == "r1", 20, "r1 active")
+        yield lab
+
+
+def owner(lab: Lab) -> str | None:
+    owners = [r for r in lab.routers if lab.vip in lab.exec(r, "ip", "-br", "addr").stdout]
+    return owners[0] if len(owners) == 1 else None
+
+
+def metrics(lab: Lab, router: str) -> str:
+    """The router's /metrics text ("" while it does not answer, e.g. just started)."""
+    url = f"http://{lab.address(router, 'public')}:9100/metrics"
+    res = lab.exec("client", "curl", "-sf", url)
+    return res.stdout if res.returncode == 0 else ""
+
+
+def test_metrics_endpoint(lab: Lab) -> None:
+    text = metrics(lab, "r1")
+    assert 'lvs_role{role="active"} 1.0' in text
+    assert 'dataplane="nftables"' in text
+    assert "lvs_dataplane_services 1.0" in text
+    assert 'lvs_peer_alive{peer="r2"} 1.0' in text
+    assert 'lvs_role{role="backup"} 1.0' in metrics(lab, "r2")
+    # Metrics listen on the router's address only, not on every address.
+    assert lab.exec("r1", "curl", "-sf", "http://127.0.0.1:9100/metrics").returncode != 0
+
+
+def test_active_cmd_ran_without_a_shell(lab: Lab) -> None:
+    log = lab.tmp / "hooks.log"  # type: ignore[attr-defined]
+    wait_for(log.exists, 10, "the hook")
+    first = log.read_text().splitlines()[0].split()
+    assert first[:2] == ["active", "r1"] and int(first[2]) > 0
+
+
+def test_leftover_vip_is_removed_at_start(lab: Lab) -> None:
+    lab.kill("r2")
+    lab.exec("r2", "ip", "addr", "add", f"{lab.vip}/24", "dev", "eth0", "label", "eth0:1",
+             check=True)
+    lab.start_agent("r2")
+    wait_for(lambda: lab.vip not in lab.exec("r2", "ip", "-br", "addr").stdout, 15,
+             "the leftover VIP removed")
+    assert owner(lab) == "r1"
+    assert "leftover" in lab.log_path("r2").read_text()
+
+
+def test_sigterm_hands_over_and_exits_cleanly(lab: Lab) -> None:
+    pid = lab.pid("r1")
+    assert pid is not None
+    wait_for(lambda: 'lvs_peer_alive{peer="r1"} 1.0' in metrics(lab, "r2"), 10, "r2 ready")
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: owner(lab) == "r2", 5, "r2 active")
+    wait_for(lambda: not lab.alive("r1"), 10, "r1 exited")
+    log = lab.tmp / "hooks.log"  # type: ignore[attr-defined]
+    wait_for(lambda: any(line.startswith("inactive r1") for line in
+                         log.read_text().splitlines()), 10, "inactive_cmd on r1")
+    text = lab.log_path("r1").read_text()
+    assert "resigned term" in text and "stopped" in text and "Traceback" not in text
+    lab.start_agent("r1")
+    wait_for(lambda: 'lvs_role{role="backup"} 1.0' in metrics(lab, "r1"), 15, "r1 back")
+    assert owner(lab) == "r2"  # no preemption by default
+
+
+def test_bad_start_up_input_is_one_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.cf"
+    broken.write_text("serial_no = 1\nvirtual web {\n  scheduler = fastest\n")
+    res = subprocess.run([str(BIN / "pulse"), "--node", "r1", "--config", str(broken)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LVS_HEARTBEAT_KEY": "k" * 32})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{broken}:3:" in res.stderr
+    res = subprocess.run([str(BIN / "pulse"), "--node", "r1"], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items()
+                                          if not k.startswith("LVS_")})
+    assert res.returncode == 1 and "heartbeat key" in res.stderr
+    assert "Traceback" not in res.stderr
