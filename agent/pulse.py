@@ -33,6 +33,7 @@ from .dataplane.service import DataPlane
 from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
+from .inputs import etcd_ok, sample_world
 from .lease import LeaseKeeper
 from .registration import Registration
 from .role import (
@@ -41,8 +42,6 @@ from .role import (
     Campaign,
     Deactivate,
     Evict,
-    Leader,
-    Peer,
     RequestSwitchover,
     Resign,
     Role,
@@ -273,46 +272,12 @@ class Pulse:
 
     def _world(self, stopping: bool) -> World:
         assert self.plan is not None
-        now = self.clock()
-        hb, lease, view = self.heartbeat, self.lease, self.view
-        registered = view.registered()
-        peers = []
-        for r in self.plan.peers:
-            pv = hb.table.view(r.name) if hb else None
-            peers.append(Peer(
-                name=r.name, priority=r.priority, eligible=r.active,
-                alive=hb.alive(r.name) if hb else False,
-                registered=r.name in registered,
-                active_heard=pv.last_heard if pv and pv.role == "active" else None,
-                active_term=pv.term if pv else 0,
-                acked_send=hb.acked_since(r.name) if hb else None,
-                etcd_ok=pv.etcd_ok if pv else False,
-            ))
-        leader = (Leader(view.leader.node, view.leader.term, view.leader.lease)
-                  if view.leader else None)
-        released = view.released()
-        switch = view.switchover() or {}
-        return World(
-            now=now, me=self.opts.node, priority=self.plan.me.priority,
-            eligible=self.plan.me.active,
-            lease_deadline=lease.deadline if lease else float("-inf"),
-            lease=lease.lease_id if lease else None,
-            etcd_ok=self._etcd_ok(now),
-            leader_known=view.leader_known, leader=leader,
-            leader_absent_since=view.leader_absent_since, last_term=view.last_term,
-            started_at=self.started_mono,
-            released=Leader(*released) if released else None,
-            switchover_to=str(switch["to"]) if "to" in switch else None,
-            switchover_term=int(switch.get("term") or 0),
-            preempt=self.plan.preempt, stopping=stopping, peers=tuple(peers),
-            evict_votes=view.evict_votes(),
-        )
+        return sample_world(now=self.clock(), node=self.opts.node, plan=self.plan,
+                            heartbeat=self.heartbeat, lease=self.lease, view=self.view,
+                            started=self.started_mono, stopping=stopping)
 
     def _etcd_ok(self, now: float) -> bool:
-        lease = self.lease
-        if lease is None or lease.confirmed_at is None:
-            return False
-        return now - lease.confirmed_at < min(1.0, lease.granted_ttl / 2)
+        return etcd_ok(self.lease, now)
 
     async def _execute(self, actions: list[Action]) -> None:
         for action in actions:

@@ -116,8 +116,16 @@ class ClusterView:
         return {pk.parts[0] for k in self.kvs if k.startswith(prefix)
                 and (pk := parse(self.keys, k)) is not None}
 
-    def switchover(self) -> dict[str, Any] | None:
-        return self.doc(self.keys.switchover)
+    def switchover(self) -> tuple[str, int] | None:
+        """A pending switchover request: (target, "" for any; the term it was made against)."""
+        doc = self.doc(self.keys.switchover)
+        if doc is None:
+            return None
+        to, term = doc.get("to", ""), doc.get("term", 0)
+        if not isinstance(to, str) or not isinstance(term, int):
+            self._junk(self.keys.switchover, "switchover request without to/term")
+            return None
+        return to, term
 
     def released(self) -> tuple[str, int] | None:
         doc = self.doc(self.keys.released)

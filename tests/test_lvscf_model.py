@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, ip_address
 import pytest
 from pydantic import ValidationError
 
+from cluster.config_checks import check
 from cluster.model import (
     PIRANHA_DEFAULTS,
     AddrDev,
@@ -17,7 +18,6 @@ from cluster.model import (
     Router,
     Server,
     Virtual,
-    check,
     config_from_json,
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from cluster.config_checks import check
 from cluster.lvscf import parse, write
 from cluster.model import (
     SCHEDULERS,
@@ -19,7 +20,6 @@ from cluster.model import (
     Router,
     Server,
     Virtual,
-    check,
     config_from_json,
 )
 

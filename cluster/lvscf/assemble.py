@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
+from cluster.config_checks import check
 from cluster.lvscf.parser import Frame
-from cluster.model import LvsConfig, Path, check, describe
+from cluster.model import LvsConfig, Path, describe
 
 Lines = dict[Path, int]
 Problems = list[tuple[int, str]]
