@@ -4,6 +4,7 @@ hooks, metrics, clean shutdown, and clear errors for bad start-up input."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def owner(lab: Lab) -> str | None:
     owners = [r for r in lab.routers if lab.vip in lab.exec(r, "ip", "-br", "addr").stdout]
     return owners[0] if len(owners) == 1 else None
+
+
+def sample(text: str, name: str) -> float:
+    """The value of an unlabelled metric in Prometheus text (-1 if absent)."""
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else -1.0
 
 
 def metrics(lab: Lab, router: str) -> str:
@@ -128,3 +135,22 @@ def test_bad_start_up_input_is_one_clear_error(tmp_path: Path) -> None:
                                           if not k.startswith("LVS_")})
     assert res.returncode == 1 and "heartbeat key" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_junk_in_etcd_is_counted_never_fatal(lab: Lab) -> None:
+    holder = owner(lab)
+    assert holder is not None
+    prefix = "/lvs/default/"
+    junk = {"control/switchover": '{"to": 5, "term": "x"}', "control/released": "[1, 2]",
+            "admin/http/rs1": '{"state": "explode"}', "health/http/rs1": "not json",
+            "nodes/ghost": "{bad", "bogus/key/here": "1", "control/evict-r9": '{"term": "t"}'}
+    for key, value in junk.items():
+        res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "put",
+                       prefix + key, value)
+        assert res.returncode == 0, res.stderr
+    wait_for(lambda: sample(metrics(lab, holder), "lvs_etcd_junk_total") >= 3, 10,
+             "junk counted")
+    time.sleep(1.0)
+    assert owner(lab) == holder and lab.alive("r1") and lab.alive("r2")
+    for key in junk:
+        lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "del", prefix + key)
