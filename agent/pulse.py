@@ -170,7 +170,7 @@ class Pulse:
 
     async def _start_router(self) -> None:
         assert self.plan is not None and self.config is not None
-        self.dataplane.start()
+        self.dataplane.start(full_nat=self.config.full_nat)
         self.vips = VipManager(lifetime=self.plan.timing.vip_lifetime,
                                announce=self.plan.announce)
         # Leftovers of a crashed run go before we say anything to anyone.

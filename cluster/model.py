@@ -296,6 +296,7 @@ class LvsConfig(_Model):
     garp_delay: Delay = 5.0  # a second burst this long after takeover (0 = none)
     garp_refresh: Delay = 0.0  # periodic re-announcement while active (0 = off)
     health_policy: Choice("active", "majority") = "active"  # whose checks decide
+    full_nat: Flag = False  # nftables: masquerade, for real servers not routed via us
     routers: Annotated[tuple[Router, ...], Cf("blocks", block="router")] = ()
     virtuals: Annotated[tuple[Virtual, ...], Cf("blocks", block="virtual")] = ()
     failovers: Annotated[tuple[Failover, ...], Cf("blocks", block="failover")] = ()

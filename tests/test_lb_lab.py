@@ -264,3 +264,22 @@ def test_failover_keeps_the_health_view(lab: Lab) -> None:
         lab.start(old)
         lab.start("rs1")
         lab.exec("rs1", "nft", "delete", "table", "inet", "synct")
+
+
+def test_full_nat_masquerades_towards_the_real_servers(lab: Lab) -> None:
+    def seen_client() -> str:
+        res = lab.exec("client", "curl", "-si", "-m", "2", f"http://{lab.vip}/")
+        for line in res.stdout.splitlines():
+            if line.lower().startswith("x-client:"):
+                return line.split(":", 1)[1].strip().rsplit(":", 1)[0]
+        return ""
+
+    wait_for(lambda: seen_client() == lab.address("client"), 20, "plain NAT first")
+    path = lab.tmp / "lvs-full-nat.cf"  # type: ignore[attr-defined]
+    text = config_text(lab.topo, 11)  # type: ignore[attr-defined]
+    path.write_text(text.replace("serial_no = 11", "serial_no = 11\nfull_nat = 1"))
+    ctl(lab, "config", "push", str(path))
+    routers = {lab.address(r, "private") for r in lab.routers}
+    wait_for(lambda: seen_client() in routers, 20, "the real server sees a router address")
+    push(lab, 12)
+    wait_for(lambda: seen_client() == lab.address("client"), 20, "plain NAT again")

@@ -56,6 +56,7 @@ garp_interval = 0.1
 garp_delay = 4
 garp_refresh = 30
 health_policy = majority
+full_nat = 1
 
 virtual web {
     address = 10.0.0.100 eth0:1
@@ -170,7 +171,7 @@ def test_full_file_values() -> None:
     assert (v.check_status, v.check_body, v.check_program) == (
         "200-299,301", "ok|fine", "/usr/local/bin/check %h %p")
     assert (v.dns_name, v.dns_type, v.interval, v.failures) == ("example.com", "A", 4, 3)
-    assert cfg.health_policy == "majority"
+    assert cfg.health_policy == "majority" and cfg.full_nat
     (s,) = v.servers
     assert (s.name, s.active, s.weight, s.port) == ("one", False, 65535, 8443)
     assert v.effective_port(s) == 8443

@@ -40,16 +40,19 @@ class DataPlane:
         self.applied = asyncio.Event()
         self._kernel_settings: tuple[object, ...] | None = None
         self._cause: float | None = None
+        self.full_nat = False
+        self._drift: asyncio.Task[None] = None  # type: ignore[assignment]
 
     @property
     def name(self) -> str:
         return getattr(self.backend, "name", self.kind)
 
-    def start(self) -> None:
+    def start(self, full_nat: bool = False) -> None:
         """Choose the backend (BackendUnavailable with a clear message if impossible)."""
-        self.backend = choose_backend(self.kind, netns=self.netns)
+        self.full_nat = full_nat
+        self.backend = choose_backend(self.kind, netns=self.netns, full_nat=full_nat)
         self.reconciler = Reconciler(self.backend)
-        log.info("data plane: %s", self.name)
+        log.info("data plane: %s%s", self.name, " (full NAT)" if full_nat else "")
 
     def update(self, cfg: LvsConfig, health: Mapping[tuple[str, str], Health],
                admin: Mapping[tuple[str, str], str], active: bool,
@@ -66,7 +69,7 @@ class DataPlane:
 
     async def run(self) -> None:
         assert self.reconciler is not None
-        drift = asyncio.create_task(self.reconciler.run_drift_checks(DRIFT_INTERVAL))
+        self._drift = asyncio.create_task(self.reconciler.run_drift_checks(DRIFT_INTERVAL))
         try:
             while True:
                 await self._wake.wait()
@@ -74,6 +77,8 @@ class DataPlane:
                 if self._inputs is None:
                     continue
                 cfg, health, admin, active = self._inputs
+                if cfg.full_nat != self.full_nat:
+                    self._switch_full_nat(cfg.full_nat)
                 try:
                     table = desired_table(cfg, health, admin)
                 except ValueError as exc:
@@ -92,8 +97,8 @@ class DataPlane:
                 self.applied.set()
                 await self._kernel(cfg, active)
         finally:
-            drift.cancel()
-            await asyncio.gather(drift, return_exceptions=True)
+            self._drift.cancel()
+            await asyncio.gather(self._drift, return_exceptions=True)
 
     async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
         """Timeouts and the connection sync daemon (IPVS only), when they change."""
@@ -109,6 +114,15 @@ class DataPlane:
             await self.backend.sync_daemon(state, iface, syncid)
         except (OSError, ValueError, RuntimeError) as exc:
             log.error("data plane kernel settings: %s", exc)
+
+    def _switch_full_nat(self, on: bool) -> None:
+        """A new backend with masquerade on/off; its first apply adopts the kernel's table."""
+        old = self.backend
+        self._drift.cancel()
+        self.start(full_nat=on)
+        old.close()
+        assert self.reconciler is not None
+        self._drift = asyncio.create_task(self.reconciler.run_drift_checks(DRIFT_INTERVAL))
 
     def close(self) -> None:
         if self.backend is not None:
