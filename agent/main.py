@@ -31,6 +31,9 @@ from .heartbeat import ConfigError as HeartbeatConfigError
               help="serve Prometheus metrics here (default: none)")
 @click.option("--heartbeat-key-file", envvar="LVS_HEARTBEAT_KEY_FILE",
               help="shared heartbeat secret (or env LVS_HEARTBEAT_KEY)")
+@click.option("--vip-guardian/--no-vip-guardian", default=True, show_default=True,
+              help="a child process removes our VIPs at once if this agent dies "
+              "(without it, only their kernel lifetime does)")
 @click.option("--etcd-ca", envvar="LVS_ETCD_CA")
 @click.option("--etcd-cert", envvar="LVS_ETCD_CERT")
 @click.option("--etcd-key", envvar="LVS_ETCD_KEY")
@@ -40,7 +43,8 @@ from .heartbeat import ConfigError as HeartbeatConfigError
 def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
         dataplane: str, metrics_address: str | None, heartbeat_key_file: str | None,
         etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
-        etcd_user: str | None, etcd_password: str | None, verbose: int) -> None:
+        vip_guardian: bool, etcd_user: str | None, etcd_password: str | None,
+        verbose: int) -> None:
     """pulse: run this router of a Piranha LVS cluster kept in etcd."""
     logging.basicConfig(level=logging.INFO - 10 * min(verbose, 1),
                         format=f"%(asctime)s {node} %(levelname)s %(name)s: %(message)s")
@@ -54,7 +58,8 @@ def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
         opts = AgentOptions(settings=settings, cluster=cluster, node=node,
                             bootstrap=config_path, dataplane=dataplane,
                             metrics_address=metrics_address,
-                            heartbeat_key_file=heartbeat_key_file)
+                            heartbeat_key_file=heartbeat_key_file,
+                            vip_guardian=vip_guardian)
         pulse = Pulse(opts)
         if metrics_address:
             serve(pulse, metrics_address)

@@ -51,6 +51,7 @@ from .role import (
 from .topology import RouterPlan, plan
 from .view import ClusterView
 from .vip import VipManager
+from .vip.guardian import Guardian
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class AgentOptions:
     dataplane: str = "auto"
     metrics_address: str | None = None
     heartbeat_key_file: str | None = None
+    vip_guardian: bool = True
 
 
 class Pulse:
@@ -88,6 +90,7 @@ class Pulse:
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
         self.vips: VipManager | None = None
+        self.guardian: Guardian | None = None
         self.dataplane = DataPlane(opts.dataplane)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
@@ -173,6 +176,9 @@ class Pulse:
         self.dataplane.start(full_nat=self.config.full_nat)
         self.vips = VipManager(lifetime=self.plan.timing.vip_lifetime,
                                announce=self.plan.announce)
+        if self.opts.vip_guardian:
+            self.guardian = Guardian()
+            await self.guardian.start()
         # Leftovers of a crashed run go before we say anything to anyone.
         removed = await self.vips.cleanup_leftovers(self.plan.vips)
         if removed.removed:
@@ -216,6 +222,8 @@ class Pulse:
         if self.vips is not None:
             await self.vips.release()
             await self.vips.close()
+        if self.guardian is not None:
+            await self.guardian.close()
         self.dataplane.close()
         await self.etcd.close()
         log.info("stopped")
@@ -308,10 +316,9 @@ class Pulse:
             await self._activate(action.term)
         elif isinstance(action, RequestSwitchover):
             await self._request_switchover(action.to)
-        elif isinstance(action, Evict):
-            log.warning("fast eviction: every live backup lost %s (term %d); revoking its "
+        elif isinstance(action, Evict) and await self.etcd.revoke(action.lease):
+            log.warning("fast eviction: every live backup lost %s (term %d); revoked its "
                         "lease", action.node, action.term)
-            await self.etcd.revoke(action.lease)
 
     async def _activate(self, term: int) -> None:
         self._count("active")
@@ -330,6 +337,8 @@ class Pulse:
 
     async def _acquire(self) -> None:
         assert self.vips is not None and self.plan is not None
+        if self.guardian is not None:  # first: should we die right after adding them
+            await self.guardian.hold(self.plan.vips)
         result = await self.vips.acquire(self.plan.vips)
         if result.failed:
             log.error("could not add VIPs: %s", result.failed)
@@ -338,6 +347,8 @@ class Pulse:
         assert self.vips is not None
         removal = await self.vips.release()
         log.info("released VIPs (%s): %d removed", reason, len(removal.removed))
+        if self.guardian is not None:
+            await self.guardian.hold(())
         self.health.deactivate()
         self._dataplane_update()
         self._count("backup")

@@ -224,9 +224,16 @@ class Etcd:
             resp = await self._client.lease.grant(ttl, timeout=self.settings.timeout)
         return resp.ID, resp.TTL
 
-    async def revoke(self, lease: int) -> None:
-        async with self._errors("lease revoke"):
-            await self._client.lease.revoke(lease, timeout=self.settings.timeout)
+    async def revoke(self, lease: int) -> bool:
+        """Revoke a lease (its keys vanish); False if it no longer existed."""
+        try:
+            async with self._errors("lease revoke"):
+                await self._client.lease.revoke(lease, timeout=self.settings.timeout)
+        except EtcdUnavailable as exc:
+            if "NOT_FOUND" in str(exc) or "lease not found" in str(exc):
+                return False
+            raise
+        return True
 
 
 def _short(text: str, limit: int = 200) -> str:
