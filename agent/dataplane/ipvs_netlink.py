@@ -7,20 +7,18 @@ and answers only failures, plus an acknowledgement of the last request of each c
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
-import threading
 from collections.abc import Sequence
 
 from agent.dataplane import ipvs_codec as c
+from agent.dataplane.netns_socket import netlink_socket
 
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors carry only the header of the failed request
 SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
-CLONE_NEWNET = 0x40000000
 CHUNK_MESSAGES = 256  # failures of one chunk must fit in the receive buffer
 CHUNK_BYTES = 128 * 1024  # below the send buffer
 BUFFER = 4 * 1024 * 1024
@@ -31,40 +29,9 @@ class FamilyNotFound(LookupError):
     """The kernel has no such generic-netlink family (module not loaded or not built)."""
 
 
-def _netns_path(netns: str) -> str:
-    return netns if netns.startswith("/") else f"/run/netns/{netns}"
-
-
 def open_socket(netns: str | None = None) -> socket.socket:
-    """A NETLINK_GENERIC socket, created inside ``netns`` (a name or a path) if given.
-
-    A socket keeps the network namespace it was created in, so a short-lived thread
-    enters the namespace (setns affects only the calling thread), creates it and exits.
-    """
-    if netns is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-    result: list[socket.socket | BaseException] = []
-
-    def enter_and_create() -> None:
-        try:
-            fd = os.open(_netns_path(netns), os.O_RDONLY)
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC))
-        except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
-
-    thread = threading.Thread(target=enter_and_create, name="netns-socket")
-    thread.start()
-    thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    """A NETLINK_GENERIC socket, created inside ``netns`` (a name or a path) if given."""
+    return netlink_socket(NETLINK_GENERIC, netns)
 
 
 class GenlSocket:

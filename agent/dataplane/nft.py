@@ -19,8 +19,9 @@ from typing import Any
 
 from agent.dataplane import nft_plan
 from agent.dataplane.libnft import LibNft
+from agent.dataplane.netns_socket import netns_path
 from agent.dataplane.nft_layout import NftInputError
-from agent.dataplane.nft_netlink import Generation, netns_path
+from agent.dataplane.nft_netlink import Generation
 from agent.dataplane.nft_read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft_rules import FAMILY, Config, delete_table
 from agent.dataplane.nft_sched import fallbacks

@@ -8,11 +8,11 @@ costs a few hundred milliseconds; so ``read`` lists only when the generation mov
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
 import struct
-import threading
+
+from agent.dataplane.netns_socket import netlink_socket, netns_path
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -21,46 +21,11 @@ NFT_MSG_NEWGEN = 15
 NFTA_GEN_ID = 1
 NLM_F_REQUEST = 1
 NLMSG_ERROR = 2
-CLONE_NEWNET = 0x40000000
-
-
-def netns_path(netns: str | None) -> str | None:
-    """Path of a named (``ip netns add``) namespace, or the path given, or None."""
-    if netns is None or "/" in netns:
-        return netns
-    return f"/run/netns/{netns}"
 
 
 def _open_in(path: str | None) -> socket.socket:
-    """A netfilter netlink socket in namespace ``path`` (None: ours).
-
-    Sockets stay in the namespace they were made in, so a short-lived thread enters the
-    namespace (setns changes only the calling thread), makes the socket and ends.
-    """
-    if path is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    result: list[socket.socket | BaseException] = []
-
-    def enter_and_open() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {path}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER))
-        except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
-
-    thread = threading.Thread(target=enter_and_open, name="nft-netns")
-    thread.start()
-    thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    """A netfilter netlink socket in namespace ``path`` (None: ours)."""
+    return netlink_socket(NETLINK_NETFILTER, path)
 
 
 class Generation:
