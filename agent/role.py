@@ -201,10 +201,15 @@ class RoleMachine:
         return handler(w)
 
     def _mine(self, w: World) -> bool | None:
-        """Is the leader key ours? None if we cannot tell (never read it)."""
+        """Is the leader key ours, on our current lease? None if we cannot tell.
+
+        A key we created on a lease that has since been lost is not ours any more, even
+        while a stale view still shows it (etcd deletes it with that lease).
+        """
         if not w.leader_known:
             return None
-        return w.leader is not None and w.leader.node == w.me and w.leader.term == self.term
+        return (w.leader is not None and w.leader.node == w.me and w.leader.term == self.term
+                and w.lease is not None and w.leader.lease == w.lease)
 
     def _demote(self, reason: str, resign: bool) -> list[Action]:
         actions: list[Action] = []
@@ -214,6 +219,7 @@ class RoleMachine:
             actions.append(Resign(self.term, reason))
         self.role = Role.BACKUP
         self.term = 0
+        self.healthy_since = None  # preempt hold-down starts again
         self.reasons.append(reason)
         return actions
 
@@ -253,17 +259,17 @@ class RoleMachine:
 
     def _backup(self, w: World) -> tuple[list[Action], float]:
         t = self.timing
-        # The key is ours on our current lease (we demoted without resigning, e.g. etcd
-        # was unreachable, and the lease survived): resume as candidate.
+        healthy = w.etcd_ok and w.now < w.lease_deadline - t.margin and w.eligible
+        if not healthy:
+            self.healthy_since = None
+            return [], w.now + t.keepalive
+        # The key is ours on our current, confirmed lease (we demoted without resigning,
+        # e.g. etcd was unreachable for a while and the lease survived): resume.
         if (w.leader_known and w.leader is not None and w.leader.node == w.me
                 and w.lease is not None and w.leader.lease == w.lease and not w.stopping
                 and w.switchover_term != w.leader.term):
             self.won(w.leader.term)
             return self._candidate(w)
-        healthy = w.etcd_ok and w.now < w.lease_deadline - t.margin and w.eligible
-        if not healthy:
-            self.healthy_since = None
-            return [], w.now + t.keepalive
         if self.healthy_since is None:
             self.healthy_since = w.now
         if w.stopping:
@@ -320,7 +326,8 @@ class RoleMachine:
         holder = next((p for p in w.peers if p.name == w.leader.node), None)
         if holder is None or holder.priority >= w.priority:
             return [], INF
-        ready = (self.healthy_since or w.now) + t.hold_down
+        since = self.healthy_since if self.healthy_since is not None else w.now
+        ready = since + t.hold_down
         if w.now < ready:
             return [], ready
         if w.switchover_to == w.me or w.now - self.preempt_asked_at < t.switchover_wait:

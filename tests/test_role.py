@@ -237,3 +237,33 @@ def test_fast_eviction_votes_then_revokes_when_every_live_backup_agrees() -> Non
     assert m.eviction_vote(replace(w, peers=(replace(holder, alive=True), other))) is None
     # Without fast eviction, never.
     assert RoleMachine(T).eviction_vote(w) is None
+
+
+def test_a_key_on_a_lost_lease_is_not_ours_even_in_a_stale_view() -> None:
+    """Bug found by the failover tests: after etcd came back and our old lease was gone,
+    a stale view still showed our old key and the candidate activated on it."""
+    m = RoleMachine(T)
+    m.won(27)
+    stale = world(leader=Leader("r1", 27, 7), lease=8)  # re-granted lease 8; key on lease 7
+    actions, _ = m.step(stale)
+    assert actions == [] and m.role is Role.BACKUP
+    m2 = active_machine(27)
+    assert m2.step(stale)[0] == [Deactivate("the leader key is no longer ours")]
+
+
+def test_no_resume_while_etcd_is_unreachable() -> None:
+    m = RoleMachine(T)
+    w = world(leader=Leader("r1", 5, 7), etcd_ok=False, lease_deadline=99.0)
+    assert m.step(w)[0] == [] and m.role is Role.BACKUP
+
+
+def test_preempt_hold_down_restarts_after_a_demotion() -> None:
+    """Bug found by the failover tests: healthy_since kept its start-up value across a
+    demotion, so a returning high-priority router preempted at once."""
+    m = active_machine(5)
+    m.healthy_since = 1.0  # healthy since start-up
+    m.step(world(leader=mine(), lease_deadline=90.0, etcd_ok=False))  # demoted
+    assert m.role is Role.BACKUP
+    back = world(leader=Leader("r2", 9, 3), preempt=True, peers=(Peer("r2", 100, alive=True),))
+    actions, wake = m.step(back)
+    assert actions == [] and wake == pytest.approx(100.0 + T.hold_down)
