@@ -307,11 +307,18 @@ class Pulse:
             if self.lease.lease_id is None:
                 return
             won, key = await campaign(self.etcd, self.keys, self.opts.node, self.lease.lease_id)
-            if won and key is not None:
+            if key is not None:  # the key as etcd holds it now: fresher than our watch
                 self.view.leader, self.view.leader_absent_since = key, None
+            if won and key is not None:
                 self.machine.won(key.term)
-                self._count("candidate")
-                log.info("won the leader key: term %d", key.term)
+                if self.machine.role is Role.ACTIVE:
+                    self.health.term = key.term
+                    self._kick_registration()
+                    log.info("re-took the leader key while holding the VIPs: term %d",
+                             key.term)
+                else:
+                    self._count("candidate")
+                    log.info("won the leader key: term %d", key.term)
         elif isinstance(action, Activate):
             await self._activate(action.term)
         elif isinstance(action, RequestSwitchover):

@@ -134,6 +134,7 @@ class RoleMachine:
     resigned_at: float = -INF  # last graceful hand-over (we then defer to others)
     healthy_since: float | None = None  # preempt hold-down
     preempt_asked_at: float = -INF
+    rekeying: bool = False  # an active's campaign to take its expired key back is pending
     reasons: list[str] = field(default_factory=list)
 
     # -- what the shell asks --------------------------------------------------------------
@@ -233,6 +234,12 @@ class RoleMachine:
                                 resign=True), w.now
         mine = self._mine(w)
         if mine is False and w.etcd_ok:
+            if self._rekey_possible(w):
+                # Our key went with a lease that expired while we held the VIPs in failsafe
+                # (etcd unreachable, every peer still acknowledging us). The others defer to
+                # our heartbeats, so take the key again without dropping the VIPs.
+                self.rekeying = True
+                return [Campaign()], w.now + self.timing.keepalive
             return self._demote("the leader key is no longer ours", resign=False), w.now
         licence = self.licence(w)
         if w.now >= licence:
@@ -255,7 +262,19 @@ class RoleMachine:
 
     def won(self, term: int) -> None:
         """The shell reports a successful campaign."""
-        self.role, self.term = Role.CANDIDATE, term
+        if self.role is Role.ACTIVE and self.rekeying:
+            self.term = term  # re-took the key while holding the VIPs: a new term, no gap
+        else:
+            self.role, self.term = Role.CANDIDATE, term
+        self.rekeying = False
+
+    def _rekey_possible(self, w: World) -> bool:
+        """The key is gone (or is our own on a lost lease), not someone else's; one try."""
+        if self.rekeying:
+            self.rekeying = False
+            return False  # the last attempt failed: someone else holds the key
+        leader = w.leader
+        return leader is None or (leader.node == w.me and leader.term == self.term)
 
     def _backup(self, w: World) -> tuple[list[Action], float]:
         t = self.timing

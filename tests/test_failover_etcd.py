@@ -87,6 +87,10 @@ def test_active_cut_from_etcd_only_keeps_the_vip(cluster):
     for ip in (cluster.vip, cluster.gateway):
         assert report.owners_during(cut, until, ip) == {active}
         assert report.gaps(cut, until, ip) == []
+        # When etcd answers again it takes its expired key back: no failover, no gap.
+        assert report.owners_during(until, restored, ip) == {active}
+        assert report.gaps(until, restored, ip) == []
+    assert "re-took the leader key" in cluster.lab.log_path(active).read_text()
     measured("etcd cut from the active (8 s)", after_restore=back,
              owners_after=report.owners_during(until, restored),
              gap_after_restore=sum(report.gaps(until)))

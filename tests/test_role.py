@@ -247,8 +247,11 @@ def test_a_key_on_a_lost_lease_is_not_ours_even_in_a_stale_view() -> None:
     stale = world(leader=Leader("r1", 27, 7), lease=8)  # re-granted lease 8; key on lease 7
     actions, _ = m.step(stale)
     assert actions == [] and m.role is Role.BACKUP
+    # An active (failsafe kept it) first tries to take the key back; failing, it demotes.
     m2 = active_machine(27)
-    assert m2.step(stale)[0] == [Deactivate("the leader key is no longer ours")]
+    assert m2.step(stale)[0] == [Campaign()]
+    assert m2.step(replace(stale, leader=Leader("r2", 31, 3)))[0] == [
+        Deactivate("the leader key is no longer ours")]
 
 
 def test_no_resume_while_etcd_is_unreachable() -> None:
@@ -267,3 +270,17 @@ def test_preempt_hold_down_restarts_after_a_demotion() -> None:
     back = world(leader=Leader("r2", 9, 3), preempt=True, peers=(Peer("r2", 100, alive=True),))
     actions, wake = m.step(back)
     assert actions == [] and wake == pytest.approx(100.0 + T.hold_down)
+
+
+def test_active_in_failsafe_takes_its_expired_key_back_without_dropping_vips() -> None:
+    m = active_machine(5)
+    back = world(leader=None, lease=8)  # etcd is back; our old key went with lease 7
+    assert m.step(back)[0] == [Campaign()] and m.role is Role.ACTIVE
+    m.won(31)
+    assert m.role is Role.ACTIVE and m.term == 31
+    assert m.step(world(leader=Leader("r1", 31, 8), lease=8))[0] == []
+    # Someone else got the key first: the one attempt fails, then we demote.
+    m2 = active_machine(5)
+    assert m2.step(back)[0] == [Campaign()]
+    actions, _ = m2.step(world(leader=Leader("r2", 33, 3), lease=8))
+    assert actions == [Deactivate("the leader key is no longer ours")]
