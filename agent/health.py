@@ -87,6 +87,7 @@ class HealthService:
         self.writes = 0
         self.write_errors = 0
         self.cause: float | None = None  # detection time of the newest unapplied decision
+        self._shared: tuple[int, dict[Key, Verdict]] | None = None
 
     def take_cause(self) -> float | None:
         """When the decision the data plane is about to apply was detected (epoch)."""
@@ -122,7 +123,14 @@ class HealthService:
     # -- views ----------------------------------------------------------------------------
 
     def shared(self) -> dict[Key, Verdict]:
-        """The effective health in etcd (what the active decided)."""
+        """The effective health in etcd (what the active decided); cached per view update."""
+        if self._shared is not None and self._shared[0] == self.view.version:
+            return self._shared[1]
+        out = self._read_shared()
+        self._shared = (self.view.version, out)
+        return out
+
+    def _read_shared(self) -> dict[Key, Verdict]:
         out = {}
         prefix = self.keys.health_prefix
         for key in [k for k in self.view.kvs if k.startswith(prefix)]:

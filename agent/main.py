@@ -9,10 +9,13 @@ from pathlib import Path
 
 import click
 
+from cluster.etcd.client import EtcdAuthError
 from cluster.etcd.settings import SettingsError, settings_from
 from cluster.keys import check_cluster_name
 from cluster.model import ConfigError
 
+from .dataplane.select import BackendUnavailable
+from .heartbeat import BindError
 from .heartbeat import ConfigError as HeartbeatConfigError
 
 
@@ -64,7 +67,8 @@ def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
         if metrics_address:
             serve(pulse, metrics_address)
         sys.exit(asyncio.run(pulse.run()))
-    except (SettingsError, ConfigError, HeartbeatConfigError, ValueError, OSError) as exc:
+    except (SettingsError, ConfigError, HeartbeatConfigError, BindError, BackendUnavailable,
+            EtcdAuthError, ValueError, OSError) as exc:
         click.echo(f"pulse: {exc}", err=True)
         sys.exit(1)
 

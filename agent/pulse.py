@@ -102,6 +102,7 @@ class Pulse:
         self.transitions: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._vote: int | None = None
+        self._hb_forward: asyncio.Task[None] | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -204,7 +205,10 @@ class Pulse:
             await self.heartbeat.stop()
         self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret, self._local_state)
         await self.heartbeat.start()
-        self._spawn(self._forward(self.heartbeat.changed, None), "heartbeat-kick")
+        if self._hb_forward is not None:
+            self._hb_forward.cancel()
+        self._hb_forward = self._spawn(self._forward(self.heartbeat.changed, None),
+                                       "heartbeat-kick")
 
     async def _shutdown(self) -> None:
         if self.machine is not None and self.machine.role is not Role.BACKUP:
@@ -228,10 +232,12 @@ class Pulse:
         await self.etcd.close()
         log.info("stopped")
 
-    def _spawn(self, coro: object, name: str) -> None:
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         task.add_done_callback(self._task_done)
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -44,6 +44,7 @@ class ClusterView:
     leader_known: bool = False
     leader_absent_since: float | None = None
     last_term: int = 0
+    version: int = 0  # bumped on every update: a cache key for derived views
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stats: ViewStats = field(default_factory=ViewStats)
     watch: PrefixWatch | None = None
@@ -51,6 +52,7 @@ class ClusterView:
     async def run(self) -> None:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
         async for update in self.watch:
+            self.version += 1
             if isinstance(update, Snapshot):
                 self.kvs = dict(update.items)
                 self._leader_changed(self.kvs.get(self.keys.leader))
@@ -59,6 +61,7 @@ class ClusterView:
             else:
                 for change in update:
                     await self._apply(change)
+            self.version += 1  # again: listeners may have cached mid-update
             self.changed.set()
 
     async def _apply(self, change: Change) -> None:
