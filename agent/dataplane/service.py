@@ -41,6 +41,7 @@ class DataPlane:
         self._kernel_settings: tuple[object, ...] | None = None
         self._cause: float | None = None
         self.full_nat = False
+        self.refused = 0  # desired tables the backend could not express
         self._drift: asyncio.Task[None] = None  # type: ignore[assignment]
 
     @property
@@ -85,7 +86,13 @@ class DataPlane:
                     log.error("cannot compute the data plane: %s", exc)
                     continue
                 cause, self._cause = self._cause, None
-                result = await self.reconciler.set_desired(table)
+                try:
+                    result = await self.reconciler.set_desired(table)
+                except ValueError as exc:  # this backend cannot express it: keep what runs
+                    self.refused += 1
+                    log.error("data plane %s cannot program this configuration (the running "
+                              "one stays): %s", self.name, exc)
+                    continue
                 if result.ops and cause is not None:
                     took = time.time() - cause
                     DETECT_TO_DATAPLANE.add(took)

@@ -1,0 +1,65 @@
+"""The data plane service in a namespace of its own: a configuration the backend cannot
+express is refused with a clear error and the running table stays; then a valid one applies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import netlab
+import pytest
+
+from agent.dataplane.desired import Health
+from agent.dataplane.service import DataPlane
+from cluster import lvscf
+
+pytestmark = pytest.mark.netns
+
+CFG = """serial_no = 1
+primary = 10.0.0.2
+network = {network}
+virtual web {{
+    address = 10.0.0.100 eth0:1
+    server a {{
+        address = {server}
+    }}
+}}
+"""
+
+
+def config(network: str, server: str):
+    cfg = lvscf.parse(CFG.format(network=network, server=server), "t.cf").config
+    assert cfg is not None
+    return cfg
+
+
+async def test_refused_configuration_keeps_the_running_table(caplog) -> None:
+    with netlab.Lab("dps") as lab:
+        ns = lab.add_ns("r")
+        plane = DataPlane("nftables", netns=ns)
+        plane.start()
+        task = asyncio.create_task(plane.run())
+        try:
+            up = {("web", "a"): Health("up")}
+            good = config("nat", "10.0.1.1")
+            plane.update(good, up, {}, active=True)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            running = dict(await plane.backend.read())
+            assert len(running) == 1
+            caplog.set_level(logging.ERROR)
+            # IPv6 real server behind an IPv4 VIP: fine for IPVS tunnelling, not for nftables.
+            plane.update(config("tunnel", "fd00::1"), up, {}, active=True)
+            async with asyncio.timeout(10):
+                while plane.refused == 0:
+                    await asyncio.sleep(0.02)
+            assert "cannot program this configuration" in caplog.text
+            assert not task.done()
+            assert dict(await plane.backend.read()) == running
+            plane.applied.clear()
+            plane.update(good.model_copy(update={"serial_no": 2}), {}, {}, active=True)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            assert all(not s.dests for s in (await plane.backend.read()).values())
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            plane.close()
