@@ -78,6 +78,8 @@ class PulseCollector(Collector):
             yield _counter("lvs_dataplane_drift_repairs", "drift found and repaired",
                            st.drift_repairs)
             yield _counter("lvs_dataplane_errors", "kernel errors", st.errors)
+            yield _counter("lvs_dataplane_refused", "configurations the backend cannot "
+                           "express (the running table stayed)", p.dataplane.refused)
         es = p.health.engine.stats()
         yield _counter("lvs_checks", "health checks run", es.checks)
         yield _counter("lvs_checks_failed", "health checks failed", es.failed)
