@@ -99,3 +99,17 @@ async def test_password_auth_over_tls(pki: dict[str, Path], tmp_path: Path) -> N
                 await etcd.get("/lvs/auth/k")
     finally:
         server.stop()
+
+
+async def test_several_endpoints_a_dead_one_is_skipped(etcd_server: LocalEtcd) -> None:
+    from cluster.etcd.server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    for urls in (f"{dead},{etcd_server.url}", f"{etcd_server.url},{dead}"):
+        settings = settings_from(urls, environ={}, timeout=3.0)
+        assert len(settings.endpoints) == 2
+        async with Etcd(settings) as etcd:
+            for i in range(6):  # round robin would hit the dead one: it must not matter
+                await etcd.put(f"/lvs/multi/{i}", "v")
+            kvs, _ = await etcd.get_prefix("/lvs/multi/")
+            assert len(kvs) == 6
