@@ -213,7 +213,9 @@ class Reconciler:
     async def run_drift_checks(self, interval: float, *, retry: float = 1.0) -> None:
         """Check for drift every ``interval`` seconds and on :meth:`request_check`; forever.
 
-        After a kernel error the next check comes after ``retry`` seconds (if shorter).
+        After a kernel error the next check comes after ``retry`` seconds (if shorter). A
+        check that takes long (reading a huge IPVS table) stretches the interval so that
+        periodic checks use at most 5% of the time.
         """
         if not interval > 0 or not retry > 0:
             raise ValueError(f"drift check interval and retry must be > 0 s: {interval}, {retry}")
@@ -222,13 +224,15 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
+            started = time.monotonic()
             try:
                 result = await self.check_drift()
             except Exception:  # a bug: say so loudly, keep checking
                 log.exception("drift check failed")
                 wait = interval
             else:
-                wait = interval if result.ok else min(interval, retry)
+                every = max(interval, 20 * (time.monotonic() - started))
+                wait = every if result.ok else min(every, retry)
 
     # ------------------------------------------------------------ kernel calls
 
