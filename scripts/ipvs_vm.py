@@ -29,6 +29,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from importlib import metadata
@@ -289,14 +290,27 @@ def boot(vmlinuz: Path, out: Path, args: argparse.Namespace) -> int:
         "-a", f"module_blacklist={BLACKLIST}", "-e", f"sh {out}/guest.sh",
     ]
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    # The guest's console goes through a pipe: QEMU handed a regular file as stdout
+    # rewrites it from the start, which lost everything the test run printed before.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    pump = threading.Thread(target=_forward, args=(proc.stdout,), daemon=True)
+    pump.start()
     try:
-        return proc.wait(timeout=args.timeout)
+        code = proc.wait(timeout=args.timeout)
+        pump.join(5)
+        return code
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         log(f"stopping the guest (timeout {args.timeout} s or interrupted)")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return 124
+
+
+def _forward(stream: object) -> None:
+    for chunk in iter(lambda: stream.read1(4096), b""):  # type: ignore[attr-defined]
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
 
 
 def use_venv() -> None:
