@@ -110,6 +110,8 @@ class HealthService:
         for key in list(self.effective):
             if key not in wanted:
                 del self.effective[key]
+        if self.term:  # the active also removes the health of servers no longer checked
+            self._dirty_eff.update(k for k in self.shared() if k not in wanted)
         self._dirty_obs.update(wanted)
         self._wake.set()
 
@@ -177,23 +179,36 @@ class HealthService:
             else:
                 self.effective[key] = self._decide(key, health)
         self._dirty_eff = {k for k, v in self.effective.items() if shared.get(k) != v}
+        self._dirty_eff |= {k for k in shared if k not in own}  # servers no longer checked
         self._wake.set()
 
     def deactivate(self) -> None:
         self.term = 0
         self._dirty_eff.clear()
 
-    def observations_changed(self) -> None:
-        """Another router's observation moved: under majority, re-decide."""
-        if self.term and self.policy == "majority":
+    def view_changed(self) -> None:
+        """Something in etcd moved. While active: under majority, re-decide; and put back
+        any stored verdict that differs from ours (deleted or overwritten by hand)."""
+        if not self.term:
+            return
+        decided = False
+        if self.policy == "majority":
             for key, health in self.engine.snapshot().items():
                 verdict = self._decide(key, health)
                 if self.effective.get(key) != verdict:
                     self.effective[key] = verdict
                     self._dirty_eff.add(key)
-            if self._dirty_eff:
-                self.on_change()
-                self._wake.set()
+                    decided = True
+        touched = self.view.touched
+        for (v, s), verdict in self.effective.items():
+            key = self.keys.health(v, s)
+            if (touched is None or key in touched) and self.view.raw(key) != verdict.doc(
+                    self.term):
+                self._dirty_eff.add((v, s))
+        if decided:
+            self.on_change()
+        if self._dirty_eff:
+            self._wake.set()
 
     def _decide(self, key: Key, own: ServerHealth) -> Verdict:
         if self.policy != "majority":
@@ -244,14 +259,13 @@ class HealthService:
             self._wake.set()
 
     async def _write_effective(self, keys: set[Key]) -> None:
-        term = self.term
-        puts = {self.keys.health(v, s): json.dumps(self.effective[(v, s)].doc(term))
-                for v, s in sorted(keys) if (v, s) in self.effective}
-        items = list(puts.items())
-        for i in range(0, len(items), TXN_OPS):
-            chunk = items[i:i + TXN_OPS]
-            ops = [self.etcd.kv.txn_op_put(k, val) for k, val in chunk]
-            result = await self.etcd.txn([fence(self.etcd, self.keys, term)], ops)
+        term, kv = self.term, self.etcd.kv
+        ops = [kv.txn_op_put(self.keys.health(v, s), json.dumps(self.effective[(v, s)].doc(term)))
+               if (v, s) in self.effective else kv.txn_op_delete(self.keys.health(v, s))
+               for v, s in sorted(keys)]
+        for i in range(0, len(ops), TXN_OPS):
+            chunk = ops[i:i + TXN_OPS]
+            result = await self.etcd.txn([fence(self.etcd, self.keys, term)], chunk)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)
                 return

@@ -255,7 +255,7 @@ class Pulse:
 
     def _on_view_change(self) -> None:
         if self._router_started:
-            self.health.observations_changed()
+            self.health.view_changed()
             self._dataplane_update()
 
     def _dataplane_update(self) -> None:

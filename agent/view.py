@@ -45,6 +45,7 @@ class ClusterView:
     leader_absent_since: float | None = None
     last_term: int = 0
     version: int = 0  # bumped on every update: a cache key for derived views
+    touched: set[str] | None = None  # keys of the last update (None: a whole snapshot)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stats: ViewStats = field(default_factory=ViewStats)
     watch: PrefixWatch | None = None
@@ -53,6 +54,7 @@ class ClusterView:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
         async for update in self.watch:
             self.version += 1
+            self.touched = None if isinstance(update, Snapshot) else {c.key for c in update}
             if isinstance(update, Snapshot):
                 self.kvs = dict(update.items)
                 self._leader_changed(self.kvs.get(self.keys.leader))
@@ -99,6 +101,16 @@ class ClusterView:
         log.warning("ignoring %s: %s", key, why)
 
     # -- typed reads ------------------------------------------------------------------
+
+    def raw(self, key: str) -> Any:
+        """The decoded JSON under ``key`` (None if absent or not JSON); nothing is counted."""
+        kv = self.kvs.get(key)
+        if kv is None:
+            return None
+        try:
+            return json.loads(kv.value)
+        except ValueError:
+            return None
 
     def doc(self, key: str) -> dict[str, Any] | None:
         """The JSON object under ``key``; None if absent or not a JSON object (counted)."""

@@ -154,3 +154,21 @@ def test_junk_in_etcd_is_counted_never_fatal(lab: Lab) -> None:
     assert owner(lab) == holder and lab.alive("r1") and lab.alive("r2")
     for key in junk:
         lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "del", prefix + key)
+
+
+def test_health_of_a_removed_server_is_removed(lab: Lab) -> None:
+    status = ["etcdctl", "--endpoints", lab.etcd_url, "get", "--prefix", "--keys-only",
+              "/lvs/default/health/"]
+    wait_for(lambda: "/lvs/default/health/http/rs1" in lab.exec("client", *status).stdout,
+             15, "rs1's health in etcd")
+    text = lab.config_path.read_text().replace("server rs1 {", "server web1 {")
+    text = text.replace("serial_no = 1", "serial_no = 50")
+    path = lab.tmp / "renamed.cf"  # type: ignore[attr-defined]
+    path.write_text(text)
+    res = lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "config", "push",
+                   str(path))
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: "/lvs/default/health/http/rs1\n" not in lab.exec("client", *status).stdout
+             + "\n", 15, "rs1's health removed")
+    wait_for(lambda: "/lvs/default/health/http/web1" in lab.exec("client", *status).stdout,
+             15, "web1's health written")
