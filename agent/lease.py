@@ -60,9 +60,6 @@ class LeaseKeeper:
             return float("-inf")
         return self.confirmed_at + self.granted_ttl
 
-    def alive(self, now: float | None = None) -> bool:
-        return (now if now is not None else self.clock()) < self.deadline
-
     async def run(self) -> None:
         backoff = 0.05
         while not self._stop.is_set():
@@ -140,6 +137,3 @@ class LeaseKeeper:
             with contextlib.suppress(EtcdUnavailable, EtcdAuthError):
                 await self.etcd.revoke(lease_id)
         self.on_change()
-
-    def stop(self) -> None:
-        self._stop.set()
