@@ -79,26 +79,16 @@ class GenlSocket:
 
     def request(self, cmd: int, payload: bytes) -> list[dict[int, bytes]]:
         """Send one request; return the attributes of its replies (raises OSError)."""
-        seq = self._next_seq()
-        flags = c.NLM_F_REQUEST | c.NLM_F_ACK
-        self.sock.send(c.message(self.family, flags, seq, cmd, payload))
-        replies: list[dict[int, bytes]] = []
-        while True:
-            for kind, _flags, mseq, body in c.iter_messages(self._recv()):
-                if mseq != seq:
-                    continue
-                if kind == c.NLMSG_ERROR:
-                    code = c.error_code(body)
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return replies
-                replies.append(c.genl_attrs(body))
+        return self._exchange(cmd, payload, c.NLM_F_ACK)
 
     def dump(self, cmd: int, payload: bytes) -> list[dict[int, bytes]]:
         """Run a dump request; return the attributes of every reply (raises OSError)."""
+        return self._exchange(cmd, payload, c.NLM_F_DUMP)
+
+    def _exchange(self, cmd: int, payload: bytes, flag: int) -> list[dict[int, bytes]]:
+        """A request ends with its acknowledgement, a dump with NLMSG_DONE."""
         seq = self._next_seq()
-        flags = c.NLM_F_REQUEST | c.NLM_F_DUMP
-        self.sock.send(c.message(self.family, flags, seq, cmd, payload))
+        self.sock.send(c.message(self.family, c.NLM_F_REQUEST | flag, seq, cmd, payload))
         replies: list[dict[int, bytes]] = []
         while True:
             for kind, _flags, mseq, body in c.iter_messages(self._recv()):
@@ -108,7 +98,9 @@ class GenlSocket:
                     return replies
                 if kind == c.NLMSG_ERROR:
                     code = c.error_code(body)
-                    raise OSError(code, os.strerror(code))
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return replies  # the acknowledgement of a request
                 replies.append(c.genl_attrs(body))
 
     def batch(self, requests: Sequence[tuple[int, bytes]]) -> list[int]:
