@@ -22,10 +22,10 @@ lint: setup
 	.venv/bin/ruff check .
 
 lab: setup
-	.venv/bin/lvsctl lab up
+	.venv/bin/lvslab up
 
 lab-down: setup
-	.venv/bin/lvsctl lab down
+	.venv/bin/lvslab down
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache

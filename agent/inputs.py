@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from cluster.etcd.lease import LeaseKeeper
+
 from .heartbeat import HeartbeatService
-from .lease import LeaseKeeper
 from .role import Leader, Peer, World
 from .topology import RouterPlan
 from .view import ClusterView

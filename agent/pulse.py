@@ -23,6 +23,7 @@ from cluster import lvscf
 from cluster.config_follow import ConfigFollower
 from cluster.election import campaign, fenced_put, resign
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+from cluster.etcd.lease import LeaseKeeper
 from cluster.etcd.settings import EtcdSettings
 from cluster.keys import Keys
 from cluster.model import LvsConfig
@@ -34,7 +35,6 @@ from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
 from .inputs import etcd_ok, sample_world
-from .lease import LeaseKeeper
 from .registration import Registration
 from .role import (
     Action,

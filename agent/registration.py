@@ -9,9 +9,8 @@ import logging
 from collections.abc import Callable
 
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+from cluster.etcd.lease import LeaseKeeper
 from cluster.keys import Keys
-
-from .lease import LeaseKeeper
 
 log = logging.getLogger(__name__)
 

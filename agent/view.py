@@ -20,8 +20,8 @@ from urllib.parse import unquote
 from cluster.config_follow import ConfigFollower
 from cluster.election import LeaderKey
 from cluster.etcd.client import KV, Etcd
+from cluster.etcd.watch import Change, PrefixWatch, Snapshot
 from cluster.keys import Keys, parse
-from cluster.watch import Change, PrefixWatch, Snapshot
 
 from .latency import DETECT_TO_VIEW
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from cluster import lvscf
-from cluster.lab import Lab
-from cluster.lab.config_file import lab_lvs_cf
-from cluster.lab.topology import Topology
+from lvslab import Lab
+from lvslab.config_file import lab_lvs_cf
+from lvslab.topology import Topology
 
 LVSCTL = str(Path(sys.executable).parent / "lvsctl")
 APPLIED = re.compile(r"data plane: \d+ change\(s\) applied ([\d.]+) ms after detection")

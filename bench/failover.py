@@ -49,7 +49,7 @@ from bench.failover_trials import (  # noqa: E402
     expand,
     run_scenario,
 )
-from cluster.lab import LabError  # noqa: E402
+from lvslab import LabError  # noqa: E402
 
 DOCS = REPO / "docs" / "benchmarks.md"
 WHERE_THE_TIME_GOES = (
@@ -132,7 +132,7 @@ def render_docs(command: str, sums: list[Summary], results: list[ScenarioResult]
                 trials: int) -> str:
     ratios = ratio_lines(sums)
     prose = [
-        "Service gap seen by a client during a failover, in the lab (`cluster.lab`: real "
+        "Service gap seen by a client during a failover, in the lab (`lvslab`: real "
         "`pulse` agents in network namespaces, real etcd, nftables DNAT, three routers, "
         "two real servers). A prober in the client namespace makes a TCP connection and an "
         "HTTP GET to VIP:80 every 10 ms (timeout 100 ms); a trial's gap runs from the last "

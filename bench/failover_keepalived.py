@@ -19,9 +19,9 @@ from pathlib import Path
 from agent.dataplane.desired import Health, desired_table
 from agent.dataplane.nft import NftBackend
 from agent.dataplane.table import diff
-from cluster.lab import Lab, LabError
-from cluster.lab.config_file import read_config
-from cluster.lab.netns import sh
+from lvslab import Lab, LabError
+from lvslab.config_file import read_config
+from lvslab.netns import sh
 
 STAND_IN = ["sleep", "infinity"]
 PRIORITIES = (250, 200, 150, 100, 90, 80, 70, 60, 50)  # r1 first, as the lab's lvs.cf

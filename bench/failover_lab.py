@@ -13,10 +13,10 @@ from pathlib import Path
 
 from bench.failover_probe import Probe, read_probes
 from cluster.keys import Keys
-from cluster.lab import Lab, LabError
-from cluster.lab.config_file import lab_lvs_cf
-from cluster.lab.procs import PYTHON
-from cluster.lab.topology import Topology
+from lvslab import Lab, LabError
+from lvslab.config_file import lab_lvs_cf
+from lvslab.procs import PYTHON
+from lvslab.topology import Topology
 
 PROBE_SCRIPT = Path(__file__).with_name("failover_probe.py")
 

@@ -27,9 +27,9 @@ from bench.failover_lab import (
     wait_until,
 )
 from bench.failover_probe import outage
-from cluster.lab import Lab, LabError
-from cluster.lab.procs import wait_gone
-from cluster.lab.services import lvsctl_in
+from lvslab import Lab, LabError
+from lvslab.procs import wait_gone
+from lvslab.services import lvsctl_in
 
 PREFIX = "bfo"
 PUBLIC, PRIVATE = "10.90.0.0/24", "10.90.1.0/24"
@@ -104,7 +104,7 @@ def run_scenario(sc: Scenario, trials: int, workdir: Path,
     config = None
     if sc.fast:
         config = workdir / "lvs-fast.cf"
-        from cluster.lab.topology import Topology
+        from lvslab.topology import Topology
 
         config.write_text(fast_config(Topology(PREFIX, PUBLIC, PRIVATE)))
     lab = Lab(PREFIX, PUBLIC, PRIVATE, agent_cmd=STAND_IN if sc.keepalived else None,

@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.dataplane import nft_plan
 from agent.dataplane.nft import NftBackend
-from agent.dataplane.nft_read import MISSING
+from agent.dataplane.nft import plan as nft_plan
+from agent.dataplane.nft.read import MISSING
 from agent.dataplane.table import (
     DestKey,
     DestSpec,

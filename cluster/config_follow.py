@@ -12,9 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from .etcd.client import KV, Etcd
+from .etcd.watch import PrefixWatch, Snapshot
 from .keys import Keys
 from .store import StoredConfig, StoredConfigError, decode_config
-from .watch import PrefixWatch, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cluster.etcd.client import Etcd
-from cluster.etcd.server import LocalEtcd
 from cluster.etcd.settings import EtcdSettings, settings_from
+from lvslab.etcd_server import LocalEtcd
 
 _counter = itertools.count()
 

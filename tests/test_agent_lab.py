@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from cluster import lvscf
-from cluster.lab import Lab
-from cluster.lab.config_file import lab_lvs_cf
-from cluster.lab.topology import Topology
+from lvslab import Lab
+from lvslab.config_file import lab_lvs_cf
+from lvslab.topology import Topology
 
 pytestmark = pytest.mark.netns
 

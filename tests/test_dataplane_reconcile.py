@@ -9,13 +9,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 
-import netlab
 import pytest
+from support import netlab
 
 from agent.dataplane import ipvs
 from agent.dataplane.desired import Health, desired_table
 from agent.dataplane.nft import NftBackend
-from agent.dataplane.nft_netlink import Generation
+from agent.dataplane.nft.netlink import Generation
 from agent.dataplane.reconcile import Reconciler, describe_ops
 from agent.dataplane.select import BackendUnavailable, choose_backend
 from agent.dataplane.table import (

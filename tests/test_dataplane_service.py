@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import netlab
 import pytest
+from support import netlab
 
 from agent.dataplane.desired import Health
 from agent.dataplane.service import DataPlane

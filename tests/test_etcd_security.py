@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.certs import CA
 
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
-from cluster.etcd.server import LocalEtcd, TlsFiles
 from cluster.etcd.settings import settings_from
-from tests.certs import CA
+from lvslab.etcd_server import LocalEtcd, TlsFiles
 
 pytestmark = pytest.mark.etcd
 
@@ -102,7 +102,7 @@ async def test_password_auth_over_tls(pki: dict[str, Path], tmp_path: Path) -> N
 
 
 async def test_several_endpoints_a_dead_one_is_skipped(etcd_server: LocalEtcd) -> None:
-    from cluster.etcd.server import free_port
+    from lvslab.etcd_server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     for urls in (f"{dead},{etcd_server.url}", f"{etcd_server.url},{dead}"):

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from cluster.etcd.client import Etcd
-from cluster.etcd.server import LocalEtcd
 from cluster.etcd.settings import settings_from
-from cluster.watch import Change, PrefixWatch, Snapshot
+from cluster.etcd.watch import Change, PrefixWatch, Snapshot
+from lvslab.etcd_server import LocalEtcd
 
 pytestmark = pytest.mark.etcd
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
+from support.failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
 
 from cluster.keys import Keys
 

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
+from support.failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
 
 from agent.heartbeat.packet import Heartbeat, Incarnation, encode
 

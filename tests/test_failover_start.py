@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
+from support.failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
 
 pytestmark = netns_mark
 

@@ -1,7 +1,7 @@
 """The active ARP prober's pure parts: its request frame, and how answers to probes turn
 into ownership (two MACs answering one probe overlap; a stall of the prober is no gap)."""
 
-from arpwatch import Event, Gap, arp_request, ownership, parse_frame
+from support.arpwatch import Event, Gap, arp_request, ownership, parse_frame
 
 R1, R2, ME = "02:00:00:00:00:11", "02:00:00:00:00:12", "02:00:00:00:00:01"
 VIP, MY_IP = "10.0.0.100", "10.0.0.50"

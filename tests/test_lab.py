@@ -21,14 +21,14 @@ import pytest
 from click.testing import CliRunner
 
 from cluster import lvscf
-from cluster.etcd.server import free_port
-from cluster.lab import Lab, LabError, Topology, faults, netns, services
-from cluster.lab import state as lab_state
-from cluster.lab.cli import cli
-from cluster.lab.config_file import lab_lvs_cf, priorities, validate
-from cluster.lab.httpd import response, wants_keep_alive
+from lvslab import Lab, LabError, Topology, faults, netns, services
+from lvslab import state as lab_state
+from lvslab.cli import lab as lab_cli
+from lvslab.config_file import lab_lvs_cf, priorities, validate
+from lvslab.etcd_server import free_port
+from lvslab.httpd import response, wants_keep_alive
 
-LVSCTL = str(Path(sys.executable).parent / "lvsctl")
+LVSLAB = str(Path(sys.executable).parent / "lvslab")
 NET = 100 + os.getpid() % 100  # second octet: distinct per run
 AGENT = ["sh", "-c", "echo agent {node} {etcd} {cluster} {metrics} {keyfile} {config}; "
          "exec sleep 3600"]
@@ -160,7 +160,7 @@ def test_httpd_replies():
 async def test_httpd_serves_a_thousand_concurrent_connections():
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cluster.lab.httpd", "--name", "rs9", "--port", str(port),
+        sys.executable, "-m", "lvslab.httpd", "--name", "rs9", "--port", str(port),
         "--bind", "127.0.0.1", stdout=asyncio.subprocess.PIPE)
     try:
         assert b"listening" in await asyncio.wait_for(proc.stdout.readline(), 10)
@@ -400,19 +400,19 @@ def _gone(pid: int) -> bool:
 # ---------------------------------------------------------------- the CLI
 
 
-def lvsctl(*args: str) -> subprocess.CompletedProcess[str]:
+def lvslab(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LVS_")}
-    return subprocess.run([LVSCTL, *args], capture_output=True, text=True, env=env,
+    return subprocess.run([LVSLAB, *args], capture_output=True, text=True, env=env,
                           timeout=120)
 
 
 def test_cli_says_root_is_needed(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     for args in (["up", "--prefix", "x"], ["down"], ["kill", "r1"]):
-        result = CliRunner().invoke(cli, ["lab", *args])
+        result = CliRunner().invoke(lab_cli, args)
         assert result.exit_code == 1, result.output
-        assert "lvsctl: the lab needs root" in result.output
-    bad = CliRunner().invoke(cli, ["lab", "down", "--prefix", "no-dash"])
+        assert "lvslab: the lab needs root" in result.output
+    bad = CliRunner().invoke(lab_cli, ["down", "--prefix", "no-dash"])
     assert bad.exit_code == 1 and "bad lab prefix" in bad.output
 
 
@@ -421,37 +421,37 @@ def test_cli_up_status_fault_kill_start_down():
     p, sub = prefix("c"), subnet(4)
     net = sub.rsplit(".", 1)[0]
     try:
-        up = lvsctl("lab", "up", "--prefix", p, "--subnet", sub, "--no-host-link",
+        up = lvslab("up", "--prefix", p, "--subnet", sub, "--no-host-link",
                     "--routers", "2", "--servers", "1", "--agent-cmd", "sleep 3600")
         assert up.returncode == 0, up.stderr
         assert f"http://{net}.2:2379" in up.stdout
         assert f"ip netns exec {p}-client curl http://{net}.100/" in up.stdout
-        assert f"lvsctl lab down --prefix {p}" in up.stdout
+        assert f"lvslab down --prefix {p}" in up.stdout
         assert not [line for line in netns.ip_json(None, "link") if line["ifname"] == f"{p}-host"]
         first_r1 = json.loads(Path(f"/run/piranha-lab/{p}/state.json").read_text())["pids"]["r1"]
 
-        st = lvsctl("lab", "status", "--prefix", p)
+        st = lvslab("status", "--prefix", p)
         assert st.returncode == 0, st.stderr
         assert re.search(r"│ r2 +│ router .*│ pid \d+ +│ up", st.stdout), st.stdout
         assert "config serial_no 1" in st.stdout  # lvsctl status of the lab's etcd
 
-        assert lvsctl("lab", "fault", "cut-etcd", "--prefix", p, "r1").returncode == 0
-        listed = lvsctl("lab", "fault", "list", "--prefix", p).stdout
+        assert lvslab("fault", "cut-etcd", "--prefix", p, "r1").returncode == 0
+        listed = lvslab("fault", "list", "--prefix", p).stdout
         assert "r1: etcd_in, etcd_out" in listed
-        bad = lvsctl("lab", "fault", "cut-etcd", "--prefix", p, "rs1")
+        bad = lvslab("fault", "cut-etcd", "--prefix", p, "rs1")
         assert bad.returncode == 1 and "rs1 is not a router" in bad.stderr
         assert "Traceback" not in bad.stderr
-        assert lvsctl("lab", "fault", "clear", "--prefix", p).returncode == 0
+        assert lvslab("fault", "clear", "--prefix", p).returncode == 0
 
-        killed = lvsctl("lab", "kill", "--prefix", p, "r2", "--link-down")
+        killed = lvslab("kill", "--prefix", p, "r2", "--link-down")
         assert killed.returncode == 0 and "killed pid" in killed.stdout
-        st = lvsctl("lab", "status", "--prefix", p, "--no-etcd").stdout
+        st = lvslab("status", "--prefix", p, "--no-etcd").stdout
         assert re.search(r"│ r2 +│ router .*│ not running +│ down", st), st
-        assert lvsctl("lab", "start", "--prefix", p, "r2").returncode == 0
-        st = lvsctl("lab", "status", "--prefix", p, "--no-etcd").stdout
+        assert lvslab("start", "--prefix", p, "r2").returncode == 0
+        st = lvslab("status", "--prefix", p, "--no-etcd").stdout
         assert re.search(r"│ r2 +│ router .*│ pid \d+ +│ up", st), st
 
-        again = lvsctl("lab", "up", "--prefix", p, "--subnet", sub, "--no-host-link",
+        again = lvslab("up", "--prefix", p, "--subnet", sub, "--no-host-link",
                        "--routers", "1", "--servers", "1", "--agent-cmd", "sleep 3600")
         assert again.returncode == 0, again.stderr  # the old lab is torn down first
         assert f"{p}-r2" not in netns.namespaces()
@@ -459,9 +459,9 @@ def test_cli_up_status_fault_kill_start_down():
         assert first_r1 not in netns.ns_pids(f"{p}-r1")
 
     finally:
-        down = lvsctl("lab", "down", "--prefix", p)
+        down = lvslab("down", "--prefix", p)
     assert down.returncode == 0, down.stderr
     assert not [ns for ns in netns.namespaces() if ns.startswith(p + "-")]
-    gone = lvsctl("lab", "status", "--prefix", p)
+    gone = lvslab("status", "--prefix", p)
     assert gone.returncode == 1 and "is the lab up" in gone.stderr
-    assert lvsctl("lab", "down", "--prefix", p).returncode == 0
+    assert lvslab("down", "--prefix", p).returncode == 0

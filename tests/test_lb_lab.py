@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 from cluster import lvscf
-from cluster.lab import Lab
-from cluster.lab.config_file import lab_lvs_cf
-from cluster.lab.topology import Topology
+from lvslab import Lab
+from lvslab.config_file import lab_lvs_cf
+from lvslab.topology import Topology
 
 pytestmark = pytest.mark.netns
 
 BIN = Path(sys.executable).parent
 LVSCTL = str(BIN / "lvsctl")
 PY = sys.executable
-CLIENT = str(Path(__file__).parent / "lbclient.py")
+CLIENT = str(Path(__file__).parent / "support" / "lbclient.py")
 CHECK = 1.0  # check interval = timeout (Piranha's `timeout`)
 REENTRY = 2.0
 

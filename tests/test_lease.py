@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from agent.lease import LeaseKeeper
 from cluster.etcd.client import Etcd
-from cluster.etcd.server import LocalEtcd
+from cluster.etcd.lease import LeaseKeeper
 from cluster.etcd.settings import settings_from
+from lvslab.etcd_server import LocalEtcd
 
 pytestmark = pytest.mark.etcd
 

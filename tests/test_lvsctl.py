@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cluster import lvscf
-from cluster.etcd.server import LocalEtcd, free_port
+from lvslab.etcd_server import LocalEtcd, free_port
 
 pytestmark = pytest.mark.etcd
 

@@ -7,12 +7,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 
-import netlab
 import pytest
+from support import netlab
 
 from agent.dataplane.nft import NftBackend, NftError, NftInputError, available
-from agent.dataplane.nft_layout import chain_name
-from agent.dataplane.nft_netlink import Generation
+from agent.dataplane.nft.layout import chain_name
+from agent.dataplane.nft.netlink import Generation
 from agent.dataplane.table import (
     AddDest,
     AddService,

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.dataplane import nft_plan, nft_rules
-from agent.dataplane.nft_layout import (
+from agent.dataplane.nft import plan as nft_plan
+from agent.dataplane.nft import rules as nft_rules
+from agent.dataplane.nft.layout import (
     MOD,
     NftInputError,
     chain_name,
@@ -21,8 +22,8 @@ from agent.dataplane.nft_layout import (
     spec_from_comment,
     split,
 )
-from agent.dataplane.nft_read import MISSING, KernelState
-from agent.dataplane.nft_sched import fallbacks, selector
+from agent.dataplane.nft.read import MISSING, KernelState
+from agent.dataplane.nft.sched import fallbacks, selector
 from agent.dataplane.table import (
     AddDest,
     AddService,

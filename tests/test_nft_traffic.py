@@ -14,8 +14,8 @@ import json
 import sys
 from collections.abc import AsyncIterator
 
-import netlab
 import pytest
+from support import netlab
 
 from agent.dataplane.nft import NftBackend
 from agent.dataplane.table import (

@@ -10,11 +10,11 @@ import pytest
 from cluster import lvscf
 from cluster.config_follow import ConfigFollower
 from cluster.etcd.client import Etcd
-from cluster.etcd.server import LocalEtcd
 from cluster.keys import Keys
 from cluster.model import LvsConfig
 from cluster.status import read_status
 from cluster.store import ConfigStore, PushRefused, StoredConfigError
+from lvslab.etcd_server import LocalEtcd
 
 pytestmark = pytest.mark.etcd
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from netlab import wait_for
+from support.netlab import wait_for
 
 from agent.vip import AnnounceConfig, Announcer, Vip
 

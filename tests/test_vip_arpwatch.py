@@ -2,7 +2,7 @@
 
 import json
 
-from arpwatch import Event, Gap, Interval, Overlap, ownership, read_events
+from support.arpwatch import Event, Gap, Interval, Overlap, ownership, read_events
 
 R1, R2, CLIENT = "02:00:00:00:00:11", "02:00:00:00:00:12", "02:00:00:00:00:01"
 VIP = "10.0.0.100"

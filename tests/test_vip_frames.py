@@ -1,8 +1,8 @@
 """Gratuitous ARP and unsolicited NA frames: checked field by field with scapy's decoder,
 and read back by the arpwatch parser."""
 
-import arpwatch
 import pytest
+from support import arpwatch
 
 from agent.vip.arp import garp, garps, mac_bytes, mac_text
 from agent.vip.ndp import checksum, unsolicited_na

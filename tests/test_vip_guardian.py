@@ -5,8 +5,8 @@ import os
 import signal
 import time
 
-import netlab
 import pytest
+from support import netlab
 
 from agent.vip import Vip
 

@@ -1,10 +1,10 @@
-"""The reusable namespace lab (tests/netlab.py): topology, workers, cleanup."""
+"""The reusable namespace lab (tests/support/netlab.py): topology, workers, cleanup."""
 
 import asyncio
 import subprocess
 
-import netlab
 import pytest
+from support import netlab
 
 pytestmark = pytest.mark.netns
 

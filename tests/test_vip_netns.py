@@ -8,9 +8,8 @@ import os
 import signal
 import time
 
-import arpwatch
-import netlab
 import pytest
+from support import arpwatch, netlab
 
 from agent.vip import Vip
 

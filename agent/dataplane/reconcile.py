@@ -16,8 +16,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
+from agent.dataplane.backend import Backend
 from agent.dataplane.table import (
     AddDest,
     AddService,
@@ -44,14 +44,6 @@ PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
     NameError,
     NotImplementedError,
 )
-
-
-class Backend(Protocol):
-    """What the reconciler needs of a data-plane backend."""
-
-    async def read(self) -> Table: ...
-
-    async def apply(self, ops: Sequence[Op]) -> None: ...
 
 
 @dataclass(frozen=True)

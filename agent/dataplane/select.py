@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
+
+from .backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ def _nft_available() -> bool:
 
 def choose_backend(
     kind: BackendKind | str = "auto", *, netns: str | None = None, full_nat: bool = False
-) -> Any:
+) -> Backend:
     """A backend (``IpvsBackend`` or ``NftBackend``) for ``kind``.
 
     auto: IPVS when the kernel has it (and ``full_nat`` is off: only the nftables backend
@@ -64,7 +66,7 @@ def choose_backend(
     return NftBackend(netns=netns, full_nat=full_nat)
 
 
-def _ipvs(netns: str | None, reason: str) -> Any:
+def _ipvs(netns: str | None, reason: str) -> Backend:
     from agent.dataplane.ipvs import IpvsBackend
 
     log.info("data plane: IPVS (%s)", reason)

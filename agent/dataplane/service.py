@@ -11,11 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from cluster.model import LvsConfig
 
 from ..latency import DETECT_TO_DATAPLANE
+from .backend import Backend
 from .desired import Health, desired_table, sync_daemon, timeouts
 from .reconcile import Reconciler
 from .select import choose_backend
@@ -31,7 +31,7 @@ class DataPlane:
     def __init__(self, kind: str = "auto", *, netns: str | None = None) -> None:
         self.kind = kind
         self.netns = netns
-        self.backend: Any = None
+        self.backend: Backend | None = None
         self.reconciler: Reconciler | None = None
         self._inputs: tuple[LvsConfig, Mapping[tuple[str, str], Health],
                             Mapping[tuple[str, str], str], bool] | None = None
@@ -46,7 +46,7 @@ class DataPlane:
 
     @property
     def name(self) -> str:
-        return getattr(self.backend, "name", self.kind)
+        return self.backend.name if self.backend is not None else self.kind
 
     def start(self, full_nat: bool = False) -> None:
         """Choose the backend (BackendUnavailable with a clear message if impossible)."""
@@ -110,7 +110,7 @@ class DataPlane:
     async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
         """Timeouts and the connection sync daemon (IPVS only), when they change."""
         settings = (timeouts(cfg), sync_daemon(cfg, active))
-        if settings == self._kernel_settings or not hasattr(self.backend, "set_timeouts"):
+        if settings == self._kernel_settings or self.backend is None:
             return
         self._kernel_settings = settings
         try:
@@ -127,7 +127,8 @@ class DataPlane:
         old = self.backend
         self._drift.cancel()
         self.start(full_nat=on)
-        old.close()
+        if old is not None:
+            old.close()
         assert self.reconciler is not None
         self._drift = asyncio.create_task(self.reconciler.run_drift_checks(DRIFT_INTERVAL))
 

@@ -11,7 +11,7 @@ import json
 import click
 
 from ..store import ConfigStore, now_iso, who
-from .main import Ctx, Failure, cli, run
+from .common import Ctx, Failure, run
 
 
 async def _set(ctx: Ctx, virtual: str, server: str, state: str | None) -> None:
@@ -40,7 +40,7 @@ async def _set(ctx: Ctx, virtual: str, server: str, state: str | None) -> None:
             else "d (out of the service)"))
 
 
-@cli.command()
+@click.command()
 @click.argument("virtual")
 @click.argument("server")
 @click.pass_obj
@@ -50,7 +50,7 @@ async def drain(ctx: Ctx, virtual: str, server: str) -> None:
     await _set(ctx, virtual, server, "drain")
 
 
-@cli.command()
+@click.command()
 @click.argument("virtual")
 @click.argument("server")
 @click.pass_obj
@@ -60,7 +60,7 @@ async def disable(ctx: Ctx, virtual: str, server: str) -> None:
     await _set(ctx, virtual, server, "disable")
 
 
-@cli.command()
+@click.command()
 @click.argument("virtual")
 @click.argument("server")
 @click.pass_obj

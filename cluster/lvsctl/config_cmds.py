@@ -12,10 +12,10 @@ from .. import lvscf
 from ..config_diff import changes
 from ..model import LvsConfig
 from ..store import ConfigStore, StoredConfig
-from .main import Ctx, Failure, cli, run
+from .common import Ctx, Failure, run
 
 
-@cli.group()
+@click.group()
 def config() -> None:
     """Validate, store and inspect the cluster configuration (lvs.cf)."""
 

@@ -11,14 +11,14 @@ import click
 
 from ..election import LeaderKey, read_leader
 from ..etcd.client import KV
+from ..etcd.watch import PrefixWatch, Snapshot
 from ..store import ConfigStore, now_iso, who
-from ..watch import PrefixWatch, Snapshot
-from .main import Ctx, Failure, cli, run
+from .common import Ctx, Failure, run
 
 REQUEST_TTL = 10  # seconds: an unanswered request expires by itself
 
 
-@cli.command()
+@click.command()
 @click.option("--to", "target", metavar="NODE", help="the router to hand over to "
               "(default: the next by priority)")
 @click.option("--wait", "wait_s", default=10.0, show_default=True,

@@ -1,69 +1,16 @@
-"""lvsctl: the operator's tool. Global options, error handling, and the command groups."""
+"""lvsctl: the operator's tool. Global options, and every command registered in one place."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import click
 
-from ..etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
-from ..etcd.settings import EtcdSettings, SettingsError, settings_from
-from ..keys import Keys, check_cluster_name
-from ..model import ConfigError
-from ..store import PushRefused, StoredConfigError
-
-T = TypeVar("T")
-
-
-class Failure(click.ClickException):
-    """An error for the operator: printed as one line (or several problems), exit status 1."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"lvsctl: {self.message}", err=True)
-
-
-@dataclass
-class Ctx:
-    etcd_url: str | None
-    cluster: str
-    options: dict[str, Any]
-
-    @functools.cached_property
-    def settings(self) -> EtcdSettings:
-        return settings_from(self.etcd_url, **self.options)
-
-    @property
-    def keys(self) -> Keys:
-        return Keys(self.cluster)
-
-    def connect(self) -> Etcd:
-        return Etcd(self.settings)
-
-
-_KNOWN = (EtcdUnavailable, EtcdAuthError, SettingsError, PushRefused, StoredConfigError,
-          ConfigError, ValueError)
-
-
-def run(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """Run an async command; known failures become one-line errors, never tracebacks."""
-
-    @functools.wraps(coro_fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return asyncio.run(coro_fn(*args, **kwargs))
-        except _KNOWN as exc:
-            raise Failure(str(exc)) from None
-        except KeyboardInterrupt:
-            raise click.Abort() from None
-
-    return wrapper
+from ..keys import check_cluster_name
+from . import admin_cmds, config_cmds, control_cmds, status_cmd
+from .common import Ctx
 
 
 def _cluster(_: click.Context, __: click.Parameter, value: str) -> str:
@@ -98,11 +45,13 @@ def cli(ctx: click.Context, etcd_url: str | None, cluster: str, etcd_ca: str | N
         "password": etcd_password, "timeout": timeout, "environ": dict(os.environ)})
 
 
+for _command in (config_cmds.config, status_cmd.status, control_cmds.switchover,
+                 admin_cmds.drain, admin_cmds.disable, admin_cmds.enable):
+    cli.add_command(_command)
+
+
 def main() -> None:
     """Console entry point."""
-    from ..lab import cli as lab_cli  # noqa: F401 - register `lvsctl lab`
-    from . import admin_cmds, config_cmds, control_cmds, status_cmd  # noqa: F401
-
     cli.main(prog_name="lvsctl")
 
 

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..status import ClusterStatus, read_status
-from .main import Ctx, cli, run
+from .common import Ctx, run
 
 
-@cli.command()
+@click.command()
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_obj

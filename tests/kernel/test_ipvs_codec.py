@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from agent.dataplane import ipvs
-from agent.dataplane import ipvs_codec as c
+from agent.dataplane.ipvs import codec as c
 from agent.dataplane.table import (
     AddDest,
     AddService,

@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from agent.dataplane import ipvs_codec as c
+from agent.dataplane.ipvs import codec as c
 from agent.dataplane.netns_socket import netlink_socket
 
 NETLINK_GENERIC = 16

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import arpwatch
 import pytest
 
-from cluster.lab import Lab, LabError, Topology, netns
-from cluster.lab.config_file import lab_lvs_cf
+from lvslab import Lab, LabError, Topology, netns
+from lvslab.config_file import lab_lvs_cf
+from support import arpwatch
 
 T = TypeVar("T")
 PROBE_EVERY = 0.02  # seconds between ARP probes of each VIP

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from agent.dataplane import nft_rules as rules
-from agent.dataplane.nft_layout import NftInputError, chain_name, check_service
-from agent.dataplane.nft_read import KernelState
+from agent.dataplane.nft import rules as rules
+from agent.dataplane.nft.layout import NftInputError, chain_name, check_service
+from agent.dataplane.nft.read import KernelState
 from agent.dataplane.table import (
     AddDest,
     AddService,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.dataplane.nft_layout import (
+from agent.dataplane.nft.layout import (
     MOD,
     SEED,
     ServiceRule,
@@ -24,7 +24,7 @@ from agent.dataplane.nft_layout import (
     service_from_rule,
     spec_from_comment,
 )
-from agent.dataplane.nft_rules import (
+from agent.dataplane.nft.rules import (
     BASE_CHAINS,
     DISPATCH_ORDER,
     REJECT_EXPR,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.lab.netns import (
+from lvslab.netns import (
     BRIDGE_DEV,
     LabError,
     add_bridge,
@@ -50,8 +50,8 @@ from cluster.lab.netns import (
     run_in,
     sh,
 )
-from cluster.lab.netns import add_addr as _add_addr
-from cluster.lab.netns import sysctl as _sysctl
+from lvslab.netns import add_addr as _add_addr
+from lvslab.netns import sysctl as _sysctl
 
 __all__ = [
     "BRIDGE_DEV",
@@ -68,7 +68,8 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+TESTS = HERE.parent
+REPO = TESTS.parent
 _lab_ids = itertools.count()
 
 
@@ -82,7 +83,7 @@ class WorkerError(RuntimeError):
 
 
 # ---------------------------------------------------------------- commands
-# sh, namespaces, ns_pids, delete_ns and LabError come from cluster.lab.netns.
+# sh, namespaces, ns_pids, delete_ns and LabError come from lvslab.netns.
 
 
 def remove_leftovers(base: str) -> list[str]:
@@ -290,7 +291,7 @@ def _kill_child(pid: int) -> None:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(HERE), str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    paths = [str(TESTS), str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
 
@@ -326,7 +327,7 @@ class Worker:
         rfd, wfd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *prefix, sys.executable, "-c", f"import netlab; netlab.serve({wfd})",
+                *prefix, sys.executable, "-c", f"from support import netlab; netlab.serve({wfd})",
                 stdin=asyncio.subprocess.PIPE, pass_fds=(wfd,), env=_env(),
             )  # fmt: skip
         finally:

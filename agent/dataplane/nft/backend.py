@@ -17,14 +17,15 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from agent.dataplane import nft_plan
-from agent.dataplane.libnft import LibNft
+from agent.dataplane.backend import SyncState
 from agent.dataplane.netns_socket import netns_path
-from agent.dataplane.nft_layout import NftInputError
-from agent.dataplane.nft_netlink import Generation
-from agent.dataplane.nft_read import MISSING, KernelState, parse_listing
-from agent.dataplane.nft_rules import FAMILY, Config, delete_table
-from agent.dataplane.nft_sched import fallbacks
+from agent.dataplane.nft import plan as nft_plan
+from agent.dataplane.nft.layout import NftInputError
+from agent.dataplane.nft.libnft import LibNft
+from agent.dataplane.nft.netlink import Generation
+from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
+from agent.dataplane.nft.rules import FAMILY, Config, delete_table
+from agent.dataplane.nft.sched import fallbacks
 from agent.dataplane.table import Op, Service, ServiceKey, Table
 
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
@@ -131,6 +132,12 @@ class NftBackend:
             if state is None or not (state.stale or state.stray or state.broken):
                 return
             await self._commit(state, nft_plan.plan_compaction(state, self.cfg))
+
+    async def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> None:
+        """IPVS connection timeouts: nftables has none of its own (conntrack's apply)."""
+
+    async def sync_daemon(self, state: SyncState | None, iface: str, syncid: int) -> None:
+        """The IPVS sync daemon: nftables has none; connection state is conntrack's."""
 
     def fallbacks(self, key: ServiceKey, service: Service) -> list[str]:
         """What this backend does differently from IPVS for ``service`` (for status)."""

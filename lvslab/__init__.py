@@ -1,7 +1,7 @@
 """The local lab: a real cluster (etcd, routers, real servers, a client) on one machine,
 each host in its own network namespace. See docs/lab.md.
 
-    from cluster.lab import Lab
+    from lvslab import Lab
     with Lab("t1", "10.81.0.0/24", routers=2, agent_cmd=["sleep", "3600"]) as lab:
         lab.exec("client", "curl", "-s", f"http://{lab.vip}/")
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.dataplane.nft_layout import (
+from agent.dataplane.nft.layout import (
     MOD,
     SEED,
     ServiceRule,

@@ -2,7 +2,7 @@
 
 Capture side (run inside a namespace, e.g. with :func:`start`)::
 
-    python tests/arpwatch.py IFACE OUT.jsonl [--vip IP ...] [--probe IP ... [--every 0.02]]
+    python tests/support/arpwatch.py IFACE OUT.jsonl [--vip IP ...] [--probe IP ... [--every 0.02]]
 
 records one JSON line per ARP request/reply (sender IP and MAC), IPv6 neighbour
 solicitation (source, asked-for target) and advertisement (target and its link-layer

@@ -1,7 +1,7 @@
 """Named network namespace primitives: create, plug into a bridge, run in, kill, delete.
 
 Thin wrappers around ``ip`` (iproute2). Every failure is a :class:`LabError` naming the
-command and its output. Used by the lab (``cluster.lab``) and by the tests' ``netlab``.
+command and its output. Used by the lab (``lvslab``) and by the tests' ``netlab``.
 """
 
 from __future__ import annotations

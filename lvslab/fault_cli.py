@@ -1,4 +1,4 @@
-"""``lvsctl lab fault ...``: inject and remove faults in a running lab."""
+"""``lvslab fault ...``: inject and remove faults in a running lab."""
 
 from __future__ import annotations
 

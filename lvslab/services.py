@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..etcd.server import LocalEtcd
+from .etcd_server import LocalEtcd
 from .netns import LabError, ns_exec, pid_in, sh
 from .procs import PYTHON, env, listening, venv_tool
 from .topology import ETCD_PORT, METRICS_PORT, PUBLIC, Topology
@@ -47,7 +47,7 @@ def check_program(argv: Sequence[str]) -> None:
 
 
 def httpd_command(topo: Topology, server: str) -> list[str]:
-    return [PYTHON, "-m", "cluster.lab.httpd", "--name", server, "--port", str(HTTP_PORT),
+    return [PYTHON, "-m", "lvslab.httpd", "--name", server, "--port", str(HTTP_PORT),
             "--bind", topo.host(server).address()]
 
 

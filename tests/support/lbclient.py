@@ -1,6 +1,6 @@
 """A load client for lab tests, run inside the client namespace.
 
-    python tests/lbclient.py VIP COUNT [--concurrency N] [--timeout S]
+    python tests/support/lbclient.py VIP COUNT [--concurrency N] [--timeout S]
 
 Makes COUNT HTTP/1.0 requests, each on a new TCP connection, and prints one JSON object:
 {"answers": {"rs1": n, ...}, "errors": {"reason": n}}. The lab's httpd answers its name.

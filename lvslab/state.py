@@ -77,9 +77,9 @@ def load(state_dir: str | Path) -> LabState:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LabError(f"no lab state at {path}: is the lab up (lvsctl lab up)?") from None
+        raise LabError(f"no lab state at {path}: is the lab up (lvslab up)?") from None
     except (OSError, ValueError) as exc:
-        raise LabError(f"cannot read {path} ({exc}); `lvsctl lab down` cleans up anyway") from None
+        raise LabError(f"cannot read {path} ({exc}); `lvslab down` cleans up anyway") from None
     return LabState.from_json(doc)
 
 

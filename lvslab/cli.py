@@ -1,4 +1,4 @@
-"""``lvsctl lab``: build, inspect, break and tear down the local namespace lab."""
+"""``lvslab``: build, inspect, break and tear down the local namespace lab."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..lvsctl.main import Ctx, Failure, cli
 from . import services
 from .lab import HostInfo, Lab, require_root
 from .netns import LabError
@@ -54,7 +53,14 @@ def _flag(prefix: str) -> str:
     return "" if prefix == DEFAULT_PREFIX else f" --prefix {prefix}"
 
 
-@cli.group()
+class Failure(click.ClickException):
+    """A lab error for the operator: one line, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"lvslab: {self.message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def lab() -> None:
     """A real cluster on this machine, one network namespace per host (needs root)."""
 
@@ -74,16 +80,17 @@ def lab() -> None:
               help="attach this (root) namespace to the public LAN as .1")
 @click.option("--agent-cmd", hidden=True, help="router command instead of pulse (for tests); "
               "placeholders {node} {etcd} {cluster} {config} {metrics} {keyfile}")
-@click.pass_obj
+@click.option("--cluster", default="default", show_default=True, envvar="LVS_CLUSTER",
+              help="cluster name in etcd")
 @_errors
-def up(ctx: Ctx, prefix: str, state_dir: str | None, subnet: str, private_subnet: str,
+def up(cluster: str, prefix: str, state_dir: str | None, subnet: str, private_subnet: str,
        routers: int, servers: int, config: str | None, host_link: bool,
        agent_cmd: str | None) -> None:
     """Build the lab (tearing down an old one of the same prefix) and start it."""
     started = time.monotonic()
     lab_ = Lab(prefix, subnet, private_subnet, routers, servers, host_link=host_link,
                agent_cmd=shlex.split(agent_cmd) if agent_cmd else None, state_dir=state_dir,
-               config=config, cluster=ctx.cluster)
+               config=config, cluster=cluster)
     lab_.up()
     click.echo(summary(lab_, time.monotonic() - started))
 
@@ -98,14 +105,14 @@ def summary(lab_: Lab, took: float) -> str:
         f"  etcd       {topo.etcd_url}",
         f"  lvs.cf     {lab_.config_path} (pushed)",
         f"  VIP        ip netns exec {topo.ns('client')} curl http://{topo.vip}/",
-        f"  status     lvsctl lab status{p}",
+        f"  status     lvslab status{p}",
     ]
     if topo.host_link:
         lines.append(f"  watch      watch -n1 {etcd} status")
     lines += [
         f"  shell      ip netns exec {topo.ns('r1')} bash",
         f"  logs       {lab_.log_dir}/",
-        f"  tear down  lvsctl lab down{p}",
+        f"  tear down  lvslab down{p}",
     ]
     return "\n".join(lines)
 
@@ -183,4 +190,9 @@ def down(prefix: str, state_dir: str | None) -> None:
                f"{state_dir or default_state_dir(prefix)}")
 
 
-from . import fault_cli  # noqa: E402,F401 - registers `lab fault ...`
+from . import fault_cli  # noqa: E402,F401 - registers `lvslab fault ...`
+
+
+def main() -> None:
+    """Console entry point: ``lvslab``."""
+    lab.main(prog_name="lvslab")

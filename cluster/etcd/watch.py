@@ -18,7 +18,7 @@ import grpc
 from etcd3aio import prefix_range_end
 from etcd3aio._protobuf import WatchCreateRequest, WatchRequest, WatchStub
 
-from .etcd.client import KV, Etcd, EtcdAuthError, EtcdUnavailable
+from .client import KV, Etcd, EtcdAuthError, EtcdUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from agent.dataplane import ipvs_codec as c
-from agent.dataplane.ipvs_netlink import FamilyNotFound, GenlSocket
+from agent.dataplane.backend import SyncState
+from agent.dataplane.ipvs import codec as c
+from agent.dataplane.ipvs.netlink import FamilyNotFound, GenlSocket
 from agent.dataplane.table import (
     AddDest,
     AddService,
@@ -33,7 +34,6 @@ from agent.dataplane.table import (
 )
 
 T = TypeVar("T")
-SyncState = Literal["master", "backup"]
 
 
 class IpvsError(Exception):

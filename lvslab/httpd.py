@@ -1,6 +1,6 @@
 """A tiny asyncio HTTP server for the lab's real servers: every GET gets 200 and its name.
 
-    python -m cluster.lab.httpd --name rs1 --port 80 --bind 10.77.1.21
+    python -m lvslab.httpd --name rs1 --port 80 --bind 10.77.1.21
 
 The body is the name and a newline (``rs1\\n``) so a client can count which server answered;
 the ``X-Client`` header echoes the peer address the server saw (NAT keeps the client's).
@@ -105,7 +105,7 @@ async def serve(name: str, bind: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.lab.httpd", description=__doc__
+    parser = argparse.ArgumentParser(prog="python -m lvslab.httpd", description=__doc__
                                      .splitlines()[0])
     parser.add_argument("--name", required=True, help="answered in every body")
     parser.add_argument("--port", type=int, default=80)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.dataplane.nft_sched import Hash, effective_weights, port_rewrites, selector
+from agent.dataplane.nft.sched import Hash, effective_weights, port_rewrites, selector
 from agent.dataplane.table import DestKey, DestSpec, Service, ServiceKey, ServiceSpec
 
 MOD = 1 << 20  # range of the selector value; shares are exact to 1/MOD

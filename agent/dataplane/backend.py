@@ -1,0 +1,45 @@
+"""What every data-plane backend (IPVS, nftables) offers: one protocol, no duck typing.
+
+The reconciler reads and applies through it; the data-plane service sets the kernel-wide
+settings through it. A backend that has no such setting (nftables has no IPVS timeouts or
+sync daemon) accepts the call and does nothing, saying so in its docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from .table import Op, Table
+
+SyncState = Literal["master", "backup"]
+
+
+class Backend(Protocol):
+    """A data plane in the kernel: its virtual service table and kernel-wide settings."""
+
+    name: str
+
+    async def read(self) -> Table:
+        """The virtual services the kernel holds now."""
+        ...
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        """Carry out ``ops`` (raise on kernel refusal; the caller reads the kernel again)."""
+        ...
+
+    async def flush(self) -> None:
+        """Delete every virtual service."""
+        ...
+
+    async def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> None:
+        """Connection timeouts in seconds; None leaves one unchanged."""
+        ...
+
+    async def sync_daemon(self, state: SyncState | None, iface: str, syncid: int) -> None:
+        """Run exactly this connection-sync daemon (None: none)."""
+        ...
+
+    def close(self) -> None:
+        """Release sockets and background work."""
+        ...
