@@ -2,6 +2,8 @@
 
 * README.md's layout table names every top-level directory of the repository, and only
   those.
+* The default column of docs/lvs-cf.md states the code's defaults (cluster/model.py, and
+  cluster/timing.py for the two timers the model leaves unset).
 * The Python snippets of README.md and docs/*.md import and compile. For every fenced
   block whose info string starts with ``python``: each ``import x`` / ``from x import y``
   must work here (the module imports and has the name), and the whole block must compile
@@ -18,6 +20,9 @@ from pathlib import Path
 
 import pytest
 from support.doc_snippets import Snippet, pages, problems, snippets
+
+from cluster.model import Failover, LvsConfig, Router, Server, Virtual
+from cluster.timing import Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +57,53 @@ def test_readme_layout_names_every_top_level_directory():
     tops = _top_level_dirs()
     assert len(rows) == len(set(rows)), "a directory is listed twice"
     assert set(rows) == tops
+
+
+_BLOCKS = {"Global directives": LvsConfig, "`virtual NAME { }`": Virtual,
+           "`server NAME { }`": Server, "`failover NAME { }`": Failover,
+           "`router NAME { }`": Router}
+
+
+def documented_defaults(page: str) -> list[tuple[type, str, str]]:
+    """(model, directive, default cell) of every directive row of docs/lvs-cf.md's tables."""
+    out = []
+    parts = re.split(r"^#{2,3} (.*)$", page, flags=re.M)
+    for heading, body in zip(parts[1::2], parts[2::2], strict=True):
+        model = next((m for key, m in _BLOCKS.items() if key in heading), None)
+        if model is not None:
+            out += [(model, name, cell.strip())
+                    for name, cell in re.findall(r"^\| `(\w+)` \|([^|]*)\|", body, flags=re.M)]
+    return out
+
+
+def effective_default(model: type, name: str) -> object:
+    """What the agent uses when lvs.cf leaves ``name`` out."""
+    default = model.model_fields[name].default
+    if default is None and model is LvsConfig and name in ("keepalive", "deadtime"):
+        return getattr(Timing(), name)  # pulse's own, where the model says "not given"
+    return default
+
+
+def test_lvs_cf_page_states_the_defaults_of_the_code():
+    """Numbers, 0/1 flags and single words in the default column of docs/lvs-cf.md are the
+    code's defaults; "—" and "not set" are None, "required" is required. Other cells
+    ("deadtime", "the server's port", `/` for a check applied by nanny) are prose."""
+    rows = documented_defaults((ROOT / "docs" / "lvs-cf.md").read_text(encoding="utf-8"))
+    compared = []
+    for model, name, cell in rows:
+        code = "required" if model.model_fields[name].is_required() else (
+            effective_default(model, name))
+        word = re.fullmatch(r"`([^`]+)`", cell)
+        if re.fullmatch(r"\d+(\.\d+)?", cell):
+            number = float(code) if isinstance(code, int | float) else code
+            compared.append((f"{model.__name__}.{name}", float(cell), number))
+        elif word and code is not None:
+            compared.append((f"{model.__name__}.{name}", word.group(1), str(code)))
+        elif cell in ("—", "not set", "required"):
+            compared.append((f"{model.__name__}.{name}", cell.replace("not set", "—"),
+                             "—" if code is None else code))
+    assert len(compared) >= 70, "the tables of docs/lvs-cf.md changed shape"
+    assert [c for c in compared if c[1] != c[2]] == []
 
 
 def test_the_docs_have_snippets():
