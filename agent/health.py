@@ -72,10 +72,12 @@ class HealthService:
     """nanny + publication. ``on_change()`` fires whenever the data plane should look again."""
 
     def __init__(self, etcd: Etcd, keys: Keys, node: str, view: ClusterView,
-                 on_change: Callable[[], None], lease: Callable[[], int | None]) -> None:
+                 on_change: Callable[[], None], lease: Callable[[], int | None],
+                 licensed: Callable[[], bool] = lambda: True) -> None:
         self.etcd, self.keys, self.node, self.view = etcd, keys, node, view
         self.on_change = on_change
         self.lease = lease
+        self.licensed = licensed  # the active's licence, asked before each fenced write
         self.engine = Engine()
         self.engine.subscribe(self._transition)
         self.policy = "active"
@@ -265,6 +267,8 @@ class HealthService:
                for v, s in sorted(keys)]
         for i in range(0, len(ops), TXN_OPS):
             chunk = ops[i:i + TXN_OPS]
+            if not self.licensed():  # the write is fenced by the term, too: both must hold
+                raise EtcdUnavailable("not licensed to write as the active right now")
             result = await self.etcd.txn([fence(self.etcd, self.keys, term)], chunk)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)

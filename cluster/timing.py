@@ -44,7 +44,8 @@ class Timing:
     ack_window: float | None = _cf("ack_window")  # failsafe: acks this fresh (None: deadtime)
     margin: float = margin_for(DEFAULT_DEADTIME)  # subtracted from every deadline we act on
     vip_lifetime: int = 1  # kernel address lifetime, whole seconds
-    kernel_slack: float = 1.0  # the kernel drops an expired address up to this late
+    kernel_slack: float = 1.0  # the kernel drops an expired address up to this late (its
+    # lifetime check runs at most once a second; measured: at most 0.79 s, docs/vip.md)
     priority_step: float = 0.3  # campaign delay per live router of higher priority
     hold_down: float = _cf("hold_down")  # preempt: healthy this long before taking over
     switchover_wait: float = 5.0  # how long others defer to a named switchover target
@@ -66,15 +67,26 @@ class Timing:
             out.append(f"ack window ({self.window:g}s) must be at least twice keepalive")
         if not self.fast_eviction and not self.lifetime_covered:
             out.append(
-                f"VIP lifetime + kernel slack ({self.vip_lifetime + self.kernel_slack:g}s) must "
+                f"VIP lifetime + kernel slack ({self.vip_survival:g}s) must "
                 f"not exceed ack window + margin ({self.window + self.margin:g}s): a dead "
                 "agent's VIP must be gone before a backup may take over")
         return out
 
     @property
+    def vip_survival(self) -> float:
+        """How long an address can outlive its last renew (lifetime + kernel slack)."""
+        return self.vip_lifetime + self.kernel_slack
+
+    @property
+    def vip_renew_every(self) -> float:
+        """Renew period of the VIP lifetimes: four renews per lifetime (the kernel may drop
+        an address 20 ms early, and the event loop may be late)."""
+        return self.vip_lifetime / 4
+
+    @property
     def lifetime_covered(self) -> bool:
         """Is a dead agent's VIP gone (kernel lifetime) before any backup may take over?"""
-        return self.vip_lifetime + self.kernel_slack <= self.window + self.margin
+        return self.vip_survival <= self.window + self.margin
 
     @property
     def failsafe_possible(self) -> bool:
