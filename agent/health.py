@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cluster.election import fence
-from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
+from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
 from cluster.keys import Keys, parse
 from cluster.model import LvsConfig
 
@@ -259,13 +259,13 @@ class HealthService:
             self._wake.set()
 
     async def _write_effective(self, keys: set[Key]) -> None:
-        term, kv = self.term, self.etcd.kv
-        ops = [kv.txn_op_put(self.keys.health(v, s), json.dumps(self.effective[(v, s)].doc(term)))
-               if (v, s) in self.effective else kv.txn_op_delete(self.keys.health(v, s))
+        term = self.term
+        ops = [Put(self.keys.health(v, s), json.dumps(self.effective[(v, s)].doc(term)))
+               if (v, s) in self.effective else Delete(self.keys.health(v, s))
                for v, s in sorted(keys)]
         for i in range(0, len(ops), TXN_OPS):
             chunk = ops[i:i + TXN_OPS]
-            result = await self.etcd.txn([fence(self.etcd, self.keys, term)], chunk)
+            result = await self.etcd.txn([fence(self.keys, term)], chunk)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)
                 return
@@ -277,14 +277,14 @@ class HealthService:
             self._dirty_obs |= keys
             return
         snap = self.engine.snapshot()
-        ops = []
+        ops: list[Put | Delete] = []
         for v, s in sorted(keys):
             key, health = self.keys.observation(self.node, v, s), snap.get((v, s))
             if health is None:
-                ops.append(self.etcd.kv.txn_op_delete(key))
+                ops.append(Delete(key))
                 continue
             doc = {"state": health.state, "since": _iso(health.since),
                    "weight": health.weight, "reason": health.reason}
-            ops.append(self.etcd.kv.txn_op_put(key, json.dumps(doc), lease=lease))
+            ops.append(Put(key, json.dumps(doc), lease))
         for i in range(0, len(ops), TXN_OPS):
             await self.etcd.txn([], ops[i:i + TXN_OPS])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config_diff import changes
-from .etcd.client import KV, Etcd, compare_mod_revision
+from .etcd.client import KV, CreateRevision, Etcd, ModRevision, Put
 from .keys import Keys
 from .model import ConfigError, LvsConfig, config_from_json
 
@@ -138,13 +138,12 @@ class ConfigStore:
         diff = changes(previous.config if previous else None, cfg)
         history = json.dumps({"serial_no": cfg.serial_no, "pushed_at": pushed_at,
                               "pushed_by": pushed_by, "changes": diff}, indent=1)
-        kvs = self.etcd.kv
-        guard = (kvs.txn_compare_create_revision(self.keys.config, 0) if kv is None
-                 else compare_mod_revision(self.keys.config, kv.mod_revision))
+        guard = (CreateRevision(self.keys.config, 0) if kv is None
+                 else ModRevision(self.keys.config, kv.mod_revision))
         result = await self.etcd.txn(
             [guard],
-            [kvs.txn_op_put(self.keys.config, value),
-             kvs.txn_op_put(self.keys.config_history(cfg.serial_no), history)],
+            [Put(self.keys.config, value),
+             Put(self.keys.config_history(cfg.serial_no), history)],
         )
         if not result.succeeded:
             raise PushRefused("the stored config changed while pushing (concurrent push); retry")
