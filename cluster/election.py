@@ -8,43 +8,23 @@ transaction that fails unless the leader key still has that create revision.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
-from .etcd.client import KV, CreateRevision, Delete, Etcd, Get, Put
+from .documents import LeaderDoc, LeaderKey, ReleasedMarker, now_iso
+from .etcd.client import CreateRevision, Delete, Etcd, Get, Put
 from .keys import Keys
-from .store import now_iso
 
-
-@dataclass(frozen=True)
-class LeaderKey:
-    node: str
-    term: int
-    lease: int
-    since: str = ""
-
-    @classmethod
-    def from_kv(cls, kv: KV) -> LeaderKey:
-        try:
-            doc: Any = json.loads(kv.value)
-        except ValueError:
-            doc = {}
-        node = str(doc.get("node", "")) if isinstance(doc, dict) else ""
-        since = str(doc.get("since", "")) if isinstance(doc, dict) else ""
-        return cls(node, kv.create_revision, kv.lease, since)
+__all__ = ["LeaderKey", "campaign", "fence", "fenced_put", "read_leader", "resign"]
 
 
 async def campaign(etcd: Etcd, keys: Keys, node: str, lease: int) -> tuple[bool, LeaderKey | None]:
     """Create the leader key if absent. Returns (won, the leader key now)."""
-    value = json.dumps({"node": node, "since": now_iso()})
+    doc = LeaderDoc(node=node, since=now_iso())
     result = await etcd.txn(
         [CreateRevision(keys.leader, 0)],
-        [Put(keys.leader, value, lease)],
+        [Put(keys.leader, doc.encode(), lease)],
         [Get(keys.leader)],
     )
     if result.succeeded:
-        return True, LeaderKey(node, result.revision, lease, json.loads(value)["since"])
+        return True, LeaderKey(node, result.revision, lease, doc.since)
     kvs = result.ranges[0]
     return False, LeaderKey.from_kv(kvs[0]) if kvs else None
 
@@ -55,10 +35,10 @@ async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> bool:
     Call only after every VIP is released: the same transaction leaves the
     ``control/released`` marker that lets the next active skip waiting for us.
     """
-    marker = json.dumps({"node": node, "term": term, "at": now_iso()})
+    marker = ReleasedMarker(node=node, term=term, at=now_iso())
     result = await etcd.txn(
         [fence(keys, term)],
-        [Delete(keys.leader), Put(keys.released, marker)],
+        [Delete(keys.leader), Put(keys.released, marker.encode())],
     )
     return result.succeeded
 

@@ -120,7 +120,6 @@ async def history(ctx: Ctx) -> None:
     async with ctx.connect() as etcd:
         entries = await ConfigStore(etcd, ctx.keys).history()
     for e in entries:
-        click.echo(f"{e.get('pushed_at', '?')}  serial_no {e.get('serial_no', '?')}  "
-                   f"by {e.get('pushed_by', '?')}")
-        for line in e.get("changes", []):
+        click.echo(f"{e.pushed_at or '?'}  serial_no {e.serial_no}  by {e.pushed_by or '?'}")
+        for line in e.changes:
             click.echo(f"    {line}")
