@@ -12,5 +12,8 @@ class AdminFlag(Document):
 
     WHAT = "admin flag"
     state: Literal["drain", "disable"]
+    """`drain`: weight 0, existing connections continue; `disable`: out of the service."""
     by: str = ""
+    """Who set it (`user@host`)."""
     at: str = ""
+    """When (UTC)."""

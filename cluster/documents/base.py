@@ -22,7 +22,8 @@ class DocumentError(ValueError):
 class Document(BaseModel):
     """Base of every etcd document: frozen, strict types, unknown fields ignored."""
 
-    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore",
+                              use_attribute_docstrings=True)
 
     WHAT: ClassVar[str] = "document"
     """What it is, for error messages ("switchover request")."""

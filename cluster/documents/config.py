@@ -28,12 +28,19 @@ class ConfigEnvelope(Document):
 
     WHAT = "config document"
     format: int = FORMAT
+    """Version of this document's layout (1)."""
     serial_no: int | None = None
+    """The config's serial_no (also in `config`)."""
     pushed_at: str = ""
+    """When it was pushed (UTC)."""
     pushed_by: str = ""
+    """Who pushed it (`user@host`)."""
     sha256: str = ""
+    """Digest of the canonical JSON of `config`."""
     config: dict[str, Any]
+    """The validated model (authoritative; see docs/lvs-cf.md)."""
     source: str = ""
+    """The lvs.cf text as it was pushed."""
 
     def encode(self) -> str:
         return dumps(self.model_dump(mode="json"), indent=1)
@@ -90,9 +97,13 @@ class ConfigHistoryEntry(Document):
 
     WHAT = "config history entry"
     serial_no: int
+    """The serial_no pushed."""
     pushed_at: str = ""
+    """When (UTC)."""
     pushed_by: str = ""
+    """Who (`user@host`)."""
     changes: tuple[str, ...] = ()
+    """What changed from the config it replaced, one line each."""
 
     def encode(self) -> str:
         return dumps(self.model_dump(mode="json"), indent=1)

@@ -9,6 +9,8 @@ from .base import Document
 class EvictionVote(Document):
     WHAT = "eviction vote"
     term: int
+    """The term of the active the voter no longer hears."""
     node: str = ""
-    """The active the vote is against."""
+    """That active router."""
     at: str = ""
+    """When the vote was cast (UTC)."""

@@ -17,9 +17,13 @@ class Observation(Document):
 
     WHAT = "health observation"
     state: State
+    """What its checks say."""
     since: str = ""
+    """When the server entered that state (UTC)."""
     weight: int = Field(1, ge=0, le=65535)
+    """The weight to use while up (configured, or from a load check)."""
     reason: str = ""
+    """Why, in words (`connect refused`)."""
 
     @property
     def since_epoch(self) -> float:
@@ -31,11 +35,17 @@ class HealthVerdict(Document):
 
     WHAT = "health verdict"
     state: State
+    """The effective state: what the data planes of all routers use."""
     since: str = ""
+    """When the server entered that state (UTC)."""
     weight: int = Field(1, ge=0, le=65535)
+    """The weight to use while up."""
     reason: str = ""
+    """Why, in words."""
     observed_by: tuple[str, ...] = ()
+    """The routers whose checks agree with the verdict."""
     term: int = 0
+    """The term of the active that decided it."""
 
     @property
     def since_epoch(self) -> float:

@@ -13,7 +13,9 @@ class LeaderDoc(Document):
 
     WHAT = "leader document"
     node: str
+    """The active router."""
     since: str = ""
+    """When it won the key (UTC)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ class ConfigRefusal(Document):
 
     WHAT = "config refusal"
     serial_no: int
+    """serial_no of the refused config."""
     reason: str
+    """Why it cannot run on this router."""
 
 
 class NodeRecord(Document):
@@ -19,18 +21,27 @@ class NodeRecord(Document):
 
     WHAT = "node record"
     node: str = ""
+    """The router's name (also in the key)."""
     role: str
+    """`backup`, `candidate`, `active`, or `starting` before its first config."""
     address: str = ""
+    """Its address in lvs.cf."""
     pid: int | None = None
+    """Process id of its agent."""
     version: str = ""
+    """Version of its agent."""
     started_at: str = ""
+    """When its agent started (UTC)."""
     dataplane: str = ""
+    """The data plane it programs (`nftables`, `ipvs`)."""
     etcd: bool = True
+    """It reaches etcd (always true when written)."""
     term: int = 0
+    """The term it holds the leader key for; 0 when it holds none."""
     config_serial: int | None = None
-    """serial_no of the config this router runs now (None: none yet, or not reported)."""
+    """serial_no of the config it runs now; null before it runs one."""
     config_refused: ConfigRefusal | None = None
-    """The newest stored config this router refused to run, and why."""
+    """The newest stored config it refused to run, and why; null when it refused none."""
 
     def runs(self, serial_no: int) -> bool:
         return self.config_serial == serial_no

@@ -9,5 +9,8 @@ from .base import Document
 class ReleasedMarker(Document):
     WHAT = "released marker"
     node: str
+    """The router that resigned."""
     term: int
+    """The term it resigned."""
     at: str = ""
+    """When (UTC)."""

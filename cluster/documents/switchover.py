@@ -16,6 +16,10 @@ class SwitchoverRequest(Document):
     term: int
     """The term the request was made against: a newer active ignores it."""
     id: str = ""
+    """A unique id of the request."""
     by: str = ""
+    """Who asks: `user@host` for lvsctl, the router's name for a preemption."""
     reason: str = ""
+    """`lvsctl switchover` or `preempt`."""
     at: str = ""
+    """When (UTC)."""
