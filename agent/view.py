@@ -24,6 +24,8 @@ from .latency import DETECT_TO_VIEW
 
 log = logging.getLogger(__name__)
 
+CHUNK = 1000  # keys decoded between two turns of the event loop on a snapshot
+
 
 @dataclass
 class ViewStats:
@@ -57,8 +59,8 @@ class ClusterView:
             self.version += 1
             self.touched = None if isinstance(update, Snapshot) else {c.key for c in update}
             if isinstance(update, Snapshot):
+                self.state = await self._rebuild(update)
                 self.kvs = dict(update.items)
-                self.state = ClusterState.from_kvs(self.keys, update.items.values())
                 for junk in self.state.junk_list():
                     self._junk(junk.key, junk.why)
                 self._leader_changed(self.kvs.get(self.keys.leader))
@@ -70,6 +72,17 @@ class ClusterView:
                     await self._apply(change)
             self.version += 1  # again: listeners may have cached mid-update
             self.changed.set()
+
+    async def _rebuild(self, snapshot: Snapshot) -> ClusterState:
+        """``ClusterState.from_kvs`` of a snapshot, letting the loop run every
+        :data:`CHUNK` keys (100,000 keys take about a second); readers keep the old state
+        until the new one is complete."""
+        state = ClusterState(self.keys)
+        for n, kv in enumerate(snapshot.items.values(), 1):
+            state.apply(kv.key, kv)
+            if n % CHUNK == 0:
+                await asyncio.sleep(0)
+        return state
 
     async def _apply(self, change: Change) -> None:
         if change.kv is None:

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.view import ClusterView
+from agent.view import CHUNK, ClusterView
 from cluster.config_follow import ConfigFollower
 from cluster.documents import (
     AdminFlag,
+    ClusterState,
     EvictionVote,
     HealthVerdict,
     LeaderDoc,
@@ -19,7 +20,8 @@ from cluster.documents import (
     ReleasedMarker,
     SwitchoverRequest,
 )
-from cluster.etcd.client import Etcd
+from cluster.etcd.client import KV, Etcd
+from cluster.etcd.watch import Snapshot
 from cluster.keys import Keys
 
 pytestmark = pytest.mark.etcd
@@ -75,3 +77,24 @@ async def test_view_follows_typed_state(etcd: Etcd, cluster_name: str) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_big_snapshot_lets_the_loop_run(etcd: Etcd, cluster_name: str) -> None:
+    keys = Keys(cluster_name)
+    value = HealthVerdict(state="up").encode().encode()
+    kvs = [KV(keys.health("v", f"s{i}"), value, i + 1, i + 1, 1, 0)
+           for i in range(int(CHUNK * 2.5))]
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count())
+    state = await view._rebuild(Snapshot({kv.key: kv for kv in kvs}, 1))
+    counter.cancel()
+    assert state == ClusterState.from_kvs(keys, kvs) and len(state.health) == len(kvs)
+    assert turns >= 2
