@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from cluster import lvscf
 from cluster.config_follow import ConfigFollower
+from cluster.documents import EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
 from cluster.etcd.lease import LeaseKeeper
@@ -415,9 +415,9 @@ class Pulse:
         if leader is None:
             return
         lease, _ = await self.etcd.grant(10)
-        doc = {"to": to, "term": leader.term, "id": uuid.uuid4().hex, "by": self.opts.node,
-               "reason": "preempt", "at": now_iso()}
-        await self.etcd.put(self.keys.switchover, json.dumps(doc), lease=lease)
+        request = SwitchoverRequest(to=to, term=leader.term, id=uuid.uuid4().hex,
+                                    by=self.opts.node, reason="preempt", at=now_iso())
+        await self.etcd.put(self.keys.switchover, request.encode(), lease=lease)
         log.info("preempt: asked %s (term %d) to hand over to us", leader.node, leader.term)
 
     async def _sync_vote(self, term: int | None) -> None:
@@ -430,8 +430,8 @@ class Pulse:
                 await self.etcd.delete(key)
             else:
                 leader = self.view.leader
-                doc = {"term": term, "node": leader.node if leader else "", "at": now_iso()}
-                await self.etcd.put(key, json.dumps(doc), lease=self.lease.lease_id)
+                vote = EvictionVote(term=term, node=leader.node if leader else "", at=now_iso())
+                await self.etcd.put(key, vote.encode(), lease=self.lease.lease_id)
             self._vote = term
         except ETCD_ERRORS as exc:
             log.debug("eviction vote: %s", exc)
@@ -469,15 +469,15 @@ class Pulse:
             etcd_ok=self._etcd_ok(self.clock()),
         )
 
-    def _node_doc(self) -> dict[str, object]:
+    def _node_doc(self) -> NodeRecord:
         assert self.plan is not None
-        return {
-            "node": self.opts.node, "role": self._role_name(),
-            "address": str(self.plan.me.address), "pid": os.getpid(),
-            "version": __version__, "started_at": self.started_at,
-            "dataplane": self.dataplane.name, "etcd": True,
-            "term": self.machine.term if self.machine else 0,
-        }
+        return NodeRecord(
+            node=self.opts.node, role=self._role_name(),
+            address=str(self.plan.me.address), pid=os.getpid(),
+            version=__version__, started_at=self.started_at,
+            dataplane=self.dataplane.name, etcd=True,
+            term=self.machine.term if self.machine else 0,
+        )
 
     def _kick_registration(self) -> None:
         if self.registration is not None:

@@ -11,10 +11,10 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
+from .documents import StoredConfig, StoredConfigError
 from .etcd.client import KV, Etcd
 from .etcd.watch import PrefixWatch, Snapshot
 from .keys import Keys
-from .store import StoredConfig, StoredConfigError, decode_config
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ConfigFollower:
         if self.current is not None and kv.mod_revision == self.current.revision:
             return
         try:
-            stored = decode_config(kv)
+            stored = StoredConfig.from_kv(kv)
         except StoredConfigError as exc:
             self.errors += 1
             self.last_error = str(exc)

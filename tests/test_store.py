@@ -44,7 +44,7 @@ async def test_push_load_round_trip_and_history(etcd: Etcd, cluster_name: str) -
     raw = json.loads((await etcd.get(Keys(cluster_name).config)).value)  # type: ignore[union-attr]
     assert raw["serial_no"] == 3 and raw["config"]["virtuals"][0]["name"] == "http"
     history = await store.history()
-    assert [h["serial_no"] for h in history] == [3]
+    assert [h.serial_no for h in history] == [3]
 
 
 async def test_push_refuses_serial_not_newer_unless_forced(etcd: Etcd, cluster_name: str) -> None:
