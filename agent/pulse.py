@@ -169,6 +169,8 @@ class Pulse:
             self.machine.timing = new.timing
         if old is not None and old.heartbeat != new.heartbeat:
             self._spawn(self._restart_heartbeat(), "heartbeat-restart")
+        if old is not None and old.vips != new.vips and self.fence is not None:
+            self.fence.guard(new.vips)  # licenses none: the acquire below licenses again
         if old is not None and self.machine.role is Role.ACTIVE and old.vips != new.vips:
             self._spawn(self._acquire(), "vips-reconfigure")
         if self._router_started:

@@ -12,6 +12,8 @@ import time
 import pytest
 from support.failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
 
+from agent.vip.fence import RULES, chain_name
+
 pytestmark = netns_mark
 
 
@@ -73,19 +75,19 @@ def test_watcher_reports_a_vip_held_twice(two):
     fence's rule has to go for the second owner to show.)"""
     active = two.restore()
     backup = next(r for r in two.routers if r != active)
-    rule = "arp saddr ip @guarded arp saddr ip != @licensed drop"
+    chain = ("netdev", "piranha_fence", chain_name("eth0"))
     with two.watch() as watch:
         time.sleep(0.3)
         two.lab.exec(backup, "ip", "addr", "add", f"{two.vip}/32", "dev", "eth0", check=True)
         time.sleep(0.3)
         fenced = watch.snapshot()
         added = time.monotonic()
-        two.lab.exec(backup, "nft", "flush", "chain", "arp", "piranha_fence", "out", check=True)
+        two.lab.exec(backup, "nft", "flush", "chain", *chain, check=True)
         time.sleep(0.3)
         two.lab.exec(backup, "ip", "addr", "del", f"{two.vip}/32", "dev", "eth0", check=True)
         removed = time.monotonic()
-        two.lab.exec(backup, "nft", "add", "rule", "arp", "piranha_fence", "out", *rule.split(),
-                     check=True)
+        for rule in RULES:
+            two.lab.exec(backup, "nft", "add", "rule", *chain, rule, check=True)
         time.sleep(0.3)
     assert fenced.own[two.vip].overlaps == () and fenced.claims(backup, 0.0) == []
     own = watch.report.own[two.vip]

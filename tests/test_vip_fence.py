@@ -1,13 +1,14 @@
-"""The kernel fence: a router answers ARP for a VIP it holds only while licensed.
+"""The fence: no frame claims a VIP unless the licence lives (agent/vip/fence.py).
 
-Real namespaces on a bridge; the client asks with arping. The VIP stays on r1's interface
-throughout (as when the agent and its guardian are frozen): only the fence decides.
+Real namespaces on a bridge; the client asks with arping and records every claim. The VIP
+stays on r1's interface throughout (as when the agent and its guardian are frozen): only
+the fence decides, for the kernel's answers and for our own gratuitous ARP alike.
 """
 
 import time
 
 import pytest
-from support import netlab
+from support import arpwatch, netlab
 
 from agent.vip import Vip
 from agent.vip.manager import UNLICENSED
@@ -68,3 +69,26 @@ async def test_vip_manager_adds_and_announces_nothing_without_a_licence(lab):
 
 def _never() -> float:
     return float("-inf")
+
+
+async def test_our_own_gratuitous_arp_is_fenced_too(lab, tmp_path):
+    """A process stopped between its licence check and its send (the check-to-act window)
+    cannot claim the VIP once the licence has run out: the egress hook drops the frame."""
+    record = tmp_path / "claims.jsonl"
+    watcher = await arpwatch.start(lab, "client", "eth0", record)
+    worker = await lab.worker("r1")
+    fence = await worker.keep("agent.vip:ArpFence")
+    sender = await worker.keep("agent.vip.sender:GratuitousSender")
+    assert await worker.call_method(fence, "guard", [VIP])
+    assert await worker.call_method(sender, "send", [VIP]) == 0  # dropped on egress
+    licensed = await worker.call("time:monotonic")
+    await worker.call_method(fence, "license", [VIP], licensed + 30)
+    assert await worker.call_method(sender, "send", [VIP]) == 2  # request and reply forms
+    await netlab.wait_for(lambda: len(_garps(record)) == 2, within=5, what="the two GARPs")
+    await arpwatch.stop(watcher)
+    assert len(_garps(record)) == 2  # none of the first send's frames left r1
+
+
+def _garps(path):
+    return [e for e in arpwatch.read_events(path) if e.ip == VIP.ip and e.target == VIP.ip]
+

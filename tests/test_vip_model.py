@@ -71,14 +71,17 @@ def test_vip_lifetime_arithmetic_lives_in_timing():
 
 def test_fence_scripts_guard_every_vip_and_license_with_a_timeout():
     v4, v6 = Vip("10.0.0.100", 24, "eth0"), Vip("fd00::100", 64, "eth0")
-    setup = setup_script([v4, v6])
-    assert "add element arp piranha_fence guarded { 10.0.0.100 }" in setup
-    assert "add element ip6 piranha_fence guarded { fd00::100 }" in setup
-    assert "arp saddr ip @guarded arp saddr ip != @licensed drop" in setup
+    eth1 = Vip("10.1.0.1", 24, "eth1.100")
+    setup = setup_script([v4, v6, eth1])
+    assert "add element netdev piranha_fence guarded4 { 10.0.0.100, 10.1.0.1 }" in setup
+    assert "add element netdev piranha_fence guarded6 { fd00::100 }" in setup
+    assert 'egress_eth0 { type filter hook egress device "eth0"' in setup
+    assert 'egress_eth1_100 { type filter hook egress device "eth1.100"' in setup
+    assert "arp saddr ip @guarded4 arp saddr ip != @licensed4 drop" in setup
     lic = license_script([v4, v6], 1.2345)
-    assert "flush set arp piranha_fence licensed" in lic  # exactly these, nothing older
-    assert "licensed { 10.0.0.100 timeout 1234ms }" in lic
-    assert "licensed { fd00::100 timeout 1234ms }" in lic
+    assert "flush set netdev piranha_fence licensed4" in lic  # exactly these, nothing older
+    assert "licensed4 { 10.0.0.100 timeout 1234ms }" in lic
+    assert "licensed6 { fd00::100 timeout 1234ms }" in lic
     assert "add element" not in license_script([v4], 0.0009)  # under 1 ms: license none
     assert "add element" not in license_script([v4], -1)
 

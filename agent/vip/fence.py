@@ -1,28 +1,32 @@
-"""The kernel's half of the licence: ARP and NDP claims of a VIP only while licensed.
+"""The kernel's half of the licence: no frame claims a VIP unless we are licensed.
 
-Our own announcements check the licence before every frame; the kernel, though, answers
-ARP requests and neighbour solicitations for every address it holds, and a VIP can outlive
-the licence by up to its lifetime plus the kernel's one-second expiry slack when the agent
-and its guardian are frozen together. So the agent programs this fence into nftables:
+The kernel answers ARP requests and neighbour solicitations for every address it holds,
+and a VIP can outlive the licence by up to its lifetime plus the kernel's one-second expiry
+slack when the agent and its guardian are frozen together; and a process can stop between
+checking its licence and sending a frame. So the agent programs this fence into nftables,
+on the egress hook of every interface that carries a VIP, where every frame passes (the
+kernel's ARP and NDP, and our own gratuitous ARP and NA from packet sockets):
 
-    table arp piranha_fence / table ip6 piranha_fence
-      set guarded   every configured VIP
-      set licensed  the VIPs we may claim, each with a timeout = what is left of the licence
-      chain out     (hook output) a claim from a guarded address that is not licensed: drop
+    table netdev piranha_fence
+      set guarded4 / guarded6    every configured VIP
+      set licensed4 / licensed6  the VIPs we may claim, each with a timeout = licence left
+      chain egress_<dev>         (hook egress, device <dev>) an ARP or NS/NA frame whose
+                                 sender address is guarded but not licensed: drop
 
 The kernel expires set elements on lookup with millisecond precision, whatever our
-process does: once the licence ends, no ARP reply, ARP request or NA/NS from that address
-leaves the router, even if every process on it is frozen. Frames sent on packet sockets
-(our gratuitous ARP) bypass netfilter: they check the licence themselves.
+process does: once the licence ends, no frame claiming the VIP leaves the router, even if
+every process on it is frozen.
 
-Best effort: without nftables (no libnftables, no CAP_NET_ADMIN) the fence is off, logged
-once and counted; the VIP lifetimes and the takeover wait still hold (docs/protocol.md).
+Best effort: without nftables (no libnftables, no CAP_NET_ADMIN, no egress hook) the fence
+is off, logged and counted; the checks in the agent, the VIP lifetimes and the takeover
+wait still hold (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Iterable
 
@@ -33,44 +37,54 @@ from .model import Vip
 log = logging.getLogger(__name__)
 
 TABLE = "piranha_fence"
+FAMILY = "netdev"
 MAX_DRIFT = 0.01  # a write that took longer than this is redone with the time left then
+RULES = (
+    "meta protocol arp arp saddr ip @guarded4 arp saddr ip != @licensed4 drop",
+    "meta protocol ip6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } "
+    "ip6 saddr @guarded6 ip6 saddr != @licensed6 drop",
+)
+
+
+def chain_name(device: str) -> str:
+    """The egress chain of ``device`` (a name nft accepts whatever the device is called)."""
+    return "egress_" + "".join(c if c.isalnum() else "_" for c in device)
 
 
 def setup_script(vips: Iterable[Vip]) -> str:
-    """nft commands that (re)create both tables, guard ``vips`` and license none (pure)."""
-    v4 = sorted(v.ip for v in vips if v.version == 4)
-    v6 = sorted(v.ip for v in vips if v.version == 6)
-    lines = []
-    for family, kind, addrs, rule in (
-        ("arp", "ipv4_addr", v4, "arp saddr ip @guarded arp saddr ip != @licensed drop"),
-        ("ip6", "ipv6_addr", v6, "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } "
-                                 "ip6 saddr @guarded ip6 saddr != @licensed drop"),
-    ):
-        lines += [
-            f"add table {family} {TABLE}",
-            f"add set {family} {TABLE} guarded {{ type {kind}; }}",
-            f"add set {family} {TABLE} licensed {{ type {kind}; flags timeout; }}",
-            f"add chain {family} {TABLE} out {{ type filter hook output priority 0; "
-            "policy accept; }",
-            f"flush chain {family} {TABLE} out",
-            f"flush set {family} {TABLE} guarded",
-            f"flush set {family} {TABLE} licensed",
-            f"add rule {family} {TABLE} out {rule}",
-        ]
-        if addrs:
-            lines.append(f"add element {family} {TABLE} guarded {{ {', '.join(addrs)} }}")
+    """nft commands that (re)create the table: guard ``vips`` on their interfaces and
+    license none of them (pure). One transaction: the old fence holds until the new one."""
+    vips = sorted(vips)
+    v4 = sorted({v.ip for v in vips if v.version == 4})
+    v6 = sorted({v.ip for v in vips if v.version == 6})
+    t = f"{FAMILY} {TABLE}"
+    lines = [f"add table {t}", f"delete table {t}", f"add table {t}",
+             f"add set {t} guarded4 {{ type ipv4_addr; }}",
+             f"add set {t} licensed4 {{ type ipv4_addr; flags timeout; }}",
+             f"add set {t} guarded6 {{ type ipv6_addr; }}",
+             f"add set {t} licensed6 {{ type ipv6_addr; flags timeout; }}"]
+    if v4:
+        lines.append(f"add element {t} guarded4 {{ {', '.join(v4)} }}")
+    if v6:
+        lines.append(f"add element {t} guarded6 {{ {', '.join(v6)} }}")
+    for device in sorted({v.interface for v in vips}):
+        chain = chain_name(device)
+        lines.append(f'add chain {t} {chain} {{ type filter hook egress device "{device}" '
+                     "priority 0; policy accept; }")
+        lines += [f"add rule {t} {chain} {rule}" for rule in RULES]
     return "\n".join(lines) + "\n"
 
 
 def license_script(vips: Iterable[Vip], seconds: float) -> str:
     """nft commands that license exactly ``vips`` for ``seconds`` (pure; 0: license none)."""
     ms = math.floor(seconds * 1000)
-    lines = [f"flush set {f} {TABLE} licensed" for f in ("arp", "ip6")]
-    for family, version in (("arp", 4), ("ip6", 6)):
-        addrs = sorted(v.ip for v in vips if v.version == version)
+    t = f"{FAMILY} {TABLE}"
+    lines = [f"flush set {t} licensed4", f"flush set {t} licensed6"]
+    for name, version in (("licensed4", 4), ("licensed6", 6)):
+        addrs = sorted({v.ip for v in vips if v.version == version})
         if addrs and ms > 0:
             items = ", ".join(f"{a} timeout {ms}ms" for a in addrs)
-            lines.append(f"add element {family} {TABLE} licensed {{ {items} }}")
+            lines.append(f"add element {t} {name} {{ {items} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -90,8 +104,17 @@ class ArpFence:
                         "a VIP up to its lifetime after the licence ends)")
 
     def guard(self, vips: Iterable[Vip]) -> bool:
-        """Guard exactly ``vips`` and license none of them (start-up, new configuration)."""
-        self._guarded = frozenset(vips)
+        """Guard exactly ``vips`` and license none of them (start-up, new configuration).
+
+        An egress hook needs its interface: VIPs on an interface that does not exist now
+        are left out (logged); our own checks still cover them.
+        """
+        vips = frozenset(vips)
+        missing = sorted({v.interface for v in vips if not _has_link(v.interface)})
+        if missing:
+            log.warning("VIP fence: no interface %s here: its VIPs are not fenced",
+                        ", ".join(missing))
+        self._guarded = frozenset(v for v in vips if v.interface not in missing)
         return self._run(setup_script(self._guarded), "set up")
 
     def license(self, vips: Iterable[Vip], until: float) -> bool:
@@ -110,8 +133,8 @@ class ArpFence:
         return self._run(license_script((), 0), "revoke")
 
     def remove(self) -> None:
-        """Delete both tables (clean shutdown, after the VIPs are gone)."""
-        self._run("".join(f"delete table {f} {TABLE}\n" for f in ("arp", "ip6")), "remove")
+        """Delete the table (clean shutdown, after the VIPs are gone)."""
+        self._run(f"delete table {FAMILY} {TABLE}\n", "remove")
         self.close()
 
     def close(self) -> None:
@@ -130,3 +153,11 @@ class ArpFence:
             return False
         self.writes += 1
         return True
+
+
+def _has_link(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
