@@ -176,10 +176,6 @@ class RoleMachine:
         active) at ``w.now``? Asked at the instant of every such act."""
         return self.role is Role.ACTIVE and w.now < self.licence(w, not_before)
 
-    def may_renew(self, w: World) -> bool:
-        """May the VIP lifetime be renewed now? Only while licensed."""
-        return self.licensed(w)
-
     def takeover_at(self, w: World) -> float:
         """Earliest time a new active may add the VIPs (every old claim stale + window)."""
         latest = -INF

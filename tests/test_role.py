@@ -121,7 +121,7 @@ def test_failsafe_keeps_vips_while_every_peer_acks_and_drops_on_one_stale_ack() 
     actions, wake = m.step(w)
     assert actions == [] and m.role is Role.ACTIVE
     assert wake == pytest.approx(99.8 + T.window - T.margin)  # the oldest ack rules
-    assert m.may_renew(w)
+    assert m.licensed(w)
     stale = (peers[0], replace(peers[1], acked_send=98.0))
     actions, _ = m.step(replace(w, peers=stale))
     assert isinstance(actions[0], Deactivate) and m.role is Role.BACKUP
@@ -195,12 +195,12 @@ def test_resigned_router_is_not_ranked_ahead_after_a_graceful_handover() -> None
     assert m.step(w)[0] == [Campaign()]
 
 
-def test_may_renew_only_when_active_and_licensed() -> None:
+def test_licensed_only_when_active_and_before_the_deadline() -> None:
     m = RoleMachine(T)
-    assert not m.may_renew(world())
+    assert not m.licensed(world())
     m = active_machine()
-    assert m.may_renew(world(leader=mine()))
-    assert not m.may_renew(world(leader=mine(), lease_deadline=100.1, etcd_ok=True))
+    assert m.licensed(world(leader=mine()))
+    assert not m.licensed(world(leader=mine(), lease_deadline=100.1, etcd_ok=True))
 
 
 def test_preempt_after_hold_down() -> None:
