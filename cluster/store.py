@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import lvscf
 from .config_diff import changes
 from .etcd.client import KV, Etcd, compare_mod_revision
 from .keys import Keys
@@ -117,9 +118,14 @@ class ConfigStore:
     ) -> PushResult:
         """Store ``cfg`` atomically unless a config with the same or newer serial_no is there.
 
+        A config that cannot run (:func:`cluster.lvscf.cannot_run`) raises ConfigError.
+
         The write is a transaction on the config key's revision as read, so two concurrent
         pushes cannot both win. A junk value in etcd may always be replaced.
         """
+        problems = lvscf.cannot_run(cfg, source=source)
+        if problems:  # what cannot run is never stored
+            raise ConfigError(problems)
         kv = await self.etcd.get(self.keys.config)
         previous: StoredConfig | None = None
         if kv is not None:
