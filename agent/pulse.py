@@ -48,7 +48,7 @@ from .role import (
     RoleMachine,
     World,
 )
-from .topology import RouterPlan, plan
+from .topology import RouterPlan, TopologyError, plan
 from .view import ClusterView
 from .vip import VipManager
 from .vip.guardian import Guardian
@@ -86,7 +86,8 @@ class Pulse:
         self.heartbeat: HeartbeatService | None = None
         self.secret = load_secret(opts.heartbeat_key_file or os.environ.get(
             "LVS_HEARTBEAT_KEY_FILE"))
-        self.follower = ConfigFollower(self.etcd, self.keys, self._on_config)
+        self.follower = ConfigFollower(self.etcd, self.keys, self._on_config, self._on_refused)
+        self.config_refused: dict[str, object] | None = None  # newest refused: serial, reason
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
         self.vips: VipManager | None = None
@@ -103,6 +104,7 @@ class Pulse:
         self._tasks: list[asyncio.Task[None]] = []
         self._vote: int | None = None
         self._hb_forward: asyncio.Task[None] | None = None
+        self._hb_restart = asyncio.Lock()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -149,22 +151,38 @@ class Pulse:
                 await asyncio.wait_for(self.kick.wait(), 1.0)
 
     def _on_config(self, stored: StoredConfig) -> None:
-        self._adopt(stored.config)
+        self._adopt(stored.config, stored.source)
 
-    def _adopt(self, cfg: LvsConfig) -> None:
+    def _on_refused(self, serial_no: int | None, reason: str) -> None:
+        """A stored config we do not run: published in our node record until we adopt one."""
+        if serial_no is not None:
+            self.config_refused = {"serial_no": serial_no, "reason": reason}
+            self._kick_registration()
+
+    def _adopt(self, cfg: LvsConfig, source: str | None = None) -> None:
+        problems = lvscf.cannot_run(cfg, source=source)
         try:
+            if problems:
+                raise TopologyError("; ".join(map(str, problems)))
             new = plan(cfg, self.opts.node, cluster=self.opts.cluster)
         except ValueError as exc:
-            log.error("config serial_no %s cannot run on %s: %s", cfg.serial_no,
-                      self.opts.node, exc)
+            log.error("config serial_no %s cannot run on %s (keeping serial_no %s): %s",
+                      cfg.serial_no, self.opts.node,
+                      self.config.serial_no if self.config else None, exc)
+            self._on_refused(cfg.serial_no, str(exc))
             return
         old, self.plan, self.config = self.plan, new, cfg
+        self.config_refused = None
+        self._kick_registration()
         if self.machine is None:
             self.machine = RoleMachine(new.timing)
         else:
             self.machine.timing = new.timing
         if old is not None and old.heartbeat != new.heartbeat:
-            self._spawn(self._restart_heartbeat(), "heartbeat-restart")
+            # The running service knows the old peers only (the role loop would ask it about
+            # new ones): out of use until the new one runs.
+            stale, self.heartbeat = self.heartbeat, None
+            self._spawn(self._restart_heartbeat(stale), "heartbeat-restart")
         if old is not None and self.machine.role is Role.ACTIVE and old.vips != new.vips:
             self._spawn(self._acquire(), "vips-reconfigure")
         if self._router_started:
@@ -199,16 +217,21 @@ class Pulse:
         self._spawn(self._renew_loop(), "vip-renew")
         self._spawn(self._register_loop(), "register")
 
-    async def _restart_heartbeat(self) -> None:
+    async def _restart_heartbeat(self, stale: HeartbeatService | None = None) -> None:
+        """(Re)start the heartbeat on the current plan, one restart at a time; ``stale``: a
+        service already taken out of use, stopped here."""
         assert self.plan is not None
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret, self._local_state)
-        await self.heartbeat.start()
-        if self._hb_forward is not None:
-            self._hb_forward.cancel()
-        self._hb_forward = self._spawn(self._forward(self.heartbeat.changed, None),
-                                       "heartbeat-kick")
+        async with self._hb_restart:
+            for old in (stale, self.heartbeat):
+                if old is not None:
+                    await old.stop()
+            self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret,
+                                              self._local_state)
+            await self.heartbeat.start()
+            if self._hb_forward is not None:
+                self._hb_forward.cancel()
+            self._hb_forward = self._spawn(self._forward(self.heartbeat.changed, None),
+                                           "heartbeat-kick")
 
     async def _shutdown(self) -> None:
         if self.machine is not None and self.machine.role is not Role.BACKUP:
@@ -439,6 +462,8 @@ class Pulse:
             "version": __version__, "started_at": self.started_at,
             "dataplane": self.dataplane.name, "etcd": True,
             "term": self.machine.term if self.machine else 0,
+            "config_serial": self.config.serial_no if self.config else None,
+            "config_refused": self.config_refused,
         }
 
     def _kick_registration(self) -> None:

@@ -3,6 +3,7 @@ hooks, metrics, clean shutdown, and clear errors for bad start-up input."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cluster import lvscf
+from cluster.store import encode_config
 from lvslab import Lab
 from lvslab.config_file import lab_lvs_cf
 from lvslab.topology import Topology
@@ -172,3 +174,66 @@ def test_health_of_a_removed_server_is_removed(lab: Lab) -> None:
              + "\n", 15, "rs1's health removed")
     wait_for(lambda: "/lvs/default/health/http/web1" in lab.exec("client", *status).stdout,
              15, "web1's health written")
+
+
+def node_record(lab: Lab, node: str) -> dict[str, object] | None:
+    """``nodes/<node>`` as etcd holds it (None if absent)."""
+    res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "get",
+                   "--print-value-only", f"/lvs/default/nodes/{node}")
+    return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+
+def push(lab: Lab, text: str, name: str) -> None:
+    path = lab.tmp / name  # type: ignore[attr-defined]
+    path.write_text(text)
+    res = lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "config", "push",
+                   str(path))
+    assert res.returncode == 0, res.stderr
+
+
+def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> None:
+    base = lab.config_path.read_text()
+    old = node_record(lab, "r2")
+    assert old is not None and old["config_refused"] is None
+    assert isinstance(old["config_serial"], int)
+
+    # Only r2 refuses: it is not among the routers of serial 60 (a per-router refusal).
+    push(lab, base.replace("serial_no = 1", "serial_no = 60").replace(
+        "router r2 {", "router r9 {"), "no-r2.cf")
+    wait_for(lambda: (node_record(lab, "r2") or {}).get("config_refused"), 10, "r2 refusing")
+    r2 = node_record(lab, "r2")
+    assert r2 is not None and r2["config_serial"] == old["config_serial"]
+    assert r2["config_refused"] == {
+        "serial_no": 60, "reason": "node 'r2' is not a router of this configuration "
+                                   "(routers: r1, r9)"}
+    wait_for(lambda: (node_record(lab, "r1") or {}).get("config_serial") == 60, 10,
+             "r1 running serial_no 60")
+    assert node_record(lab, "r1")["config_refused"] is None  # type: ignore[index]
+
+    # Every router refuses serial 61, written past lvsctl (e.g. by an older one): its VIP
+    # has no device. The reason cites the line of the pushed text.
+    text = base.replace("serial_no = 1", "serial_no = 61").replace(
+        f"{lab.vip} eth0:1", lab.vip)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if f"= {lab.vip}" in t)
+    cfg = lvscf.parse(text).config
+    assert cfg is not None
+    value = encode_config(cfg, text, pushed_at="now", pushed_by="an old lvsctl").decode()
+    res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "put",
+                   "/lvs/default/config", input=value)
+    assert res.returncode == 0, res.stderr
+    for node, running in (("r1", 60), ("r2", old["config_serial"])):
+        wait_for(lambda n=node: ((node_record(lab, n) or {}).get("config_refused") or {})
+                 .get("serial_no") == 61, 10, f"{node} refusing serial_no 61")
+        record = node_record(lab, node)
+        assert record is not None and record["config_serial"] == running
+        assert record["config_refused"]["reason"].startswith(  # type: ignore[index]
+            f"lvs.cf:{line}: virtual 'http': address {lab.vip} needs a device")
+    assert owner(lab) is not None
+
+    # A config every router runs clears the refusals.
+    push(lab, base.replace("serial_no = 1", "serial_no = 62"), "good.cf")
+    for node in ("r1", "r2"):
+        wait_for(lambda n=node: (node_record(lab, n) or {}).get("config_serial") == 62, 10,
+                 f"{node} running serial_no 62")
+        assert node_record(lab, node)["config_refused"] is None  # type: ignore[index]
+    wait_for(lambda: owner(lab) is not None, 10, "one VIP owner")
