@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 
 ETCD_ERRORS = (EtcdUnavailable, EtcdAuthError)
 
+#: TEST-ONLY HOOK (tests/test_agent_lab.py): with this set to N, an internal task named
+#: ``test-dies`` raises N seconds after the router started, to check that pulse then hands
+#: over and exits with status 1. Never set it in production.
+TEST_DIES_AFTER = "PULSE_TEST_TASK_DIES_AFTER"
+
 
 @dataclass(frozen=True)
 class AgentOptions:
@@ -71,7 +76,9 @@ class AgentOptions:
 
 
 class Pulse:
-    """One router. ``await Pulse(opts).run()`` until SIGTERM; returns the exit status."""
+    """One router. ``await Pulse(opts).run()`` until SIGTERM; returns the exit status:
+    0 after SIGTERM/SIGINT, 1 after an internal task died (so that a supervisor restarts us).
+    """
 
     def __init__(self, opts: AgentOptions) -> None:
         self.opts = opts
@@ -88,6 +95,7 @@ class Pulse:
             "LVS_HEARTBEAT_KEY_FILE"))
         self.follower = ConfigFollower(self.etcd, self.keys, self._on_config, self._on_refused)
         self.config_refused: dict[str, object] | None = None  # newest refused: serial, reason
+        self.died: str | None = None  # the internal task whose death stopped us
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
         self.vips: VipManager | None = None
@@ -120,11 +128,19 @@ class Pulse:
         try:
             await self._wait_for_config(bootstrap)
             if self.stopping:
-                return 0
+                return self._exit_status()
             await self._start_router()
+            if TEST_DIES_AFTER in os.environ:  # test-only, see TEST_DIES_AFTER
+                self._spawn(_dies_after(float(os.environ[TEST_DIES_AFTER])), "test-dies")
             await self._role_loop()
         finally:
             await self._shutdown()
+        return self._exit_status()
+
+    def _exit_status(self) -> int:
+        if self.died is not None:
+            log.error("exiting with status 1: internal task %s died", self.died)
+            return 1
         return 0
 
     def request_stop(self) -> None:
@@ -263,9 +279,12 @@ class Pulse:
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
+        """An internal task ended with an error: hand over and exit with status 1."""
         if not task.cancelled() and task.exception() is not None:
-            log.error("task %s died: %r", task.get_name(), task.exception(),
-                      exc_info=task.exception())
+            exc = task.exception()
+            log.error("internal task %s died: %s: %s (stopping: exit status 1)",
+                      task.get_name(), type(exc).__name__, exc, exc_info=exc)
+            self.died = self.died or task.get_name()
             self.request_stop()
 
     async def _forward(self, event: asyncio.Event, then: object) -> None:
@@ -473,3 +492,9 @@ class Pulse:
     async def _register_loop(self) -> None:
         assert self.registration is not None and self.lease is not None
         await self.registration.run(self.lease)
+
+
+async def _dies_after(seconds: float) -> None:
+    """TEST-ONLY (see TEST_DIES_AFTER): an internal task that dies."""
+    await asyncio.sleep(seconds)
+    raise RuntimeError(f"{TEST_DIES_AFTER}={seconds:g}: dying as the test asked")

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.pulse import TEST_DIES_AFTER
 from cluster import lvscf
 from cluster.store import encode_config
-from lvslab import Lab
+from lvslab import Lab, procs
 from lvslab.config_file import lab_lvs_cf
 from lvslab.topology import Topology
 
@@ -237,3 +238,45 @@ def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> N
                  f"{node} running serial_no 62")
         assert node_record(lab, node)["config_refused"] is None  # type: ignore[index]
     wait_for(lambda: owner(lab) is not None, 10, "one VIP owner")
+
+
+def test_a_dying_task_hands_over_and_exits_non_zero(lab: Lab) -> None:
+    """SIGTERM: exit status 0. An internal task dies (the test-only hook): the router hands
+    over, logs the task and the error, and exits with status 1 for its supervisor."""
+    holder = owner(lab)
+    assert holder is not None
+    other = next(r for r in lab.routers if r != holder)
+    lab.kill(other)
+    log = lab.tmp / f"{other}-direct.log"  # type: ignore[attr-defined]
+
+    def start(**env: str) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return lab.popen(other, *lab.command(other), env={**procs.env(), **env},
+                             stdout=out, stderr=subprocess.STDOUT)
+
+    def backup_ready() -> bool:
+        return (f'lvs_peer_alive{{peer="{holder}"}} 1.0' in metrics(lab, other)
+                and f'lvs_peer_alive{{peer="{other}"}} 1.0' in metrics(lab, holder))
+
+    try:
+        proc = start()
+        wait_for(backup_ready, 15, f"{other} a ready backup")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+        proc = start(**{TEST_DIES_AFTER: "8"})
+        wait_for(backup_ready, 15, f"{other} a ready backup again")
+        res = lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "switchover",
+                       "--to", other)
+        assert res.returncode == 0, res.stderr
+        assert owner(lab) == other and proc.poll() is None  # it was active before dying
+        assert proc.wait(timeout=20) == 1
+        wait_for(lambda: owner(lab) == holder, 3, f"{holder} holding the VIP again")
+        text = log.read_text()
+        assert re.search(r"ERROR agent\.pulse: internal task test-dies died: RuntimeError: "
+                         rf"{TEST_DIES_AFTER}=8: dying as the test asked", text), text[-3000:]
+        assert "resigned term" in text and "exiting with status 1" in text
+    finally:
+        lab.start_agent(other)
+    wait_for(lambda: 'lvs_role{role="backup"} 1.0' in metrics(lab, other), 15,
+             f"{other} back as a backup")
