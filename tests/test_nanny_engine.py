@@ -258,3 +258,36 @@ def test_set_targets_rejects_junk_clearly():
     with pytest.raises(ValueError, match="max_concurrency"):
         Engine(max_concurrency=0)
     assert engine.snapshot() == {}
+
+
+async def test_first_checks_of_new_targets_are_spread_over_about_a_second():
+    """Piranha's default timeout makes a check every 10 s: a router that starts must still
+    know its real servers within about a second, without firing every first check at once."""
+    starts = []
+
+    async def handle(reader, writer):
+        starts.append(time.monotonic())
+        writer.close()
+
+    server = await asyncio.start_server(handle, LO, 0)
+    port = server.sockets[0].getsockname()[1]
+    spec = CheckSpec(kind="tcp", host=LO, port=port, timeout=10.0)  # every 10 s
+    assert spec.every == 10.0
+    engine = Engine(seed=11)
+    engine.set_targets({i: (spec, StateSpec(), None) for i in range(200)})
+    begin = time.monotonic()
+    async with engine:
+        await until(lambda: all(h.state == "up" for h in engine.snapshot().values()), 5)
+        late = engine.stats().max_lag + 0.3  # a loaded machine starts checks late
+        assert len(starts) == 200  # one check each: the next ones are 10 s away
+        assert max(starts) - begin <= 1.0 + late and max(starts) - min(starts) >= 0.5
+        # Targets added to a running engine too, and a short interval bounds the spread.
+        starts.clear()
+        quick = CheckSpec(kind="tcp", host=LO, port=port, timeout=1.0, interval=0.2)
+        engine.set_targets({**{i: (spec, StateSpec(), None) for i in range(200)},
+                            **{f"new{i}": (spec, StateSpec(), None) for i in range(50)},
+                            **{f"quick{i}": (quick, StateSpec(), None) for i in range(50)}})
+        added = time.monotonic()
+        await until(lambda: all(h.state == "up" for h in engine.snapshot().values()), 5)
+        assert time.monotonic() - added <= 1.0 + engine.stats().max_lag + 0.5
+    await shut(server)
