@@ -30,7 +30,7 @@ from .topology import DEFAULT_CLUSTER, DEFAULT_PREFIX, DEFAULT_PUBLIC, Topology
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise LabError("the lab needs root (it creates network namespaces): run it with sudo")
+        raise LabError("the lab needs root (it creates network namespaces): run it as root")
 
 
 @dataclass(frozen=True)
