@@ -133,6 +133,14 @@ def test_bad_start_up_input_is_one_clear_error(tmp_path: Path) -> None:
                          env={**os.environ, "LVS_HEARTBEAT_KEY": "k" * 32})
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"{broken}:3:" in res.stderr
+    nodev = tmp_path / "nodev.cf"  # reads well, cannot run: refused the same way
+    nodev.write_text("serial_no = 1\nprimary = 10.0.0.2\nvirtual web {\n"
+                     "  address = 10.0.0.100\n}\n")
+    res = subprocess.run([str(BIN / "pulse"), "--node", "primary", "--config", str(nodev)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LVS_HEARTBEAT_KEY": "k" * 32})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{nodev}:4: virtual 'web': address 10.0.0.100 needs a device" in res.stderr
     res = subprocess.run([str(BIN / "pulse"), "--node", "r1"], capture_output=True, text=True,
                          timeout=60, env={k: v for k, v in os.environ.items()
                                           if not k.startswith("LVS_")})
