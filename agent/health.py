@@ -10,16 +10,14 @@ Backups program their data plane from that shared view, so a new active starts w
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
+from cluster.documents import HealthVerdict, Observation, iso
 from cluster.election import fence
-from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
-from cluster.keys import Keys, parse
+from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
+from cluster.keys import Keys
 from cluster.model import LvsConfig
 
 from .checks import Key, targets
@@ -42,26 +40,15 @@ class Verdict:
     reason: str
     observed_by: tuple[str, ...]
 
-    def doc(self, term: int) -> dict[str, Any]:
-        return {"state": self.state, "since": _iso(self.since), "weight": self.weight,
-                "reason": self.reason, "observed_by": list(self.observed_by), "term": term}
+    def doc(self, term: int) -> HealthVerdict:
+        return HealthVerdict(state=self.state, since=iso(self.since),  # type: ignore[arg-type]
+                             weight=self.weight, reason=self.reason,
+                             observed_by=self.observed_by, term=term)
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-def _epoch(text: object) -> float:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def majority(views: Mapping[str, ServerHealth | dict[str, Any]]) -> str:
+def majority(views: Mapping[str, ServerHealth | Observation]) -> str:
     """'up' if more than half of the routers that have a view say up, else 'down'."""
-    states = [v.state if isinstance(v, ServerHealth) else v.get("state") for v in views.values()]
+    states = [v.state for v in views.values()]
     known = [s for s in states if s in ("up", "down")]
     if not known:
         return "unknown"
@@ -72,10 +59,12 @@ class HealthService:
     """nanny + publication. ``on_change()`` fires whenever the data plane should look again."""
 
     def __init__(self, etcd: Etcd, keys: Keys, node: str, view: ClusterView,
-                 on_change: Callable[[], None], lease: Callable[[], int | None]) -> None:
+                 on_change: Callable[[], None], lease: Callable[[], int | None],
+                 licensed: Callable[[], bool] = lambda: True) -> None:
         self.etcd, self.keys, self.node, self.view = etcd, keys, node, view
         self.on_change = on_change
         self.lease = lease
+        self.licensed = licensed  # the active's licence, asked before each fenced write
         self.engine = Engine()
         self.engine.subscribe(self._transition)
         self.policy = "active"
@@ -133,30 +122,13 @@ class HealthService:
         return out
 
     def _read_shared(self) -> dict[Key, Verdict]:
-        out = {}
-        prefix = self.keys.health_prefix
-        for key in [k for k in self.view.kvs if k.startswith(prefix)]:
-            pk = parse(self.keys, key)
-            doc = self.view.doc(key)
-            if pk is None or doc is None or doc.get("state") not in ("up", "down", "unknown"):
-                continue
-            weight = doc.get("weight")
-            out[(pk.parts[0], pk.parts[1])] = Verdict(
-                str(doc["state"]), _epoch(doc.get("since")),
-                weight if isinstance(weight, int) and 0 <= weight <= 65535 else 1,
-                str(doc.get("reason", "")), tuple(doc.get("observed_by") or ()))
-        return out
+        return {key: Verdict(doc.state, doc.since_epoch, doc.weight, doc.reason,
+                             doc.observed_by)
+                for key, doc in self.view.state.health.items()}
 
-    def observations(self) -> dict[Key, dict[str, dict[str, Any]]]:
-        """Every router's published view: {(virtual, server): {node: doc}}."""
-        out: dict[Key, dict[str, dict[str, Any]]] = {}
-        prefix = self.keys.observations_prefix
-        for key in [k for k in self.view.kvs if k.startswith(prefix)]:
-            pk = parse(self.keys, key)
-            doc = self.view.doc(key)
-            if pk is not None and doc is not None:
-                out.setdefault((pk.parts[1], pk.parts[2]), {})[pk.parts[0]] = doc
-        return out
+    def observations(self) -> dict[Key, dict[str, Observation]]:
+        """Every router's published view: {(virtual, server): {node: its observation}}."""
+        return self.view.state.observations
 
     def for_dataplane(self) -> dict[Key, Health]:
         """What to program: our decisions while active, else the shared view."""
@@ -202,8 +174,8 @@ class HealthService:
         touched = self.view.touched
         for (v, s), verdict in self.effective.items():
             key = self.keys.health(v, s)
-            if (touched is None or key in touched) and self.view.raw(key) != verdict.doc(
-                    self.term):
+            if (touched is None or key in touched) and self.view.state.health.get(
+                    (v, s)) != verdict.doc(self.term):
                 self._dirty_eff.add((v, s))
         if decided:
             self.on_change()
@@ -213,15 +185,12 @@ class HealthService:
     def _decide(self, key: Key, own: ServerHealth) -> Verdict:
         if self.policy != "majority":
             return Verdict(own.state, own.since, own.weight, own.reason, (self.node,))
-        views: dict[str, ServerHealth | dict[str, Any]] = dict(
-            self.observations().get(key, {}))
         live = self.view.registered() | {self.node}
-        views = {n: v for n, v in views.items() if n in live}
+        views: dict[str, ServerHealth | Observation] = {
+            n: v for n, v in self.observations().get(key, {}).items() if n in live}
         views[self.node] = own
         state = majority(views)
-        agree = tuple(sorted(n for n, v in views.items()
-                             if (v.state if isinstance(v, ServerHealth) else v.get("state"))
-                             == state))
+        agree = tuple(sorted(n for n, v in views.items() if v.state == state))
         return Verdict(state, own.since, own.weight, f"{len(agree)}/{len(views)} routers: "
                        f"{own.reason}" if state == own.state else f"majority of {len(views)}",
                        agree)
@@ -259,13 +228,15 @@ class HealthService:
             self._wake.set()
 
     async def _write_effective(self, keys: set[Key]) -> None:
-        term, kv = self.term, self.etcd.kv
-        ops = [kv.txn_op_put(self.keys.health(v, s), json.dumps(self.effective[(v, s)].doc(term)))
-               if (v, s) in self.effective else kv.txn_op_delete(self.keys.health(v, s))
+        term = self.term
+        ops = [Put(self.keys.health(v, s), self.effective[(v, s)].doc(term).encode())
+               if (v, s) in self.effective else Delete(self.keys.health(v, s))
                for v, s in sorted(keys)]
         for i in range(0, len(ops), TXN_OPS):
             chunk = ops[i:i + TXN_OPS]
-            result = await self.etcd.txn([fence(self.etcd, self.keys, term)], chunk)
+            if not self.licensed():  # the write is fenced by the term, too: both must hold
+                raise EtcdUnavailable("not licensed to write as the active right now")
+            result = await self.etcd.txn([fence(self.keys, term)], chunk)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)
                 return
@@ -277,14 +248,14 @@ class HealthService:
             self._dirty_obs |= keys
             return
         snap = self.engine.snapshot()
-        ops = []
+        ops: list[Put | Delete] = []
         for v, s in sorted(keys):
             key, health = self.keys.observation(self.node, v, s), snap.get((v, s))
             if health is None:
-                ops.append(self.etcd.kv.txn_op_delete(key))
+                ops.append(Delete(key))
                 continue
-            doc = {"state": health.state, "since": _iso(health.since),
-                   "weight": health.weight, "reason": health.reason}
-            ops.append(self.etcd.kv.txn_op_put(key, json.dumps(doc), lease=lease))
+            seen = Observation(state=health.state, since=iso(health.since),
+                               weight=health.weight, reason=health.reason)
+            ops.append(Put(key, seen.encode(), lease))
         for i in range(0, len(ops), TXN_OPS):
             await self.etcd.txn([], ops[i:i + TXN_OPS])

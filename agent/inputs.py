@@ -6,8 +6,11 @@ from cluster.etcd.lease import LeaseKeeper
 
 from .heartbeat import HeartbeatService
 from .role import Leader, Peer, World
+from .stall import StallWatch
 from .topology import RouterPlan
 from .view import ClusterView
+
+INF = float("inf")
 
 
 def etcd_ok(lease: LeaseKeeper | None, now: float) -> bool:
@@ -35,17 +38,36 @@ def peers(plan: RouterPlan, hb: HeartbeatService | None, view: ClusterView) -> t
     return tuple(out)
 
 
+def licence_world(*, now: float, node: str, plan: RouterPlan,
+                  heartbeat: HeartbeatService | None, lease: LeaseKeeper | None,
+                  stall: StallWatch | None) -> World:
+    """Just what the licence depends on (lease and acknowledgements): cheap enough to ask at
+    the instant of every act."""
+    peers = tuple(Peer(name=r.name, priority=r.priority, eligible=r.active,
+                       acked_send=heartbeat.acked_since(r.name) if heartbeat else None)
+                  for r in plan.peers)
+    return World(now=now, me=node, priority=plan.me.priority, peers=peers,
+                 **_lease_fields(lease), stall_fence=stall.hold_fence if stall else -INF)
+
+
+def _lease_fields(lease: LeaseKeeper | None) -> dict[str, object]:
+    if lease is None:
+        return {"lease_deadline": -INF, "lease_sent": -INF, "lease": None}
+    sent = lease.confirmed_at
+    return {"lease_deadline": lease.deadline, "lease": lease.lease_id,
+            "lease_sent": sent if sent is not None else -INF}
+
+
 def sample_world(*, now: float, node: str, plan: RouterPlan, heartbeat: HeartbeatService | None,
                  lease: LeaseKeeper | None, view: ClusterView, started: float,
-                 stopping: bool) -> World:
+                 stopping: bool, stall: StallWatch | None = None) -> World:
     leader = (Leader(view.leader.node, view.leader.term, view.leader.lease)
               if view.leader else None)
     released = view.released()
     switch = view.switchover()
     return World(
         now=now, me=node, priority=plan.me.priority, eligible=plan.me.active,
-        lease_deadline=lease.deadline if lease else float("-inf"),
-        lease=lease.lease_id if lease else None,
+        **_lease_fields(lease),  # type: ignore[arg-type]
         etcd_ok=etcd_ok(lease, now),
         leader_known=view.leader_known, leader=leader,
         leader_absent_since=view.leader_absent_since, last_term=view.last_term,
@@ -55,4 +77,5 @@ def sample_world(*, now: float, node: str, plan: RouterPlan, heartbeat: Heartbea
         switchover_term=switch[1] if switch else 0,
         preempt=plan.preempt, stopping=stopping, peers=peers(plan, heartbeat, view),
         evict_votes=view.evict_votes(),
+        stall_fence=stall.hold_fence if stall else -INF,
     )

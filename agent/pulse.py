@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from cluster import lvscf
 from cluster.config_follow import ConfigFollower
+from cluster.documents import ConfigRefusal, EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
 from cluster.etcd.lease import LeaseKeeper
@@ -34,7 +34,7 @@ from .dataplane.service import DataPlane
 from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
-from .inputs import etcd_ok, sample_world
+from .inputs import etcd_ok, licence_world, sample_world
 from .registration import Registration
 from .role import (
     Action,
@@ -48,9 +48,10 @@ from .role import (
     RoleMachine,
     World,
 )
+from .stall import Stall, StallWatch
 from .topology import RouterPlan, TopologyError, plan
 from .view import ClusterView
-from .vip import VipManager
+from .vip import ArpFence, VipManager
 from .vip.guardian import Guardian
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,19 @@ class Pulse:
         self.secret = load_secret(opts.heartbeat_key_file or os.environ.get(
             "LVS_HEARTBEAT_KEY_FILE"))
         self.follower = ConfigFollower(self.etcd, self.keys, self._on_config, self._on_refused)
-        self.config_refused: dict[str, object] | None = None  # newest refused: serial, reason
+        self.config_refused: ConfigRefusal | None = None  # the newest stored config refused
         self.died: str | None = None  # the internal task whose death stopped us
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
         self.vips: VipManager | None = None
         self.guardian: Guardian | None = None
-        self.dataplane = DataPlane(opts.dataplane)
+        self.stall: StallWatch | None = None
+        self.fence: ArpFence | None = None
+        self.dataplane = DataPlane(opts.dataplane, licensed=self.licensed)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
-                                    lease=lambda: self.lease.lease_id if self.lease else None)
+                                    lease=lambda: self.lease.lease_id if self.lease else None,
+                                    licensed=self.licensed)
         self._router_started = False
         self.registration: Registration | None = None
         self.started_at = now_iso()
@@ -172,7 +176,7 @@ class Pulse:
     def _on_refused(self, serial_no: int | None, reason: str) -> None:
         """A stored config we do not run: published in our node record until we adopt one."""
         if serial_no is not None:
-            self.config_refused = {"serial_no": serial_no, "reason": reason}
+            self.config_refused = ConfigRefusal(serial_no=serial_no, reason=reason)
             self._kick_registration()
 
     def _adopt(self, cfg: LvsConfig, source: str | None = None) -> None:
@@ -209,8 +213,14 @@ class Pulse:
     async def _start_router(self) -> None:
         assert self.plan is not None and self.config is not None
         self.dataplane.start(full_nat=self.config.full_nat)
-        self.vips = VipManager(lifetime=self.plan.timing.vip_lifetime,
-                               announce=self.plan.announce)
+        timing = self.plan.timing
+        self.stall = StallWatch(timing.margin, period=min(0.05, timing.margin / 2),
+                                on_stall=self._on_stall)
+        self._spawn(self.stall.run(), "stall-watch")
+        self.fence = ArpFence(clock=self.clock)
+        self.fence.guard(self.plan.vips)  # nothing licensed: the kernel claims no VIP yet
+        self.vips = VipManager(lifetime=timing.vip_lifetime, announce=self.plan.announce,
+                               licence=self.licence_end, fence=self.fence, clock=self.clock)
         if self.opts.vip_guardian:
             self.guardian = Guardian()
             await self.guardian.start()
@@ -265,6 +275,8 @@ class Pulse:
         if self.vips is not None:
             await self.vips.release()
             await self.vips.close()
+        if self.fence is not None:
+            self.fence.remove()
         if self.guardian is not None:
             await self.guardian.close()
         self.dataplane.close()
@@ -330,7 +342,33 @@ class Pulse:
         assert self.plan is not None
         return sample_world(now=self.clock(), node=self.opts.node, plan=self.plan,
                             heartbeat=self.heartbeat, lease=self.lease, view=self.view,
-                            started=self.started_mono, stopping=stopping)
+                            started=self.started_mono, stopping=stopping, stall=self.stall)
+
+    # -- the licence, asked at the instant of every act ----------------------------------
+
+    def licence_end(self) -> float:
+        """Until when we may assert ownership (monotonic; -inf: not now). A stall not yet
+        noticed is noticed here; after one, only evidence sent since counts."""
+        if self.machine is None or self.machine.role is not Role.ACTIVE or self.plan is None:
+            return float("-inf")
+        fence = float("-inf")
+        if self.stall is not None:
+            self.stall.check()
+            fence = self.stall.act_fence
+        w = licence_world(now=self.clock(), node=self.opts.node, plan=self.plan,
+                          heartbeat=self.heartbeat, lease=self.lease, stall=self.stall)
+        return self.machine.licence(w, not_before=fence)
+
+    def licensed(self) -> bool:
+        return self.clock() < self.licence_end()
+
+    def _on_stall(self, stall: Stall) -> None:
+        """Ask for fresh evidence at once: a lease refresh and a heartbeat round."""
+        if self.lease is not None:
+            self.lease.refresh_now()
+        if self.heartbeat is not None:
+            self.heartbeat.send_now()
+        self.kick.set()
 
     def _etcd_ok(self, now: float) -> bool:
         return etcd_ok(self.lease, now)
@@ -358,7 +396,7 @@ class Pulse:
             if key is not None:  # the key as etcd holds it now: fresher than our watch
                 self.view.leader, self.view.leader_absent_since = key, None
             if won and key is not None:
-                self.machine.won(key.term)
+                self.machine.won(key.term, key.lease)
                 if self.machine.role is Role.ACTIVE:
                     self.health.term = key.term
                     self._kick_registration()
@@ -386,7 +424,7 @@ class Pulse:
         assert self.config is not None
         self._spawn(run_hook("active_cmd", self.config.active_cmd, self._hook_env(term)),
                     "active_cmd")
-        if self.view.switchover() is not None:
+        if self.view.switchover() is not None and self.licensed():
             await fenced_put(self.etcd, self.keys, term, {}, (self.keys.switchover,))
         self._kick_registration()
 
@@ -419,9 +457,9 @@ class Pulse:
         if leader is None:
             return
         lease, _ = await self.etcd.grant(10)
-        doc = {"to": to, "term": leader.term, "id": uuid.uuid4().hex, "by": self.opts.node,
-               "reason": "preempt", "at": now_iso()}
-        await self.etcd.put(self.keys.switchover, json.dumps(doc), lease=lease)
+        request = SwitchoverRequest(to=to, term=leader.term, id=uuid.uuid4().hex,
+                                    by=self.opts.node, reason="preempt", at=now_iso())
+        await self.etcd.put(self.keys.switchover, request.encode(), lease=lease)
         log.info("preempt: asked %s (term %d) to hand over to us", leader.node, leader.term)
 
     async def _sync_vote(self, term: int | None) -> None:
@@ -434,8 +472,8 @@ class Pulse:
                 await self.etcd.delete(key)
             else:
                 leader = self.view.leader
-                doc = {"term": term, "node": leader.node if leader else "", "at": now_iso()}
-                await self.etcd.put(key, json.dumps(doc), lease=self.lease.lease_id)
+                vote = EvictionVote(term=term, node=leader.node if leader else "", at=now_iso())
+                await self.etcd.put(key, vote.encode(), lease=self.lease.lease_id)
             self._vote = term
         except ETCD_ERRORS as exc:
             log.debug("eviction vote: %s", exc)
@@ -452,10 +490,10 @@ class Pulse:
     async def _renew_loop(self) -> None:
         """Renew VIP lifetimes often, but only while the role machine allows it."""
         assert self.plan is not None and self.vips is not None
-        every = self.plan.timing.vip_lifetime / 4
+        every = self.plan.timing.vip_renew_every
         while True:
             await asyncio.sleep(every)
-            if self.machine is not None and self.machine.may_renew(self._world(self.stopping)):
+            if self.licensed():
                 failures = await self.vips.renew()
                 if failures:
                     log.warning("VIP renew failed: %s", failures)
@@ -473,17 +511,17 @@ class Pulse:
             etcd_ok=self._etcd_ok(self.clock()),
         )
 
-    def _node_doc(self) -> dict[str, object]:
+    def _node_doc(self) -> NodeRecord:
         assert self.plan is not None
-        return {
-            "node": self.opts.node, "role": self._role_name(),
-            "address": str(self.plan.me.address), "pid": os.getpid(),
-            "version": __version__, "started_at": self.started_at,
-            "dataplane": self.dataplane.name, "etcd": True,
-            "term": self.machine.term if self.machine else 0,
-            "config_serial": self.config.serial_no if self.config else None,
-            "config_refused": self.config_refused,
-        }
+        return NodeRecord(
+            node=self.opts.node, role=self._role_name(),
+            address=str(self.plan.me.address), pid=os.getpid(),
+            version=__version__, started_at=self.started_at,
+            dataplane=self.dataplane.name, etcd=True,
+            term=self.machine.term if self.machine else 0,
+            config_serial=self.config.serial_no if self.config else None,
+            config_refused=self.config_refused,
+        )
 
     def _kick_registration(self) -> None:
         if self.registration is not None:

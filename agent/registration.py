@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 
+from cluster.documents import NodeRecord
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
 from cluster.etcd.lease import LeaseKeeper
 from cluster.keys import Keys
@@ -19,7 +19,7 @@ class Registration:
     """Keeps ``nodes/<node>`` = ``doc()`` on our current lease; re-written on :meth:`kick`."""
 
     def __init__(self, etcd: Etcd, keys: Keys, node: str,
-                 doc: Callable[[], dict[str, object]]) -> None:
+                 doc: Callable[[], NodeRecord]) -> None:
         self.etcd, self.keys, self.node, self.doc = etcd, keys, node, doc
         self._kick = asyncio.Event()
         self.writes = 0
@@ -32,7 +32,7 @@ class Registration:
         key = self.keys.node(self.node)
         while True:
             self._kick.clear()
-            value = json.dumps(self.doc())
+            value = self.doc().encode()
             if lease.lease_id is not None and written != (lease.lease_id, value):
                 try:
                     if written is None or written[0] != lease.lease_id:

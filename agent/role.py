@@ -4,10 +4,12 @@ Nothing here does I/O. The pulse loop gathers a :class:`World` (lease, leader ke
 heartbeat peers, requests), calls :meth:`RoleMachine.step`, and carries out the returned
 :class:`Action` list in order. Safety rules (docs/protocol.md):
 
-* ACTIVE (holds VIPs) only while licensed: before its lease deadline minus a margin, or,
-  when etcd cannot be reached, while every other router acknowledges one of its
-  heartbeats sent within the ack window (failsafe). VIP lifetimes are renewed only
-  while licensed, so a VIP of a dead agent is gone at most lifetime + kernel slack later.
+* ACTIVE (holds VIPs) only while licensed: before the deadline of the lease that holds its
+  term's key, minus a margin, or while every other router acknowledges one of its
+  heartbeats sent within the ack window (failsafe). The licence is continuous: evidence
+  that arrives after it lapsed (a new lease, acknowledgements of heartbeats sent after
+  the end) never revives it; the router demotes and starts over. Every act that asserts
+  ownership checks the licence at that instant (:meth:`RoleMachine.licensed`).
 * CANDIDATE (holds the leader key, no VIPs) becomes ACTIVE only once every active claim
   it has heard is older than the ack window plus a margin, so an old active still in
   failsafe has seen its acknowledgements go stale and released.
@@ -62,6 +64,7 @@ class World:
     priority: int
     eligible: bool = True
     lease_deadline: float = -INF  # send time of the last confirmed refresh + TTL
+    lease_sent: float = -INF  # send time of the last confirmed refresh (or the grant)
     lease: int | None = None  # our lease id
     etcd_ok: bool = False  # etcd answered recently
     leader_known: bool = False  # the leader key's state has been read at least once
@@ -76,6 +79,7 @@ class World:
     stopping: bool = False
     peers: tuple[Peer, ...] = ()
     evict_votes: tuple[tuple[str, int], ...] = ()  # fast eviction: (voter, term) in etcd
+    stall_fence: float = -INF  # time the clock may have lost track of: older evidence is void
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class RoleMachine:
     timing: Timing
     role: Role = Role.BACKUP
     term: int = 0  # the leader key's create revision while we hold it
+    term_lease: int | None = None  # the lease our term's key is bound to
+    licensed_until: float = -INF  # the continuous licence as of the last step (ACTIVE)
     resigned_at: float = -INF  # last graceful hand-over (we then defer to others)
     healthy_since: float | None = None  # preempt hold-down
     preempt_asked_at: float = -INF
@@ -139,26 +145,40 @@ class RoleMachine:
 
     # -- what the shell asks --------------------------------------------------------------
 
-    def licence(self, w: World) -> float:
-        """Until when an active may hold VIPs (monotonic time)."""
-        t = self.timing
-        by_lease = w.lease_deadline - t.margin
-        return max(by_lease, self.failsafe_until(w))
+    def licence(self, w: World, not_before: float = -INF) -> float:
+        """Until when this router may hold and assert VIPs (monotonic; -inf: not licensed).
 
-    def failsafe_until(self, w: World) -> float:
-        """Failsafe licence: only when etcd is unreachable, from every peer's fresh ack."""
-        if w.etcd_ok or not self.timing.failsafe_possible:
+        Evidence: the deadline of the lease our term's key is bound to (a new lease of ours
+        proves nothing about the old term), or the failsafe. Evidence sent before
+        ``not_before`` (or the world's stall fence) does not count.
+        """
+        fence = max(not_before, w.stall_fence)
+        by_lease = -INF
+        if self.term_lease is not None and w.lease == self.term_lease and w.lease_sent >= fence:
+            by_lease = w.lease_deadline - self.timing.margin
+        return max(by_lease, self.failsafe_until(w, fence))
+
+    def failsafe_until(self, w: World, fence: float = -INF) -> float:
+        """Failsafe licence: every other eligible router acknowledged one of our heartbeats
+        sent while we were still licensed (continuity) and after ``fence``."""
+        if not self.timing.failsafe_possible:
             return -INF
-        others = [p for p in w.peers if p.eligible]
-        acks = [p.acked_send for p in others]
+        acks = [p.acked_send for p in w.peers if p.eligible]
         if any(a is None for a in acks):
             return -INF
-        oldest = min(acks, default=w.now)  # type: ignore[type-var]
-        return oldest + self.timing.window - self.timing.margin  # type: ignore[operator]
+        oldest: float = min(acks, default=w.now)  # type: ignore[type-var,assignment]
+        if oldest >= self.licensed_until or oldest < fence:
+            return -INF
+        return oldest + self.timing.window - self.timing.margin
+
+    def licensed(self, w: World, not_before: float = -INF) -> bool:
+        """May this router assert ownership (add or renew a VIP, announce it, write as the
+        active) at ``w.now``? Asked at the instant of every such act."""
+        return self.role is Role.ACTIVE and w.now < self.licence(w, not_before)
 
     def may_renew(self, w: World) -> bool:
         """May the VIP lifetime be renewed now? Only while licensed."""
-        return self.role is Role.ACTIVE and w.now < self.licence(w)
+        return self.licensed(w)
 
     def takeover_at(self, w: World) -> float:
         """Earliest time a new active may add the VIPs (every old claim stale + window)."""
@@ -220,6 +240,8 @@ class RoleMachine:
             actions.append(Resign(self.term, reason))
         self.role = Role.BACKUP
         self.term = 0
+        self.term_lease = None
+        self.licensed_until = -INF
         self.healthy_since = None  # preempt hold-down starts again
         self.reasons.append(reason)
         return actions
@@ -232,19 +254,19 @@ class RoleMachine:
             self.resigned_at = w.now
             return self._demote(f"switchover requested (to {w.switchover_to or 'any'})",
                                 resign=True), w.now
-        mine = self._mine(w)
-        if mine is False and w.etcd_ok:
-            if self._rekey_possible(w):
-                # Our key went with a lease that expired while we held the VIPs in failsafe
-                # (etcd unreachable, every peer still acknowledging us). The others defer to
-                # our heartbeats, so take the key again without dropping the VIPs.
-                self.rekeying = True
-                return [Campaign()], w.now + self.timing.keepalive
-            return self._demote("the leader key is no longer ours", resign=False), w.now
         licence = self.licence(w)
         if w.now >= licence:
             return self._demote("licence expired (lease unconfirmed, no failsafe)",
                                 resign=False), w.now
+        self.licensed_until = licence
+        if self._mine(w) is False and w.etcd_ok:
+            if self._rekey_possible(w):
+                # Our key went with a lease that expired while we held the VIPs in failsafe
+                # (every peer still acknowledging us without a break). The others defer to
+                # our heartbeats, so take the key again without dropping the VIPs.
+                self.rekeying = True
+                return [Campaign()], min(w.now + self.timing.keepalive, licence)
+            return self._demote("the leader key is no longer ours", resign=False), w.now
         return [], licence
 
     def _candidate(self, w: World) -> tuple[list[Action], float]:
@@ -252,20 +274,23 @@ class RoleMachine:
             return self._demote("shutting down", resign=True), INF
         if self._mine(w) is False and w.etcd_ok:
             return self._demote("lost the leader key", resign=False), w.now
-        if w.now >= w.lease_deadline - self.timing.margin:
+        licence = self.licence(w)  # the term's lease only: no failsafe before we act
+        if w.now >= licence:
             return [], w.now + self.timing.keepalive  # wait for a confirmed refresh
         at = self.takeover_at(w)
         if w.now < at:
-            return [], at
+            return [], min(at, licence)
         self.role = Role.ACTIVE
-        return [Activate(self.term)], self.licence(w)
+        self.licensed_until = licence
+        return [Activate(self.term)], licence
 
-    def won(self, term: int) -> None:
-        """The shell reports a successful campaign."""
+    def won(self, term: int, lease: int) -> None:
+        """The shell reports a successful campaign: ``term`` held on ``lease``."""
         if self.role is Role.ACTIVE and self.rekeying:
             self.term = term  # re-took the key while holding the VIPs: a new term, no gap
         else:
             self.role, self.term = Role.CANDIDATE, term
+        self.term_lease = lease
         self.rekeying = False
 
     def _rekey_possible(self, w: World) -> bool:
@@ -287,7 +312,7 @@ class RoleMachine:
         if (w.leader_known and w.leader is not None and w.leader.node == w.me
                 and w.lease is not None and w.leader.lease == w.lease and not w.stopping
                 and w.switchover_term != w.leader.term):
-            self.won(w.leader.term)
+            self.won(w.leader.term, w.lease)
             return self._candidate(w)
         if self.healthy_since is None:
             self.healthy_since = w.now

@@ -1,24 +1,21 @@
 """The cluster as this agent sees it: one resumable watch on ``/lvs/<cluster>/``.
 
-Keeps the leader key, the registered nodes, operator requests and the config (through
-:class:`~cluster.config_follow.ConfigFollower`, so only valid configs are adopted).
-Keys and values it does not understand are counted and logged, never fatal.
+Keeps a typed :class:`~cluster.documents.ClusterState`, updated one changed key at a time
+(an update costs what it touches, not the size of the cluster), and hands the config to a
+:class:`~cluster.config_follow.ConfigFollower`, so only valid configs are adopted.
+Keys and values it does not understand are counted and logged once each, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-from urllib.parse import unquote
 
 from cluster.config_follow import ConfigFollower
-from cluster.election import LeaderKey
+from cluster.documents import ClusterState, LeaderKey
 from cluster.etcd.client import KV, Etcd
 from cluster.etcd.watch import Change, PrefixWatch, Snapshot
 from cluster.keys import Keys, parse
@@ -26,6 +23,8 @@ from cluster.keys import Keys, parse
 from .latency import DETECT_TO_VIEW
 
 log = logging.getLogger(__name__)
+
+CHUNK = 1000  # keys decoded between two turns of the event loop on a snapshot
 
 
 @dataclass
@@ -40,6 +39,7 @@ class ClusterView:
     follower: ConfigFollower
     clock: Callable[[], float] = time.monotonic
     kvs: dict[str, KV] = field(default_factory=dict)
+    state: ClusterState = field(init=False)
     leader: LeaderKey | None = None
     leader_known: bool = False
     leader_absent_since: float | None = None
@@ -50,33 +50,54 @@ class ClusterView:
     stats: ViewStats = field(default_factory=ViewStats)
     watch: PrefixWatch | None = None
 
+    def __post_init__(self) -> None:
+        self.state = ClusterState(self.keys)
+
     async def run(self) -> None:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
         async for update in self.watch:
             self.version += 1
             self.touched = None if isinstance(update, Snapshot) else {c.key for c in update}
             if isinstance(update, Snapshot):
+                self.state = await self._rebuild(update)
                 self.kvs = dict(update.items)
+                for junk in self.state.junk_list():
+                    self._junk(junk.key, junk.why)
                 self._leader_changed(self.kvs.get(self.keys.leader))
-                for kv in update.items.values():
-                    await self._offer(kv)
+                config = self.kvs.get(self.keys.config)
+                if config is not None:
+                    await self.follower.offer(config)
             else:
                 for change in update:
                     await self._apply(change)
             self.version += 1  # again: listeners may have cached mid-update
             self.changed.set()
 
+    async def _rebuild(self, snapshot: Snapshot) -> ClusterState:
+        """``ClusterState.from_kvs`` of a snapshot, letting the loop run every
+        :data:`CHUNK` keys (100,000 keys take about a second); readers keep the old state
+        until the new one is complete."""
+        state = ClusterState(self.keys)
+        for n, kv in enumerate(snapshot.items.values(), 1):
+            state.apply(kv.key, kv)
+            if n % CHUNK == 0:
+                await asyncio.sleep(0)
+        return state
+
     async def _apply(self, change: Change) -> None:
         if change.kv is None:
             self.kvs.pop(change.key, None)
         else:
             self.kvs[change.key] = change.kv
+        junk = self.state.apply(change.key, change.kv)
+        if junk is not None:
+            self._junk(junk.key, junk.why)
         if change.key == self.keys.leader:
             self._leader_changed(change.kv)
-        elif change.kv is not None:
-            await self._offer(change.kv)
-            if change.key.startswith(self.keys.health_prefix):
-                self._health_seen(change.key)
+        elif change.kv is not None and change.key == self.keys.config:
+            await self.follower.offer(change.kv)
+        elif change.kv is not None and change.key.startswith(self.keys.health_prefix):
+            self._health_seen(change.key, self.state)
 
     def _leader_changed(self, kv: KV | None) -> None:
         self.leader_known = True
@@ -89,105 +110,41 @@ class ClusterView:
             self.leader_absent_since = None
             self.last_term = max(self.last_term, self.leader.term)
 
-    async def _offer(self, kv: KV) -> None:
-        pk = parse(self.keys, kv.key)
-        if pk is None:
-            self._junk(kv.key, "unknown key")
-        elif pk.kind == "config":
-            await self.follower.offer(kv)
-
     def _junk(self, key: str, why: str) -> None:
         self.stats.junk += 1
         log.warning("ignoring %s: %s", key, why)
 
-    # -- typed reads ------------------------------------------------------------------
-
-    def raw(self, key: str) -> Any:
-        """The decoded JSON under ``key`` (None if absent or not JSON); nothing is counted."""
-        kv = self.kvs.get(key)
-        if kv is None:
-            return None
-        try:
-            return json.loads(kv.value)
-        except ValueError:
-            return None
-
-    def doc(self, key: str) -> dict[str, Any] | None:
-        """The JSON object under ``key``; None if absent or not a JSON object (counted)."""
-        kv = self.kvs.get(key)
-        if kv is None:
-            return None
-        try:
-            doc = json.loads(kv.value)
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            self._junk(key, "value is not a JSON object")
-            return None
-        return doc
+    # -- typed reads (the role machine's inputs) -------------------------------------------
 
     def registered(self) -> set[str]:
-        prefix = self.keys.nodes_prefix
-        return {pk.parts[0] for k in self.kvs if k.startswith(prefix)
-                and (pk := parse(self.keys, k)) is not None}
+        """Routers with a ``nodes/`` key (readable or not: the key is their lease's)."""
+        return set(self.state.registered)
 
     def switchover(self) -> tuple[str, int] | None:
         """A pending switchover request: (target, "" for any; the term it was made against)."""
-        doc = self.doc(self.keys.switchover)
-        if doc is None:
-            return None
-        to, term = doc.get("to", ""), doc.get("term", 0)
-        if not isinstance(to, str) or not isinstance(term, int):
-            self._junk(self.keys.switchover, "switchover request without to/term")
-            return None
-        return to, term
+        req = self.state.switchover
+        return (req.to, req.term) if req is not None else None
 
     def released(self) -> tuple[str, int] | None:
-        doc = self.doc(self.keys.released)
-        if doc is None:
-            return None
-        try:
-            return str(doc["node"]), int(doc["term"])
-        except (KeyError, TypeError, ValueError):
-            self._junk(self.keys.released, "released marker without node/term")
-            return None
+        marker = self.state.released
+        return (marker.node, marker.term) if marker is not None else None
 
     def evict_votes(self) -> tuple[tuple[str, int], ...]:
         """Fast-eviction votes: (voter, term) from ``control/evict-<voter>``."""
-        prefix = self.keys.eviction("")
-        out = []
-        for key in [k for k in self.kvs if k.startswith(prefix)]:
-            doc = self.doc(key)
-            if doc is not None and isinstance(doc.get("term"), int):
-                out.append((unquote(key[len(prefix):]), doc["term"]))
-        return tuple(out)
+        return tuple((voter, vote.term) for voter, vote in self.state.evictions.items())
 
     def admin(self) -> dict[tuple[str, str], str]:
         """Operator overrides: {(virtual, server): "drain" | "disable"}."""
-        out = {}
-        for key in [k for k in self.kvs if k.startswith(self.keys.admin_prefix)]:
-            pk = parse(self.keys, key)
-            doc = self.doc(key)
-            if pk is None or doc is None:
-                continue
-            if doc.get("state") in ("drain", "disable"):
-                out[(pk.parts[0], pk.parts[1])] = str(doc["state"])
-            else:
-                self._junk(key, f"admin state {doc.get('state')!r} is not drain or disable")
-        return out
+        return {key: flag.state for key, flag in self.state.admin.items()}
 
-    def _health_seen(self, key: str) -> None:
+    def _health_seen(self, key: str, state: ClusterState) -> None:
         """Log how long after its detection a health change became visible here."""
-        doc = self.doc(key)
-        since = doc.get("since") if doc else None
-        if not isinstance(since, str):
+        pk = parse(self.keys, key)
+        verdict = state.health.get((pk.parts[0], pk.parts[1])) if pk else None
+        if verdict is None or not verdict.since:
             return
-        try:
-            at = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return
-        took = time.time() - at
+        took = time.time() - verdict.since_epoch
         if 0 <= took < 10:
             DETECT_TO_VIEW.add(took)
             log.info("health %s %s visible here %.1f ms after detection",
-                     key[len(self.keys.health_prefix):], doc.get("state"), took * 1000)
+                     key[len(self.keys.health_prefix):], verdict.state, took * 1000)

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from . import lvscf
+from .documents import StoredConfig, StoredConfigError
 from .etcd.client import KV, Etcd
 from .etcd.watch import PrefixWatch, Snapshot
 from .keys import Keys
-from .store import StoredConfig, StoredConfigError, decode_config
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ConfigFollower:
         if kv.mod_revision == self._refused_revision:
             return  # seen again (e.g. a new watch's snapshot): refused and counted once
         try:
-            stored = decode_config(kv)
+            stored = StoredConfig.from_kv(kv)
         except StoredConfigError as exc:
             self._refuse(kv, _serial_of(kv), "ignoring invalid stored config", str(exc))
             return

@@ -8,46 +8,25 @@ transaction that fails unless the leader key still has that create revision.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
-from .etcd.client import KV, Etcd
+from .documents import LeaderDoc, LeaderKey, ReleasedMarker, now_iso
+from .etcd.client import CreateRevision, Delete, Etcd, Get, Put
 from .keys import Keys
-from .store import now_iso
 
-
-@dataclass(frozen=True)
-class LeaderKey:
-    node: str
-    term: int
-    lease: int
-    since: str = ""
-
-    @classmethod
-    def from_kv(cls, kv: KV) -> LeaderKey:
-        try:
-            doc: Any = json.loads(kv.value)
-        except ValueError:
-            doc = {}
-        node = str(doc.get("node", "")) if isinstance(doc, dict) else ""
-        since = str(doc.get("since", "")) if isinstance(doc, dict) else ""
-        return cls(node, kv.create_revision, kv.lease, since)
+__all__ = ["LeaderKey", "campaign", "fence", "fenced_put", "read_leader", "resign"]
 
 
 async def campaign(etcd: Etcd, keys: Keys, node: str, lease: int) -> tuple[bool, LeaderKey | None]:
     """Create the leader key if absent. Returns (won, the leader key now)."""
-    kv = etcd.kv
-    value = json.dumps({"node": node, "since": now_iso()})
+    doc = LeaderDoc(node=node, since=now_iso())
     result = await etcd.txn(
-        [kv.txn_compare_create_revision(keys.leader, 0)],
-        [kv.txn_op_put(keys.leader, value, lease=lease)],
-        [kv.txn_op_get(keys.leader)],
+        [CreateRevision(keys.leader, 0)],
+        [Put(keys.leader, doc.encode(), lease)],
+        [Get(keys.leader)],
     )
     if result.succeeded:
-        return True, LeaderKey(node, result.revision, lease, json.loads(value)["since"])
-    kvs = result.responses[0].response_range.kvs
-    return False, LeaderKey.from_kv(KV.from_pb(kvs[0])) if kvs else None
+        return True, LeaderKey(node, result.revision, lease, doc.since)
+    kvs = result.ranges[0]
+    return False, LeaderKey.from_kv(kvs[0]) if kvs else None
 
 
 async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> bool:
@@ -56,11 +35,10 @@ async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> bool:
     Call only after every VIP is released: the same transaction leaves the
     ``control/released`` marker that lets the next active skip waiting for us.
     """
-    kv = etcd.kv
-    marker = json.dumps({"node": node, "term": term, "at": now_iso()})
+    marker = ReleasedMarker(node=node, term=term, at=now_iso())
     result = await etcd.txn(
-        [kv.txn_compare_create_revision(keys.leader, term)],
-        [kv.txn_op_delete(keys.leader), kv.txn_op_put(keys.released, marker)],
+        [fence(keys, term)],
+        [Delete(keys.leader), Put(keys.released, marker.encode())],
     )
     return result.succeeded
 
@@ -70,16 +48,15 @@ async def read_leader(etcd: Etcd, keys: Keys) -> LeaderKey | None:
     return LeaderKey.from_kv(kv) if kv is not None else None
 
 
-def fence(etcd: Etcd, keys: Keys, term: int) -> Any:
+def fence(keys: Keys, term: int) -> CreateRevision:
     """The guard for writes only the active of ``term`` may make."""
-    return etcd.kv.txn_compare_create_revision(keys.leader, term)
+    return CreateRevision(keys.leader, term)
 
 
 async def fenced_put(etcd: Etcd, keys: Keys, term: int, puts: dict[str, str],
                      deletes: tuple[str, ...] = ()) -> bool:
     """Write ``puts`` (and delete ``deletes``) only while ``term`` holds the leader key."""
-    kv = etcd.kv
-    ops = [kv.txn_op_put(k, v) for k, v in puts.items()]
-    ops += [kv.txn_op_delete(k) for k in deletes]
-    result = await etcd.txn([fence(etcd, keys, term)], ops)
+    ops: list[Put | Delete] = [Put(k, v) for k, v in puts.items()]
+    ops += [Delete(k) for k in deletes]
+    result = await etcd.txn([fence(keys, term)], ops)
     return result.succeeded

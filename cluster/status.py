@@ -1,43 +1,55 @@
 """The cluster as stored in etcd, read in one go and understood (``lvsctl status``).
 
 :func:`read_status` gets the whole ``/lvs/<cluster>/`` prefix at one revision and
-:func:`build_status` turns the key-values into a :class:`ClusterStatus`; keys or values
-it cannot understand are listed in ``junk``, never fatal.
+:func:`build_status` turns the key-values into a :class:`ClusterStatus` (a
+:class:`~cluster.documents.ClusterState` and what an operator asks of it); keys or values it
+cannot understand are listed in ``junk``, never fatal.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
+from .documents import ClusterState, LeaderKey, NodeRecord, StoredConfig
 from .etcd.client import KV, Etcd
-from .keys import Keys, parse
-from .store import StoredConfig, StoredConfigError, decode_config
-
-
-@dataclass(frozen=True)
-class Leader:
-    node: str
-    term: int  # create revision of the leader key: the fencing token
-    since: str
-    lease: int
+from .keys import Keys
+from .rollout import Rollout, rollout
 
 
 @dataclass
 class ClusterStatus:
     cluster: str
     revision: int
-    config: StoredConfig | None = None
-    config_error: str | None = None
-    leader: Leader | None = None
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    health: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    admin: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    junk: list[str] = field(default_factory=list)
+    state: ClusterState
+
+    @property
+    def config(self) -> StoredConfig | None:
+        return self.state.config
+
+    @property
+    def config_error(self) -> str | None:
+        return self.state.config_error
+
+    @property
+    def leader(self) -> LeaderKey | None:
+        return self.state.leader
+
+    @property
+    def nodes(self) -> dict[str, NodeRecord]:
+        return self.state.nodes
+
+    @property
+    def junk(self) -> list[str]:
+        return [str(j) for j in self.state.junk_list()]
+
+    def rollout(self) -> Rollout | None:
+        """Which live routers run the stored config (None if no valid config is stored)."""
+        return rollout(self.state, self.config.serial_no) if self.config else None
 
     def to_json(self) -> dict[str, Any]:
-        cfg = self.config
+        cfg, ro = self.config, self.rollout()
         return {
             "cluster": self.cluster,
             "revision": self.revision,
@@ -45,11 +57,18 @@ class ClusterStatus:
                 "serial_no": cfg.serial_no, "pushed_at": cfg.pushed_at,
                 "pushed_by": cfg.pushed_by, "revision": cfg.revision},
             "config_error": self.config_error,
-            "leader": None if self.leader is None else vars(self.leader),
-            "nodes": self.nodes,
+            "leader": None if self.leader is None else dataclasses.asdict(self.leader),
+            "nodes": {name: node.model_dump(mode="json") for name, node in self.nodes.items()},
+            "not_running_stored_config": [] if ro is None else [
+                {"node": name, "config_serial": self._serial(name), "why": why}
+                for name, why in ro.behind.items()],
             "virtuals": self.virtuals(),
             "junk": self.junk,
         }
+
+    def _serial(self, name: str) -> int | None:
+        node = self.nodes.get(name)
+        return node.config_serial if node else None
 
     def virtuals(self) -> list[dict[str, Any]]:
         """Each configured virtual with its servers' health and admin state."""
@@ -59,14 +78,16 @@ class ClusterStatus:
         for v in self.config.config.virtuals:
             servers = []
             for s in v.servers:
-                health = self.health.get((v.name, s.name), {})
+                health = self.state.health.get((v.name, s.name))
+                admin = self.state.admin.get((v.name, s.name))
                 servers.append({
                     "name": s.name, "address": str(s.address), "port": v.effective_port(s),
                     "weight": s.weight, "active": s.active,
-                    "state": health.get("state", "unknown"),
-                    "effective_weight": health.get("weight"),
-                    "since": health.get("since"), "reason": health.get("reason"),
-                    "admin": self.admin.get((v.name, s.name), {}).get("state"),
+                    "state": health.state if health else "unknown",
+                    "effective_weight": health.weight if health else None,
+                    "since": health.since if health else None,
+                    "reason": health.reason if health else None,
+                    "admin": admin.state if admin else None,
                 })
             service = (f"fwmark {v.fwmark}" if v.fwmark is not None
                        else f"{v.protocol} {_hostport(str(v.address.ip), v.port)}")
@@ -79,43 +100,9 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _json_object(kv: KV) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(kv.value)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def build_status(keys: Keys, kvs: list[KV], revision: int) -> ClusterStatus:
     """Understand every key under the cluster prefix (pure)."""
-    st = ClusterStatus(keys.cluster, revision)
-    for kv in kvs:
-        pk = parse(keys, kv.key)
-        if pk is None:
-            st.junk.append(f"{kv.key}: unknown key")
-            continue
-        if pk.kind == "config":
-            try:
-                st.config = decode_config(kv)
-            except StoredConfigError as exc:
-                st.config_error = str(exc)
-            continue
-        if pk.kind in ("history", "control", "observations"):
-            continue
-        doc = _json_object(kv)
-        if doc is None:
-            st.junk.append(f"{kv.key}: value is not a JSON object")
-        elif pk.kind == "leader":
-            st.leader = Leader(str(doc.get("node", "?")), kv.create_revision,
-                               str(doc.get("since", "")), kv.lease)
-        elif pk.kind == "nodes":
-            st.nodes[pk.parts[0]] = doc
-        elif pk.kind == "health":
-            st.health[(pk.parts[0], pk.parts[1])] = doc
-        elif pk.kind == "admin":
-            st.admin[(pk.parts[0], pk.parts[1])] = doc
-    return st
+    return ClusterStatus(keys.cluster, revision, ClusterState.from_kvs(keys, kvs))
 
 
 async def read_status(etcd: Etcd, keys: Keys) -> ClusterStatus:

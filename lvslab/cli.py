@@ -23,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _errors(fn: F) -> F:
-    """LabError (and a bad state file) become one-line lvsctl errors."""
+    """LabError (and a bad state file) become one-line lvslab errors."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ import pytest
 
 from agent.pulse import TEST_DIES_AFTER
 from cluster import lvscf
-from cluster.store import encode_config
+from cluster.store import StoredConfig
 from lvslab import Lab, procs
 from lvslab.config_file import lab_lvs_cf
 from lvslab.topology import Topology
@@ -192,12 +192,11 @@ def node_record(lab: Lab, node: str) -> dict[str, object] | None:
     return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
 
 
-def push(lab: Lab, text: str, name: str) -> None:
+def push(lab: Lab, text: str, name: str, *args: str) -> subprocess.CompletedProcess[str]:
     path = lab.tmp / name  # type: ignore[attr-defined]
     path.write_text(text)
-    res = lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "config", "push",
-                   str(path))
-    assert res.returncode == 0, res.stderr
+    return lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "config", "push",
+                    *args, str(path))
 
 
 def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> None:
@@ -206,9 +205,13 @@ def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> N
     assert old is not None and old["config_refused"] is None
     assert isinstance(old["config_serial"], int)
 
-    # Only r2 refuses: it is not among the routers of serial 60 (a per-router refusal).
-    push(lab, base.replace("serial_no = 1", "serial_no = 60").replace(
-        "router r2 {", "router r9 {"), "no-r2.cf")
+    # Only r2 refuses: it is not among the routers of serial 60 (a per-router refusal);
+    # push --wait says who refused and why.
+    res = push(lab, base.replace("serial_no = 1", "serial_no = 60").replace(
+        "router r2 {", "router r9 {"), "no-r2.cf", "--wait", "--timeout", "15")
+    assert res.returncode == 1 and "stored serial_no 60" in res.stdout
+    assert ("r2 refused serial_no 60: node 'r2' is not a router of this configuration "
+            "(routers: r1, r9)") in res.stderr, res.stderr
     wait_for(lambda: (node_record(lab, "r2") or {}).get("config_refused"), 10, "r2 refusing")
     r2 = node_record(lab, "r2")
     assert r2 is not None and r2["config_serial"] == old["config_serial"]
@@ -226,7 +229,7 @@ def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> N
     line = next(i for i, t in enumerate(text.splitlines(), 1) if f"= {lab.vip}" in t)
     cfg = lvscf.parse(text).config
     assert cfg is not None
-    value = encode_config(cfg, text, pushed_at="now", pushed_by="an old lvsctl").decode()
+    value = StoredConfig(cfg, text, "now", "an old lvsctl").encode()
     res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "put",
                    "/lvs/default/config", input=value)
     assert res.returncode == 0, res.stderr
@@ -240,7 +243,9 @@ def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> N
     assert owner(lab) is not None
 
     # A config every router runs clears the refusals.
-    push(lab, base.replace("serial_no = 1", "serial_no = 62"), "good.cf")
+    res = push(lab, base.replace("serial_no = 1", "serial_no = 62"), "good.cf", "--wait")
+    assert res.returncode == 0, res.stderr
+    assert "serial_no 62 runs on every live router: r1, r2" in res.stdout
     for node in ("r1", "r2"):
         wait_for(lambda n=node: (node_record(lab, n) or {}).get("config_serial") == 62, 10,
                  f"{node} running serial_no 62")

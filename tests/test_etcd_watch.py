@@ -104,7 +104,7 @@ async def test_watch_reloads_when_its_revision_was_compacted(private_etcd: Local
                 await other.put(prefix + "a", "2")
                 await other.put(prefix + "b", "3")
                 rev = await other.revision()
-                await other.raw.kv.compact(rev, physical=True, timeout=5)
+                await other.compact(rev)
             await mirror.wait_for({prefix + "a": b"2", prefix + "b": b"3"})
             assert watch.stats.reloads == 1
             assert mirror.snapshots == 2

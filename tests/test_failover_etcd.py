@@ -11,16 +11,10 @@ Real labs (etcd, pulse agents, namespaces), ARP probers on both LANs.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from support.failover_kit import Cluster, lab_for, measured, netns_mark, wait_for
-
-from cluster.keys import Keys
 
 pytestmark = netns_mark
 HOLD_DOWN = 2.0
@@ -37,30 +31,6 @@ def preempt() -> Cluster:
     with lab_for("f", routers=3, reservation_conflict_action="preempt",
                  hold_down=HOLD_DOWN) as c:
         yield c
-
-
-@contextlib.contextmanager
-def leader_key_events(cluster: Cluster) -> Iterator[list[tuple[float, str]]]:
-    """``etcdctl watch`` of the leader key from the client: [(arrival time, PUT|DELETE)]."""
-    key = Keys(cluster.lab.topology.cluster).leader
-    proc = cluster.lab.popen("client", "etcdctl", "--endpoints", cluster.lab.etcd_url, "watch",
-                             key, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    events: list[tuple[float, str]] = []
-
-    def read() -> None:
-        for line in proc.stdout:
-            if line.strip() in (b"PUT", b"DELETE"):
-                events.append((time.monotonic(), line.strip().decode()))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        time.sleep(0.3)  # etcdctl connects and starts watching
-        yield events
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        reader.join(5)
 
 
 def roles_are(cluster: Cluster, active: str) -> bool:
@@ -102,7 +72,7 @@ def test_active_cut_from_etcd_and_peers_demotes_before_its_lease_expires(cluster
     back (peers and etcd, in either order) it stays backup: no preemption."""
     old = cluster.restore()
     others = [r for r in cluster.routers if r != old]
-    with cluster.watch() as watch, leader_key_events(cluster) as key:
+    with cluster.watch() as watch, cluster.leader_events() as key:
         cut = time.monotonic()
         cluster.lab.cut_etcd(old)
         cluster.lab.partition(old, others)
@@ -123,7 +93,7 @@ def test_active_cut_from_etcd_and_peers_demotes_before_its_lease_expires(cluster
     report = watch.report
     report.assert_one_owner_at_a_time()
     assert report.owners() == report.owners(cluster.gateway) == [old, new]
-    expired = next((t for t, kind in key if kind == "DELETE" and t > cut), None)
+    expired = next((e.t for e in key if e.kind == "DELETE" and e.t > cut), None)
     assert expired is not None, "the old leader key never expired"
     last = max(i.end for i in report.own[cluster.vip].intervals if report.names[i.mac] == old)
     assert last < expired, f"{old} answered {last - expired:.3f}s after its lease expired"

@@ -68,17 +68,26 @@ def test_cold_start_elects_exactly_one_leader_and_owner(which, request):
 
 
 def test_watcher_reports_a_vip_held_twice(two):
-    """The analysis is not vacuous: a second owner added by hand is seen at once."""
+    """The analysis is not vacuous: a second owner added by hand is seen at once. (The
+    backup's fence first keeps its kernel from claiming the hand-added VIP at all: the
+    fence's rule has to go for the second owner to show.)"""
     active = two.restore()
     backup = next(r for r in two.routers if r != active)
+    rule = "arp saddr ip @guarded arp saddr ip != @licensed drop"
     with two.watch() as watch:
         time.sleep(0.3)
-        added = time.monotonic()
         two.lab.exec(backup, "ip", "addr", "add", f"{two.vip}/32", "dev", "eth0", check=True)
+        time.sleep(0.3)
+        fenced = watch.snapshot()
+        added = time.monotonic()
+        two.lab.exec(backup, "nft", "flush", "chain", "arp", "piranha_fence", "out", check=True)
         time.sleep(0.3)
         two.lab.exec(backup, "ip", "addr", "del", f"{two.vip}/32", "dev", "eth0", check=True)
         removed = time.monotonic()
+        two.lab.exec(backup, "nft", "add", "rule", "arp", "piranha_fence", "out", *rule.split(),
+                     check=True)
         time.sleep(0.3)
+    assert fenced.own[two.vip].overlaps == () and fenced.claims(backup, 0.0) == []
     own = watch.report.own[two.vip]
     assert len(own.overlaps) == 1
     (overlap,) = own.overlaps

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from agent.health import Verdict, majority
 from agent.nanny import ServerHealth
+from cluster.documents import HealthVerdict, Observation
 
 
 def test_majority_counts_only_routers_with_a_view() -> None:
     up, down = ServerHealth("up"), ServerHealth("down")
     assert majority({"r1": up, "r2": up, "r3": down}) == "up"
     assert majority({"r1": up, "r2": down}) == "down"  # a tie is not a majority
-    assert majority({"r1": {"state": "up"}, "r2": {"state": "unknown"}}) == "up"
+    assert majority({"r1": Observation(state="up"), "r2": Observation(state="unknown")}) == "up"
     assert majority({"r1": ServerHealth("unknown")}) == "unknown"
     assert majority({}) == "unknown"
 
@@ -18,5 +21,7 @@ def test_majority_counts_only_routers_with_a_view() -> None:
 def test_verdict_document_is_readable_json() -> None:
     v = Verdict("down", 1764000000.5, 3, "connect refused", ("r1", "r2"))
     doc = v.doc(term=42)
-    assert doc == {"state": "down", "since": "2025-11-24T16:00:00.500Z", "weight": 3,
-                   "reason": "connect refused", "observed_by": ["r1", "r2"], "term": 42}
+    assert HealthVerdict.decode(doc.encode()) == doc
+    assert json.loads(doc.encode()) == {
+        "state": "down", "since": "2025-11-24T16:00:00.500Z", "weight": 3,
+        "reason": "connect refused", "observed_by": ["r1", "r2"], "term": 42}

@@ -1,4 +1,4 @@
-"""The local lab (cluster/lab): pure parts, a real lab in namespaces, faults, the CLI.
+"""The local lab (lvslab): pure parts, a real lab in namespaces, faults, the CLI.
 
 Routers run a stand-in agent (the real ``pulse`` is tested elsewhere). Every lab gets a
 prefix ``lt<pid><letter>`` and its own subnets; labs of dead runs are removed first.

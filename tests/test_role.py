@@ -25,17 +25,20 @@ T = Timing()  # ttl 2, keepalive 0.5, deadtime 2, window 2, margin 0.25
 
 
 def world(now: float = 100.0, **kw: object) -> World:
-    base = dict(now=now, me="r1", priority=200, lease_deadline=now + 1.9, lease=7,
+    base = dict(now=now, me="r1", priority=200, lease_deadline=now + 1.9,
+                lease_sent=now - 0.1, lease=7,
                 etcd_ok=True, leader_known=True, leader=None, leader_absent_since=now - 1,
                 peers=(Peer("r2", 100, alive=True, registered=True),))
     base.update(kw)
     return World(**base)  # type: ignore[arg-type]
 
 
-def active_machine(term: int = 5) -> RoleMachine:
+def active_machine(term: int = 5, lease: int = 7) -> RoleMachine:
+    """Active for ``term`` on ``lease``; licensed until 101.65 as of its last step."""
     m = RoleMachine(T)
-    m.won(term)
+    m.won(term, lease)
     m.role = Role.ACTIVE
+    m.licensed_until = 101.65
     return m
 
 
@@ -47,7 +50,7 @@ def test_lone_router_campaigns_then_activates_at_once() -> None:
     m = RoleMachine(T)
     actions, _ = m.step(world())
     assert actions == [Campaign()]
-    m.won(5)
+    m.won(5, 7)
     assert m.role is Role.CANDIDATE
     actions, _ = m.step(world(leader=mine()))
     assert actions == [Activate(5)] and m.role is Role.ACTIVE
@@ -81,7 +84,7 @@ def test_lower_priority_waits_its_rank() -> None:
 
 def test_candidate_waits_until_old_claims_are_past_the_ack_window() -> None:
     m = RoleMachine(T)
-    m.won(9)
+    m.won(9, 7)
     old = Peer("r2", 100, alive=False, active_heard=99.0, active_term=5)
     actions, wake = m.step(world(leader=Leader("r1", 9, 7), peers=(old,)))
     assert actions == [] and m.role is Role.CANDIDATE
@@ -93,7 +96,7 @@ def test_candidate_waits_until_old_claims_are_past_the_ack_window() -> None:
 
 def test_graceful_release_marker_skips_the_wait() -> None:
     m = RoleMachine(T)
-    m.won(9)
+    m.won(9, 7)
     old = Peer("r2", 100, alive=True, active_heard=99.9, active_term=5)
     w = world(leader=Leader("r1", 9, 7), peers=(old,), released=Leader("r2", 5))
     assert m.step(w)[0] == [Activate(9)]
@@ -131,11 +134,17 @@ def test_failsafe_needs_every_configured_router_even_a_dead_one() -> None:
     assert isinstance(m.step(w)[0][0], Deactivate)
 
 
-def test_failsafe_does_not_apply_while_etcd_answers() -> None:
-    m = active_machine()
-    peers = (Peer("r2", 100, alive=True, acked_send=99.9),)
-    w = world(leader=mine(), lease_deadline=90.0, etcd_ok=True, peers=peers)
-    assert isinstance(m.step(w)[0][0], Deactivate)
+def test_failsafe_counts_only_without_a_break() -> None:
+    """Acknowledgements of heartbeats sent after the licence lapsed (a frozen router that
+    resumes: its peers hear it again) prove nothing: another router may be active now."""
+    m = active_machine()  # licensed until 101.65 at its last step
+    fresh = (Peer("r2", 100, alive=True, acked_send=101.0),)
+    assert m.step(world(now=101.2, leader=mine(), lease_deadline=90.0, peers=fresh))[0] == []
+    assert m.licensed_until == pytest.approx(101.0 + T.window - T.margin)
+    m2 = active_machine()
+    after = (Peer("r2", 100, alive=True, acked_send=107.9),)  # sent after 101.65
+    w = world(now=108.0, leader=mine(), lease_deadline=90.0, peers=after)
+    assert isinstance(m2.step(w)[0][0], Deactivate)
 
 
 def test_deposed_active_demotes_at_once_without_resigning() -> None:
@@ -243,14 +252,15 @@ def test_a_key_on_a_lost_lease_is_not_ours_even_in_a_stale_view() -> None:
     """Bug found by the failover tests: after etcd came back and our old lease was gone,
     a stale view still showed our old key and the candidate activated on it."""
     m = RoleMachine(T)
-    m.won(27)
+    m.won(27, 7)
     stale = world(leader=Leader("r1", 27, 7), lease=8)  # re-granted lease 8; key on lease 7
     actions, _ = m.step(stale)
     assert actions == [] and m.role is Role.BACKUP
     # An active (failsafe kept it) first tries to take the key back; failing, it demotes.
     m2 = active_machine(27)
-    assert m2.step(stale)[0] == [Campaign()]
-    assert m2.step(replace(stale, leader=Leader("r2", 31, 3)))[0] == [
+    acked = replace(stale, peers=(Peer("r2", 100, alive=True, acked_send=99.9),))
+    assert m2.step(acked)[0] == [Campaign()]
+    assert m2.step(replace(acked, leader=Leader("r2", 31, 3)))[0] == [
         Deactivate("the leader key is no longer ours")]
 
 
@@ -274,13 +284,52 @@ def test_preempt_hold_down_restarts_after_a_demotion() -> None:
 
 def test_active_in_failsafe_takes_its_expired_key_back_without_dropping_vips() -> None:
     m = active_machine(5)
-    back = world(leader=None, lease=8)  # etcd is back; our old key went with lease 7
+    acks = (Peer("r2", 100, alive=True, registered=True, acked_send=99.9),)
+    # etcd is back; our old key went with lease 7; every peer acknowledged us throughout
+    back = world(leader=None, lease=8, peers=acks)
     assert m.step(back)[0] == [Campaign()] and m.role is Role.ACTIVE
-    m.won(31)
-    assert m.role is Role.ACTIVE and m.term == 31
+    m.won(31, 8)
+    assert m.role is Role.ACTIVE and m.term == 31 and m.term_lease == 8
     assert m.step(world(leader=Leader("r1", 31, 8), lease=8))[0] == []
     # Someone else got the key first: the one attempt fails, then we demote.
     m2 = active_machine(5)
     assert m2.step(back)[0] == [Campaign()]
-    actions, _ = m2.step(world(leader=Leader("r2", 33, 3), lease=8))
+    actions, _ = m2.step(world(leader=Leader("r2", 33, 3), lease=8, peers=acks))
     assert actions == [Deactivate("the leader key is no longer ours")]
+
+
+def test_a_frozen_active_that_resumes_on_a_new_lease_demotes_and_does_not_rekey() -> None:
+    """Bug found from outside (issue 9): frozen past its lease, the active resumed, was
+    granted a new lease, and took its expired key back while holding the VIPs. A new lease
+    proves nothing about the old term, and the acknowledgements are from before the freeze."""
+    m = active_machine(5)
+    before = (Peer("r2", 100, alive=True, registered=True, acked_send=99.8),)
+    resumed = world(now=106.0, leader=None, lease=8, lease_sent=106.0,
+                    lease_deadline=108.0, peers=before)
+    actions, _ = m.step(resumed)
+    assert actions == [Deactivate("licence expired (lease unconfirmed, no failsafe)")]
+    assert m.role is Role.BACKUP and not m.licensed(resumed)
+
+
+def test_licence_needs_the_lease_of_our_term() -> None:
+    m = active_machine(5, lease=7)
+    assert m.licensed(world(leader=mine()))
+    assert m.licence(world(leader=mine(), lease=8)) == float("-inf")
+
+
+def test_a_candidate_on_a_new_lease_does_not_activate() -> None:
+    m = RoleMachine(T)
+    m.won(9, 7)
+    w = world(leader=None, lease=8, etcd_ok=False)  # lease 7 lost; the view is stale
+    assert m.step(w)[0] == [] and m.role is Role.CANDIDATE
+
+
+def test_evidence_from_before_a_stall_fence_does_not_count() -> None:
+    m = active_machine()
+    w = world(leader=mine(), lease_sent=99.9, peers=(Peer("r2", 100, acked_send=99.95),))
+    assert m.licensed(w)
+    assert not m.licensed(w, not_before=99.97)  # acts wait for fresh evidence
+    assert m.licensed(replace(w, lease_sent=99.98), not_before=99.97)
+    # uncounted time (the world's fence) voids the licence for holding, too
+    actions, _ = m.step(replace(w, stall_fence=99.97))
+    assert isinstance(actions[0], Deactivate)

@@ -14,7 +14,7 @@ from cluster.etcd.client import Etcd
 from cluster.keys import Keys
 from cluster.model import AddrDev, ConfigError, LvsConfig
 from cluster.status import read_status
-from cluster.store import ConfigStore, PushRefused, StoredConfigError, encode_config
+from cluster.store import ConfigStore, PushRefused, StoredConfig, StoredConfigError
 from lvslab.etcd_server import LocalEtcd
 
 pytestmark = pytest.mark.etcd
@@ -45,7 +45,7 @@ async def test_push_load_round_trip_and_history(etcd: Etcd, cluster_name: str) -
     raw = json.loads((await etcd.get(Keys(cluster_name).config)).value)  # type: ignore[union-attr]
     assert raw["serial_no"] == 3 and raw["config"]["virtuals"][0]["name"] == "http"
     history = await store.history()
-    assert [h["serial_no"] for h in history] == [3]
+    assert [h.serial_no for h in history] == [3]
 
 
 async def test_push_refuses_serial_not_newer_unless_forced(etcd: Etcd, cluster_name: str) -> None:
@@ -158,7 +158,7 @@ async def test_the_follower_refuses_a_stored_config_that_cannot_run(
         line = next(i for i, t in enumerate(text.splitlines(), 1) if "= 10.0.0.100 " in t)
         cfg = lvscf.parse(text).config
         assert cfg is not None
-        await etcd.put(keys.config, encode_config(cfg, text, pushed_at="t", pushed_by="old"))
+        await etcd.put(keys.config, StoredConfig(cfg, text, "t", "an old lvsctl").encode())
         async with asyncio.timeout(10):
             while not refused:
                 follower.updated.clear()

@@ -5,13 +5,9 @@ import itertools
 import pytest
 
 from agent.vip import AnnounceConfig, Vip, VipError, offsets, vips_of
-from agent.vip.manager import (
-    KERNEL_EXPIRY_SLACK,
-    lifetime_for_deadline,
-    max_renew_interval,
-    max_survival,
-)
+from agent.vip.fence import license_script, setup_script
 from agent.vip.model import check_lifetime
+from cluster.timing import Timing
 
 
 def test_vip_is_canonical_and_hashable():
@@ -65,19 +61,26 @@ def test_lifetime_must_be_whole_positive_seconds(bad):
     assert check_lifetime(2) == 2
 
 
-def test_lifetime_for_deadline_leaves_room_for_kernel_rounding():
-    assert max_survival(2) == 2 + KERNEL_EXPIRY_SLACK
-    assert lifetime_for_deadline(5.0) == 3  # 3 + 1 + 0.25 <= 5
-    assert lifetime_for_deadline(4.0) == 2
-    for seconds in (2.25, 3.3, 4.0, 7.9, 10.0):
-        lifetime = lifetime_for_deadline(seconds)
-        assert max_survival(lifetime) + 0.25 <= seconds < max_survival(lifetime + 1) + 0.25
-    with pytest.raises(VipError, match="no VIP lifetime fits"):
-        lifetime_for_deadline(2.0)
-    assert max_renew_interval(1) == 0.5
-    assert max_renew_interval(3) == 2.5
-    with pytest.raises(VipError):
-        max_renew_interval(0)
+def test_vip_lifetime_arithmetic_lives_in_timing():
+    t = Timing()
+    assert t.vip_survival == t.vip_lifetime + t.kernel_slack == 2.0
+    assert t.vip_renew_every == 0.25
+    assert t.lifetime_covered  # 2 s <= ack window 2 + margin 0.25
+    assert not Timing(vip_lifetime=2).lifetime_covered
+
+
+def test_fence_scripts_guard_every_vip_and_license_with_a_timeout():
+    v4, v6 = Vip("10.0.0.100", 24, "eth0"), Vip("fd00::100", 64, "eth0")
+    setup = setup_script([v4, v6])
+    assert "add element arp piranha_fence guarded { 10.0.0.100 }" in setup
+    assert "add element ip6 piranha_fence guarded { fd00::100 }" in setup
+    assert "arp saddr ip @guarded arp saddr ip != @licensed drop" in setup
+    lic = license_script([v4, v6], 1.2345)
+    assert "flush set arp piranha_fence licensed" in lic  # exactly these, nothing older
+    assert "licensed { 10.0.0.100 timeout 1234ms }" in lic
+    assert "licensed { fd00::100 timeout 1234ms }" in lic
+    assert "add element" not in license_script([v4], 0.0009)  # under 1 ms: license none
+    assert "add element" not in license_script([v4], -1)
 
 
 def test_default_schedule_two_bursts_first_at_once():

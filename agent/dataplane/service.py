@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cluster.model import LvsConfig
 
@@ -28,9 +28,11 @@ DRIFT_INTERVAL = 5.0
 class DataPlane:
     """Owns the backend; ``update()`` never blocks, ``run()`` does the work."""
 
-    def __init__(self, kind: str = "auto", *, netns: str | None = None) -> None:
+    def __init__(self, kind: str = "auto", *, netns: str | None = None,
+                 licensed: Callable[[], bool] = lambda: True) -> None:
         self.kind = kind
         self.netns = netns
+        self.licensed = licensed  # asked right before the sync daemon starts as master
         self.backend: Backend | None = None
         self.reconciler: Reconciler | None = None
         self._inputs: tuple[LvsConfig, Mapping[tuple[str, str], Health],
@@ -118,6 +120,9 @@ class DataPlane:
             if any(t is not None for t in (tcp, fin, udp)):
                 await self.backend.set_timeouts(tcp, fin, udp)
             state, iface, syncid = settings[1]
+            if state == "master" and not self.licensed():  # asked at the instant of the act
+                self._kernel_settings = None  # try again with the next update
+                state = "backup"
             await self.backend.sync_daemon(state, iface, syncid)
         except (OSError, ValueError, RuntimeError) as exc:
             log.error("data plane kernel settings: %s", exc)

@@ -9,18 +9,14 @@ refresh, ``release`` when it stops being active. Modules, one concern each:
 * :mod:`.link` - raw packet sockets per interface
 * :mod:`.sender` - one announcement round for a set of VIPs
 * :mod:`.announcer` - the announcement schedule after a takeover
+* :mod:`.fence` - nftables: the kernel claims a VIP only while the licence lasts
 * :mod:`.manager` - the facade
 """
 
 from .addresses import AddressError, AddressTable, Removal
 from .announcer import AnnounceConfig, Announcer, offsets
-from .manager import (
-    Acquired,
-    VipManager,
-    lifetime_for_deadline,
-    max_renew_interval,
-    max_survival,
-)
+from .fence import ArpFence
+from .manager import Acquired, VipManager
 from .model import Vip, VipError, vips_of
 
 __all__ = [
@@ -29,13 +25,11 @@ __all__ = [
     "AddressTable",
     "AnnounceConfig",
     "Announcer",
+    "ArpFence",
     "Removal",
     "Vip",
     "VipError",
     "VipManager",
-    "lifetime_for_deadline",
-    "max_renew_interval",
-    "max_survival",
     "offsets",
     "vips_of",
 ]

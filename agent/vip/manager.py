@@ -2,59 +2,34 @@
 
 Every VIP is installed with a finite kernel lifetime (``lifetime`` whole seconds) and
 :meth:`VipManager.renew` pushes it forward; if the agent dies or hangs, the kernel deletes
-the addresses by itself. An address that is not renewed disappears between about
-``lifetime`` and ``lifetime + 1`` seconds after the last successful renew (the kernel checks
-lifetimes in whole seconds, rounding its timer up): see :func:`max_survival` and docs/vip.md.
+the addresses by itself, between ``lifetime`` and ``lifetime + 1`` s after the last renew
+(``cluster.timing.Timing.vip_survival``; docs/vip.md).
+
+Every act that asserts ownership asks ``licence()`` (until when we may, on the monotonic
+clock) at that instant: each address added or renewed (checked again right after, and
+taken back if the licence ended meanwhile), each announcement frame, and the kernel fence
+(:mod:`.fence`) that lets the kernel answer ARP for the VIPs only until the licence ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import AddressTable, Removal
 from .announcer import AnnounceConfig, Announcer
 from .arp import ARP_FORMS, ArpForm
-from .model import Vip, VipError, check_lifetime, vips_of
+from .fence import ArpFence
+from .model import Vip, check_lifetime, vips_of
 from .sender import GratuitousSender
 
+UNLICENSED = "not licensed (the licence ended or was never granted)"
+
 log = logging.getLogger(__name__)
-
-# How long after its lifetime runs out the kernel may still hold an address: its check
-# timer is rounded up to a whole second. Measured here: at most 0.8 s (docs/vip.md).
-KERNEL_EXPIRY_SLACK = 1.0
-# Room between two renews and the earliest expiry (lifetime - 0.02 s) for event-loop delays.
-RENEW_MARGIN = 0.5
-
-
-def max_survival(lifetime: int) -> float:
-    """Upper bound (s) on how long an address outlives its last renew, scheduling aside."""
-    return check_lifetime(lifetime) + KERNEL_EXPIRY_SLACK
-
-
-def max_renew_interval(lifetime: int) -> float:
-    """Longest safe time between renews: the kernel may expire an address 20 ms early."""
-    return check_lifetime(lifetime) - RENEW_MARGIN
-
-
-def lifetime_for_deadline(seconds: float, margin: float = 0.25) -> int:
-    """The longest lifetime whose :func:`max_survival` plus ``margin`` fits in ``seconds``.
-
-    For the election: pass the time from a renew to the lease deadline it is based on.
-    Raises :class:`VipError` when even a 1 s lifetime does not fit.
-    """
-    lifetime = math.floor(seconds - KERNEL_EXPIRY_SLACK - margin)
-    if lifetime < 1:
-        raise VipError(
-            f"no VIP lifetime fits in {seconds} s: a 1 s lifetime can survive "
-            f"{max_survival(1) + margin} s with margin"
-        )
-    return lifetime
-
 
 @dataclass(frozen=True)
 class Acquired:
@@ -85,11 +60,17 @@ class VipManager:
         ipv6_router: bool | None = None,
         table: AddressTable | None = None,
         sender: GratuitousSender | None = None,
+        licence: Callable[[], float] | None = None,
+        fence: ArpFence | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lifetime = check_lifetime(lifetime)
         self.table = table or AddressTable()
         self.sender = sender or GratuitousSender(arp_forms, ipv6_router)
-        self.announcer = Announcer(self.sender.send, announce or AnnounceConfig())
+        self.announcer = Announcer(self._announce, announce or AnnounceConfig())
+        self.licence = licence or (lambda: float("inf"))
+        self.fence = fence
+        self.clock = clock
         self._wanted: frozenset[Vip] = frozenset()
         self._held: set[Vip] = set()
         self._failing: set[Vip] = set()
@@ -102,7 +83,12 @@ class VipManager:
             "add_errors": 0,
             "remove_errors": 0,
             "leftovers_removed": 0,
+            "unlicensed": 0,  # acts refused because the licence had ended
         }
+
+    def licensed(self) -> bool:
+        """May we assert ownership right now?"""
+        return self.clock() < self.licence()
 
     def held(self) -> set[Vip]:
         """VIPs installed by us and not yet released (a copy)."""
@@ -129,6 +115,7 @@ class VipManager:
             dropped = self._held - wanted
             removal = await self.table.remove_all(dropped) if dropped else Removal()
             self._held -= dropped - set(removal.failed)
+            self._fence(wanted)
             added, failed = await self._add(wanted)
             self.stats["acquires"] += 1
             if added:
@@ -148,6 +135,7 @@ class VipManager:
             if not self._wanted:
                 return {}
             before = set(self._held)
+            self._fence(self._wanted)
             added, failed = await self._add(self._wanted)
             self.stats["renews"] += 1
             self.stats["renew_errors"] += len(failed)
@@ -158,6 +146,8 @@ class VipManager:
     async def release(self) -> Removal:
         """Remove every VIP we installed, trying each one; stop announcing. Idempotent."""
         self.announcer.cancel()  # no further frame goes out from here on
+        if self.fence is not None:
+            self.fence.revoke()  # nor from the kernel
         wanted, self._wanted = self._wanted, frozenset()  # a renew queued behind us: no-op
         async with self._lock:
             wanted |= self._wanted  # an acquire that was queued before us
@@ -203,12 +193,39 @@ class VipManager:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _fence(self, vips: frozenset[Vip]) -> None:
+        """Let the kernel claim ``vips`` until the licence ends (nothing if it has)."""
+        if self.fence is not None:
+            until = self.licence()
+            if self.clock() < until:
+                self.fence.license(vips, until)
+            else:
+                self.fence.revoke()
+
+    def _announce(self, vips: frozenset[Vip]) -> None:
+        """One announcement round; each frame only while licensed."""
+        for vip in sorted(vips):
+            if not self.licensed():
+                self.stats["unlicensed"] += 1
+                return
+            self.sender.send((vip,))
+
     async def _add(self, vips: Iterable[Vip]) -> tuple[set[Vip], dict[Vip, str]]:
         added: set[Vip] = set()
         failed: dict[Vip, str] = {}
         for vip in sorted(vips):
+            if not self.licensed():
+                failed[vip] = UNLICENSED
+                self.stats["unlicensed"] += 1
+                continue
             try:
                 await self.table.add(vip, self.lifetime)
+                if not self.licensed():  # the licence ended while the kernel worked
+                    await self.table.remove(vip)
+                    self._held.discard(vip)
+                    failed[vip] = UNLICENSED
+                    self.stats["unlicensed"] += 1
+                    continue
             except Exception as exc:  # one bad VIP must not block the rest
                 failed[vip] = str(exc)
                 self._held.discard(vip)

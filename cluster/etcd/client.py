@@ -1,8 +1,10 @@
 """A thin asyncio etcd v3 client: etcd3aio with timeouts, auth and one-line errors.
 
 Every call has a deadline; every failure becomes :class:`EtcdUnavailable` or
-:class:`EtcdAuthError` with a message fit for an operator. Values are bytes;
-callers decode JSON themselves (see :mod:`cluster.store`).
+:class:`EtcdAuthError` with a message fit for an operator. Values are bytes; the typed
+documents in :mod:`cluster.documents` encode and decode them. Transactions are built from
+our own small types (:class:`Put`, :class:`Delete`, :class:`Get`, :class:`CreateRevision`,
+:class:`ModRevision`): etcd3aio objects never leave this package.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from etcd3aio import (
     prefix_range_end,
 )
 from etcd3aio._protobuf import Compare
+from etcd3aio.kv import KVService
 
 from .settings import EtcdSettings
 
@@ -67,10 +70,56 @@ class KV:
 
 
 @dataclass(frozen=True)
+class Put:
+    """Transaction op: set ``key`` to ``value`` (bound to ``lease`` unless 0)."""
+
+    key: str
+    value: str | bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Transaction op: delete ``key``."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Get:
+    """Transaction op: read ``key`` (its KV lands in :attr:`TxnResult.ranges`)."""
+
+    key: str
+
+
+Op = Put | Delete | Get
+
+
+@dataclass(frozen=True)
+class CreateRevision:
+    """Transaction guard: ``key`` was created at ``revision`` (0: the key is absent)."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class ModRevision:
+    """Transaction guard: ``key`` was last written at ``revision``."""
+
+    key: str
+    revision: int
+
+
+Guard = CreateRevision | ModRevision
+
+
+@dataclass(frozen=True)
 class TxnResult:
     succeeded: bool
     revision: int
-    responses: Sequence[Any]
+    ranges: tuple[tuple[KV, ...], ...] = ()
+    """What each op of the branch that ran read: its KVs for a :class:`Get`, () otherwise."""
 
 
 class Etcd:
@@ -139,7 +188,7 @@ class Etcd:
 
     @property
     def raw(self) -> Etcd3Client:
-        """The underlying etcd3aio client (for txn compare/op builders and watches)."""
+        """The underlying etcd3aio client: for :mod:`cluster.etcd` only (leases, watches)."""
         return self._client
 
     @contextlib.asynccontextmanager
@@ -195,18 +244,26 @@ class Etcd:
         return resp.deleted
 
     async def txn(
-        self, compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
+        self, compare: Sequence[Guard], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
-        """Atomic compare-and-swap; build compares and ops with :attr:`kv`."""
+        """Atomic: run ``success`` if every guard holds, else ``failure``."""
         async with self._errors("transaction"):
             resp = await self._client.kv.txn(
-                compare, success, failure, timeout=self.settings.timeout
+                [_guard(g) for g in compare], [_op(o) for o in success],
+                [_op(o) for o in failure], timeout=self.settings.timeout
             )
-        return TxnResult(resp.succeeded, resp.header.revision, resp.responses)
+        ranges = tuple(
+            tuple(KV.from_pb(kv) for kv in r.response_range.kvs)
+            if r.WhichOneof("response") == "response_range" else ()
+            for r in resp.responses
+        )
+        return TxnResult(resp.succeeded, resp.header.revision, ranges)
 
-    @property
-    def kv(self) -> Any:
-        return self._client.kv
+    async def compact(self, revision: int) -> None:
+        """Compact the store's history up to ``revision`` (tests of watch resumption)."""
+        async with self._errors("compact"):
+            await self._client.kv.compact(revision, physical=True,
+                                          timeout=self.settings.timeout)
 
     async def revision(self) -> int:
         """The store's current revision (a cheap linearizable read)."""
@@ -241,7 +298,17 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def compare_mod_revision(key: str, revision: int) -> Any:
-    """A txn guard: ``key`` was last written at ``revision`` (etcd3aio has no builder)."""
-    return Compare(result=Compare.EQUAL, target=Compare.MOD, key=key.encode(),
-                   mod_revision=revision)
+def _op(op: Op) -> Any:
+    if isinstance(op, Put):
+        return KVService.txn_op_put(op.key, op.value, lease=op.lease)
+    if isinstance(op, Delete):
+        return KVService.txn_op_delete(op.key)
+    return KVService.txn_op_get(op.key)
+
+
+def _guard(guard: Guard) -> Any:
+    if isinstance(guard, CreateRevision):
+        return KVService.txn_compare_create_revision(guard.key, guard.revision)
+    # etcd3aio has no builder for this one
+    return Compare(result=Compare.EQUAL, target=Compare.MOD, key=guard.key.encode(),
+                   mod_revision=guard.revision)

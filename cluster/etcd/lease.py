@@ -52,6 +52,7 @@ class LeaseKeeper:
         self.confirmed_at: float | None = None  # send time of the newest confirmed refresh
         self.stats = LeaseStats()
         self._stop = asyncio.Event()
+        self._refresh = asyncio.Event()  # set: send a refresh now
 
     @property
     def deadline(self) -> float:
@@ -59,6 +60,10 @@ class LeaseKeeper:
         if self.lease_id is None or self.confirmed_at is None:
             return float("-inf")
         return self.confirmed_at + self.granted_ttl
+
+    def refresh_now(self) -> None:
+        """Send a refresh at once (e.g. after a stall: the licence wants fresh evidence)."""
+        self._refresh.set()
 
     async def run(self) -> None:
         backoff = 0.05
@@ -91,16 +96,15 @@ class LeaseKeeper:
         assert self.lease_id is not None
         lease_id = self.lease_id
         sent: collections.deque[float] = collections.deque()
-        wake = asyncio.Event()
         client = self.etcd.raw
 
         async def requests() -> AsyncIterator[LeaseKeepAliveRequest]:
             while not self._stop.is_set():
+                self._refresh.clear()
                 sent.append(self.clock())
                 yield LeaseKeepAliveRequest(ID=lease_id)
-                wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.interval)
+                    await asyncio.wait_for(self._refresh.wait(), self.interval)
 
         stub = LeaseStub(client._channel)  # pinned etcd3aio: the channel is stable API
         call = stub.LeaseKeepAlive(requests(), metadata=client.lease._metadata or None)

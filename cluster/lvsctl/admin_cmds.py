@@ -6,15 +6,17 @@ ones), disable = out of the service, enable = back to what health checks say.
 
 from __future__ import annotations
 
-import json
+from typing import Literal
 
 import click
 
+from ..documents import AdminFlag
 from ..store import ConfigStore, now_iso, who
 from .common import Ctx, Failure, run
 
 
-async def _set(ctx: Ctx, virtual: str, server: str, state: str | None) -> None:
+async def _set(ctx: Ctx, virtual: str, server: str,
+               state: Literal["drain", "disable"] | None) -> None:
     async with ctx.connect() as etcd:
         stored = await ConfigStore(etcd, ctx.keys).load()
         if stored is None:
@@ -33,8 +35,8 @@ async def _set(ctx: Ctx, virtual: str, server: str, state: str | None) -> None:
             click.echo(f"{virtual}/{server}: enabled" + ("" if removed else " (was not "
                                                           "drained or disabled)"))
             return
-        doc = {"state": state, "by": who(), "at": now_iso()}
-        await etcd.put(key, json.dumps(doc))
+        flag = AdminFlag(state=state, by=who(), at=now_iso())
+        await etcd.put(key, flag.encode())
         click.echo(f"{virtual}/{server}: {state}" + (
             "d (weight 0: existing connections continue, no new ones)" if state == "drain"
             else "d (out of the service)"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 from pathlib import Path
@@ -10,7 +11,11 @@ import click
 
 from .. import lvscf
 from ..config_diff import changes
+from ..documents import ClusterState
+from ..etcd.client import Etcd
+from ..etcd.watch import PrefixWatch, Snapshot
 from ..model import LvsConfig
+from ..rollout import Rollout, rollout
 from ..store import ConfigStore, StoredConfig
 from .common import Ctx, Failure, run
 
@@ -48,20 +53,60 @@ def validate(file: str) -> None:
 @config.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="store even if serial_no is not newer")
+@click.option("--wait", is_flag=True, help="then wait until every live router runs it "
+              "(exit status 1 if one refuses it, or on timeout)")
+@click.option("--timeout", "wait_s", default=30.0, show_default=True, metavar="S",
+              help="seconds --wait waits")
 @click.pass_obj
 @run
-async def push(ctx: Ctx, file: str, force: bool) -> None:
+async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float) -> None:
     """Validate FILE, then store it atomically as the cluster's configuration."""
     cfg, source = _load(file)
     async with ctx.connect() as etcd:
         result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force)
-    old = result.previous.serial_no if result.previous else None
-    click.echo(f"stored serial_no {cfg.serial_no} in cluster {ctx.cluster}"
-               + (f" (was {old})" if old is not None else ""))
-    for line in result.changes:
-        click.echo(f"  {line}")
-    if result.previous is not None and not result.changes:
-        click.echo("  no change besides serial_no")
+        old = result.previous.serial_no if result.previous else None
+        click.echo(f"stored serial_no {cfg.serial_no} in cluster {ctx.cluster}"
+                   + (f" (was {old})" if old is not None else ""))
+        for line in result.changes:
+            click.echo(f"  {line}")
+        if result.previous is not None and not result.changes:
+            click.echo("  no change besides serial_no")
+        if wait:
+            await _wait_rollout(ctx, etcd, cfg.serial_no, wait_s)
+
+
+async def _wait_rollout(ctx: Ctx, etcd: Etcd, serial: int, wait_s: float) -> None:
+    """Until every live router reports running ``serial``, or one reports refusing it."""
+    state = ClusterState(ctx.keys)
+
+    async def follow() -> Rollout:
+        nonlocal state
+        async for update in PrefixWatch(etcd, ctx.keys.nodes_prefix):
+            if isinstance(update, Snapshot):
+                state = ClusterState.from_kvs(ctx.keys, update.items.values())
+            else:
+                for change in update:
+                    state.apply(change.key, change.kv)
+            ro = rollout(state, serial)
+            if ro.done or ro.refused:
+                return ro
+        raise AssertionError("unreachable")
+
+    try:
+        ro = await asyncio.wait_for(follow(), wait_s)
+    except TimeoutError:
+        ro = rollout(state, serial)
+        late = ", ".join(f"{n} ({ro.behind[n]})" for n in ro.pending)
+        raise Failure(f"serial_no {serial} not running after {wait_s:g}s on: {late}") from None
+    if ro.refused:
+        for name, refusal in ro.refused.items():
+            click.echo(f"{name} refused serial_no {serial}: {refusal.reason}", err=True)
+        raise Failure(f"serial_no {serial} refused by {', '.join(ro.refused)} "
+                      "(the routers keep running their current config)")
+    if not ro.running:
+        click.echo("no router is running (none registered): nothing to wait for")
+    else:
+        click.echo(f"serial_no {serial} runs on every live router: {', '.join(ro.running)}")
 
 
 async def _stored(ctx: Ctx) -> StoredConfig:
@@ -121,7 +166,6 @@ async def history(ctx: Ctx) -> None:
     async with ctx.connect() as etcd:
         entries = await ConfigStore(etcd, ctx.keys).history()
     for e in entries:
-        click.echo(f"{e.get('pushed_at', '?')}  serial_no {e.get('serial_no', '?')}  "
-                   f"by {e.get('pushed_by', '?')}")
-        for line in e.get("changes", []):
+        click.echo(f"{e.pushed_at or '?'}  serial_no {e.serial_no}  by {e.pushed_by or '?'}")
+        for line in e.changes:
             click.echo(f"    {line}")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 
 import click
 
-from ..election import LeaderKey, read_leader
-from ..etcd.client import KV
+from ..documents import ClusterState, LeaderKey, SwitchoverRequest
+from ..election import read_leader
+from ..etcd.client import Etcd
 from ..etcd.watch import PrefixWatch, Snapshot
 from ..store import ConfigStore, now_iso, who
 from .common import Ctx, Failure, run
@@ -42,10 +42,10 @@ async def switchover(ctx: Ctx, target: str | None, wait_s: float) -> None:
             if await etcd.get(ctx.keys.node(target)) is None:
                 raise Failure(f"{target} is not running (no registration in etcd)")
         lease, _ = await etcd.grant(REQUEST_TTL)
-        doc = {"to": target or "", "term": leader.term, "id": uuid.uuid4().hex,
-               "by": who(), "reason": "lvsctl switchover", "at": now_iso()}
+        request = SwitchoverRequest(to=target or "", term=leader.term, id=uuid.uuid4().hex,
+                                    by=who(), reason="lvsctl switchover", at=now_iso())
         start = time.monotonic()
-        await etcd.put(ctx.keys.switchover, json.dumps(doc), lease=lease)
+        await etcd.put(ctx.keys.switchover, request.encode(), lease=lease)
         click.echo(f"asked {leader.node} (term {leader.term}) to hand over"
                    + (f" to {target}" if target else ""))
         try:
@@ -57,29 +57,19 @@ async def switchover(ctx: Ctx, target: str | None, wait_s: float) -> None:
         click.echo(f"{new.node} is active (term {new.term}), {ms:.0f} ms after the request")
 
 
-async def _new_leader(ctx: Ctx, etcd: object, old: LeaderKey, target: str | None) -> LeaderKey:
+async def _new_leader(ctx: Ctx, etcd: Etcd, old: LeaderKey, target: str | None) -> LeaderKey:
     """Wait until a newer term is held and its router reports itself active."""
-    kvs: dict[str, KV] = {}
-    async for update in PrefixWatch(etcd, ctx.keys.prefix):  # type: ignore[arg-type]
+    state = ClusterState(ctx.keys)
+    async for update in PrefixWatch(etcd, ctx.keys.prefix):
         if isinstance(update, Snapshot):
-            kvs = dict(update.items)
+            state = ClusterState.from_kvs(ctx.keys, update.items.values())
         else:
             for change in update:
-                if change.kv is None:
-                    kvs.pop(change.key, None)
-                else:
-                    kvs[change.key] = change.kv
-        kv = kvs.get(ctx.keys.leader)
-        if kv is None:
+                state.apply(change.key, change.kv)
+        key = state.leader
+        if key is None or key.term <= old.term or (target is not None and key.node != target):
             continue
-        key = LeaderKey.from_kv(kv)
-        if key.term <= old.term or (target is not None and key.node != target):
-            continue
-        node = kvs.get(ctx.keys.node(key.node))
-        try:
-            doc = json.loads(node.value) if node is not None else {}
-        except ValueError:
-            doc = {}
-        if isinstance(doc, dict) and doc.get("role") == "active" and doc.get("term") == key.term:
+        node = state.nodes.get(key.node)
+        if node is not None and node.role == "active" and node.term == key.term:
             return key
     raise AssertionError("unreachable")

@@ -7,8 +7,10 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..documents import NodeRecord
 from ..status import ClusterStatus, read_status
 from .common import Ctx, run
 
@@ -39,26 +41,31 @@ def render(st: ClusterStatus, console: Console) -> None:
     if st.config_error:
         console.print(f"[red]stored config is invalid (ignored by agents):[/] {st.config_error}")
     if st.leader:
-        console.print(f"active router: [bold green]{st.leader.node}[/] "
+        console.print(f"active router: [bold green]{escape(st.leader.node or '?')}[/] "
                       f"(term {st.leader.term}, since {st.leader.since})")
     else:
         console.print("active router: [yellow]none[/]")
 
-    routers = Table("router", "role", "address", "etcd", "dataplane", "since", title="routers",
-                    title_justify="left")
+    routers = Table("router", "role", "address", "etcd", "dataplane", "config", "since",
+                    title="routers", title_justify="left")
     configured = [r.name for r in cfg.config.effective_routers()] if cfg else []
-    for name in dict.fromkeys([*configured, *st.nodes]):
+    for name in dict.fromkeys([*configured, *sorted(st.state.registered)]):
         node = st.nodes.get(name)
         if node is None:
-            routers.add_row(name, "[red]down[/]", "", "", "", "")
+            routers.add_row(name, "[red]down[/]" if name not in st.state.registered
+                            else "[yellow]unreadable[/]", "", "", "", "", "")
             continue
-        role = str(node.get("role", "?"))
+        role = node.role
         if st.leader and st.leader.node == name:
             role = f"[green]{role}[/]"
-        routers.add_row(name, role, str(node.get("address", "")),
-                        str(node.get("etcd", "")), str(node.get("dataplane", "")),
-                        str(node.get("started_at", "")))
+        routers.add_row(name, role, node.address, str(node.etcd), node.dataplane,
+                        _config_cell(node, cfg.serial_no if cfg else None), node.started_at)
     console.print(routers)
+    ro = st.rollout()
+    if ro is not None:
+        for name, why in ro.behind.items():
+            console.print(f"[red]{escape(name)} does not run the stored config "
+                          f"(serial_no {ro.serial_no}): {escape(why)}[/]")
 
     services = Table("virtual", "service", "server", "address", "weight", "state", "admin",
                      "since", "reason", title="virtual services", title_justify="left")
@@ -80,3 +87,14 @@ def render(st: ClusterStatus, console: Console) -> None:
         console.print(f"[yellow]{len(st.junk)} key(s) not understood:[/]")
         for line in st.junk[:20]:
             console.print(f"  {line}")
+
+
+def _config_cell(node: NodeRecord, stored: int | None) -> str:
+    """The serial_no a router runs, and the config it refused (with why) if any."""
+    text = "?" if node.config_serial is None else str(node.config_serial)
+    if stored is not None and node.config_serial != stored:
+        text = f"[red]{text}[/]"
+    if node.config_refused is not None:
+        refused = node.config_refused
+        text += f" [red](refused {refused.serial_no}: {escape(refused.reason)})[/]"
+    return text

@@ -23,14 +23,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from cluster.keys import Keys
 from lvslab import Lab, LabError, Topology, netns
 from lvslab.config_file import lab_lvs_cf
 from support import arpwatch
@@ -212,6 +214,64 @@ class Cluster:
                     os.kill(pid, signal.SIGKILL)
         self.lab.kill(router)
 
+    def family(self, router: str) -> tuple[int, list[int]]:
+        """The router's agent pid and the other processes in its namespace (its guardian)."""
+        agent = self.lab.pid(router)
+        assert agent is not None, f"{router} has no running agent"
+        return agent, [p for p in netns.ns_pids(self.lab.ns(router)) if p != agent]
+
+    @contextlib.contextmanager
+    def frozen(self, router: str, guardian: bool = False) -> Iterator[float]:
+        """SIGSTOP the router's agent (and with ``guardian`` every other process in its
+        namespace) for the block; yields the time of the freeze. SIGCONT on exit."""
+        agent, others = self.family(router)
+        pids = [agent, *others] if guardian else [agent]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield time.monotonic()
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def leader_events(self) -> Iterator[list[LeaderEvent]]:
+        """``etcdctl watch`` of the leader key from the client: every PUT (with the node it
+        names) and DELETE, stamped with its arrival time."""
+        key = Keys(self.lab.topology.cluster).leader
+        proc = self.lab.popen("client", "etcdctl", "--endpoints", self.lab.etcd_url, "watch",
+                              key, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        events: list[LeaderEvent] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            lines = iter(proc.stdout)
+            for line in lines:
+                kind = line.strip().decode(errors="replace")
+                if kind == "DELETE":
+                    events.append(LeaderEvent(time.monotonic(), kind))
+                    next(lines, None)  # the key
+                elif kind == "PUT":
+                    at = time.monotonic()
+                    next(lines, None)  # the key
+                    value = next(lines, b"{}")
+                    try:
+                        node = str(json.loads(value).get("node", ""))
+                    except (ValueError, AttributeError):
+                        node = ""
+                    events.append(LeaderEvent(at, kind, node))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            time.sleep(0.3)  # etcdctl connects and starts watching
+            yield events
+        finally:
+            proc.terminate()
+            proc.wait(5)
+            reader.join(5)
+
     def terminate(self, router: str) -> None:
         """SIGTERM the router's agent (graceful hand-over); returns at once."""
         pid = self.lab.pid(router)
@@ -257,11 +317,12 @@ class Cluster:
     # -- watching ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def watch(self, http: bool = False, owned: bool = True) -> Iterator[Watch]:
+    def watch(self, http: bool = False, owned: bool = True, every: float = PROBE_EVERY,
+              ) -> Iterator[Watch]:
         """ARP probers for the VIP (client) and the NAT gateway (a real server), and with
         ``http`` an HTTP prober of the VIP; ``watch.report`` once the block ends. ``owned``:
         wait until the probers see an owner of both before returning."""
-        w = Watch(self, http, owned)
+        w = Watch(self, http, owned, every)
         try:
             yield w
         finally:
@@ -271,7 +332,8 @@ class Cluster:
 class Watch:
     """Two arpwatch probers, one per LAN: the client asks for the VIP, rs1 for the gateway."""
 
-    def __init__(self, cluster: Cluster, http: bool = False, owned: bool = True) -> None:
+    def __init__(self, cluster: Cluster, http: bool = False, owned: bool = True,
+                 every: float = PROBE_EVERY) -> None:
         self.cluster = cluster
         n = len(list(cluster.records.glob("*-vip.jsonl")))
         self.paths = {cluster.vip: cluster.records / f"{n}-vip.jsonl",
@@ -284,7 +346,7 @@ class Watch:
                 # ARP only: a dead agent's NAT rules still answer stale clients from the
                 # VIP, but that is no claim of the address
                 self._start(host, *arpwatch.argv("eth0", self.paths[ip], probe=[ip],
-                                                 every=PROBE_EVERY))
+                                                 every=every))
             if self.http_path is not None:
                 self._start("client", sys.executable, "-c", HTTP_PROBE, cluster.vip,
                             self.http_path, HTTP_EVERY, HTTP_TIMEOUT)
@@ -312,13 +374,15 @@ class Watch:
     def snapshot(self) -> Report:
         """The analysis of what was recorded so far (the watchers keep running)."""
         c = self.cluster
-        own = {}
+        own, frames = {}, {}
         for ip, path in self.paths.items():
             macs = c.macs if ip == c.vip else c.private_macs
             events = arpwatch.read_events(path)
             own[ip] = arpwatch.ownership(events, macs.values(), vips=[ip], hold=HOLD)[ip]
+            frames[ip] = tuple(e for e in events if e.kind in arpwatch.CLAIM_KINDS
+                               and e.ip == ip and e.mac in c.names)
         http = read_http(self.http_path) if self.http_path else ()
-        return Report(own, c.names, c.vip, http)
+        return Report(own, c.names, c.vip, http, frames)
 
     def stop(self) -> Report:
         """Stop the probers; the analysis of the whole record."""
@@ -351,6 +415,15 @@ class Report:
     names: dict[str, str]  # MAC -> router
     vip: str
     http: tuple[Request, ...] = ()  # the HTTP prober's requests, if it ran
+    frames: dict[str, tuple[arpwatch.Event, ...]] = field(default_factory=dict)  # claims
+
+    def claims(self, router: str, start: float, end: float = float("inf"),
+               ip: str | None = None) -> list[arpwatch.Event]:
+        """Frames (ARP answers, gratuitous ARP, NA) in which ``router`` claimed ``ip``
+        (default: every watched address) during [start, end]."""
+        ips = [ip] if ip else list(self.frames)
+        return [e for i in ips for e in self.frames.get(i, ())
+                if self.names[e.mac] == router and start <= e.t <= end]
 
     def outages(self, start: float = 0.0) -> list[float]:
         """HTTP outages after ``start``: from the last success before failed requests to
@@ -401,6 +474,15 @@ class Report:
                          for o in own.overlaps)
         blind = ", ".join(f"{g.start:.3f}+{g.duration:.3f}" for g in own.blind)
         return f"owners [{runs}] overlaps [{over}] prober stalls [{blind}]"
+
+
+@dataclass(frozen=True)
+class LeaderEvent:
+    """A change of the leader key seen by ``etcdctl watch``: PUT (by ``node``) or DELETE."""
+
+    t: float
+    kind: str
+    node: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """nftables data-plane backend: IPVS-like virtual services by DNAT, for kernels without IPVS.
 
-Thin asyncio shell around the pure modules: ``nft_plan`` decides the transaction,
-``nft_rules`` writes its JSON, ``nft_read`` parses the kernel's listing. Every change is
-one ``nft -j -f -`` run (one atomic kernel transaction); reads are ``nft -j list table``,
+Thin asyncio shell around the pure modules: ``plan`` decides the transaction, ``rules``
+writes its JSON, ``read`` parses the kernel's listing. Every change is one atomic kernel
+transaction (libnftables in-process, else ``nft -j -f -``); reads are ``list table``,
 skipped while the kernel's ruleset generation has not moved. See docs/nftables-backend.md.
 """
 

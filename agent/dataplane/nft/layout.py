@@ -5,7 +5,7 @@ Per service, one DNAT rule looks the selector value (random number or address ha
 ``reject`` rule carries the service's settings in its comment. Each real server is one map
 element; its comment keeps what the kernel cannot (weight, forwarding method, port), and
 servers without a share are parked at keys ``>= MOD`` that the selector never produces.
-``layout()`` is deterministic, so ``nft_read`` can check the kernel against it. Pure.
+``layout()`` is deterministic, so ``read`` can check the kernel against it. Pure.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A service is reported only if the kernel really serves it as described: its dispatch
 element points at its chain, the chain's live generation parses, and its DNAT rule is
-exactly what :func:`nft_layout.layout` makes of the recovered settings. Anything else is
+exactly what :func:`.layout.layout` makes of the recovered settings. Anything else is
 left out (so ``diff`` adds it again) and named in ``problems``. If a base chain, base rule
 or dispatch map is wrong, no service is reported: ``apply`` then rewrites the base and
 every service, which also covers ``nft flush ruleset``.

@@ -1,0 +1,59 @@
+"""One typed home for every etcd document under ``/lvs/<cluster>/``.
+
+Each document is a frozen type with ``encode() -> str`` (readable JSON) and a ``decode()``
+classmethod that raises :class:`DocumentError` for junk; :class:`ClusterState` turns the
+key-values of a cluster into typed state, one key at a time. The key layout itself is
+:mod:`cluster.keys`; docs/etcd-layout.md documents both (tests keep them in step).
+"""
+
+from .admin import AdminFlag
+from .base import Document, DocumentError, epoch, iso, now_iso
+from .config import FORMAT, ConfigEnvelope, ConfigHistoryEntry, StoredConfig, StoredConfigError
+from .eviction import EvictionVote
+from .health import HealthVerdict, Observation, State
+from .leader import LeaderDoc, LeaderKey
+from .node import ConfigRefusal, NodeRecord
+from .released import ReleasedMarker
+from .state import ClusterState, Junk, ServerKey
+from .switchover import SwitchoverRequest
+
+__all__ = [
+    "FORMAT",
+    "AdminFlag",
+    "ClusterState",
+    "ConfigEnvelope",
+    "ConfigHistoryEntry",
+    "ConfigRefusal",
+    "Document",
+    "DocumentError",
+    "EvictionVote",
+    "HealthVerdict",
+    "Junk",
+    "LeaderDoc",
+    "LeaderKey",
+    "NodeRecord",
+    "Observation",
+    "ReleasedMarker",
+    "ServerKey",
+    "State",
+    "StoredConfig",
+    "StoredConfigError",
+    "SwitchoverRequest",
+    "epoch",
+    "iso",
+    "now_iso",
+]
+
+# Every document stored under a key, with where it lives (docs/etcd-layout.md follows this).
+DOCUMENTS: dict[str, type[Document]] = {
+    "leader": LeaderDoc,
+    "nodes/<node>": NodeRecord,
+    "health/<virtual>/<server>": HealthVerdict,
+    "observations/<node>/<virtual>/<server>": Observation,
+    "admin/<virtual>/<server>": AdminFlag,
+    "control/switchover": SwitchoverRequest,
+    "control/released": ReleasedMarker,
+    "control/evict-<voter>": EvictionVote,
+    "config": ConfigEnvelope,
+    "history/config/<serial_no>": ConfigHistoryEntry,
+}

@@ -1,0 +1,226 @@
+"""ClusterState: typed state from the key-values of a cluster, junk listed and never fatal;
+applying changes one key at a time ends where ``from_kvs`` of the final key-values does."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.documents import STRATEGIES
+
+from cluster import lvscf
+from cluster.documents import (
+    AdminFlag,
+    ClusterState,
+    ConfigRefusal,
+    EvictionVote,
+    HealthVerdict,
+    Junk,
+    LeaderDoc,
+    LeaderKey,
+    NodeRecord,
+    Observation,
+    ReleasedMarker,
+    StoredConfig,
+    SwitchoverRequest,
+)
+from cluster.etcd.client import KV
+from cluster.keys import Keys
+from cluster.rollout import rollout
+
+KEYS = Keys("c")
+P = KEYS.prefix
+CFG = lvscf.load("deploy/examples/lvs.cf")
+_revs = itertools.count(100)
+
+
+def kv(key: str, value: str | bytes, lease: int = 0, created: int | None = None) -> KV:
+    rev = next(_revs)
+    data = value.encode() if isinstance(value, str) else value
+    return KV(key, data, rev if created is None else created, rev, 1, lease)
+
+
+def config_value(serial: int) -> str:
+    return StoredConfig(CFG.model_copy(update={"serial_no": serial}), "", "t", "me").encode()
+
+
+def test_every_kind_of_key_with_junk_mixed_in() -> None:
+    node = NodeRecord(node="r1", role="backup", config_serial=1)
+    kvs = [
+        kv(KEYS.config, config_value(1)),
+        kv(KEYS.leader, LeaderDoc(node="r1", since="s").encode(), lease=5, created=42),
+        kv(KEYS.node("r1"), node.encode(), lease=5),
+        kv(KEYS.node("web/1"), "{bad", lease=6),
+        kv(KEYS.health("http", "web1"), HealthVerdict(state="down", term=42).encode()),
+        kv(KEYS.health("http", "web2"), "not json"),
+        kv(KEYS.observation("r1", "http", "web1"), Observation(state="up").encode()),
+        kv(KEYS.observation("r2", "http", "web1"), '{"state": 3}'),
+        kv(KEYS.admin("http", "web1"), AdminFlag(state="drain").encode()),
+        kv(KEYS.admin("http", "web2"), '{"state": "explode"}'),
+        kv(KEYS.switchover, SwitchoverRequest(to="r2", term=42).encode()),
+        kv(KEYS.released, ReleasedMarker(node="r0", term=41).encode()),
+        kv(KEYS.eviction("r2"), EvictionVote(term=42, node="r1").encode()),
+        kv(KEYS.eviction("r3"), '{"term": "t"}'),
+        kv(P + "control/evict-", "{}"),
+        kv(P + "control/nonsense", "{}"),
+        kv(KEYS.config_history(1), "{}"),
+        kv(P + "bogus/key", "1"),
+        kv(P + "health/only-one-part", "{}"),
+    ]
+    state = ClusterState.from_kvs(KEYS, kvs)
+    assert state.config is not None and state.config.serial_no == 1 and state.config_error is None
+    assert state.leader == LeaderKey("r1", 42, 5, "s")
+    assert state.registered == {"r1", "web/1"} and state.nodes == {"r1": node}
+    assert state.health == {("http", "web1"): HealthVerdict(state="down", term=42)}
+    assert state.observations == {("http", "web1"): {"r1": Observation(state="up")}}
+    assert state.admin == {("http", "web1"): AdminFlag(state="drain")}
+    assert state.switchover == SwitchoverRequest(to="r2", term=42)
+    assert state.released == ReleasedMarker(node="r0", term=41)
+    assert state.evictions == {"r2": EvictionVote(term=42, node="r1")}
+    assert set(state.junk) == {
+        KEYS.node("web/1"), KEYS.health("http", "web2"), KEYS.observation("r2", "http", "web1"),
+        KEYS.admin("http", "web2"), KEYS.eviction("r3"), P + "control/evict-",
+        P + "control/nonsense", P + "bogus/key", P + "health/only-one-part"}
+    assert state.junk[KEYS.admin("http", "web2")].startswith("not a valid admin flag: state:")
+    assert state.junk[P + "bogus/key"] == "unknown key"
+    assert state.junk_list()[0] == Junk(*sorted(state.junk.items())[0])
+    assert str(Junk("k", "why")) == "k: why"
+
+
+def test_junk_leader_value_keeps_the_term_and_is_listed() -> None:
+    state = ClusterState.from_kvs(KEYS, [kv(KEYS.leader, "garbage", lease=9, created=77)])
+    assert state.leader == LeaderKey("", 77, 9)
+    assert "not JSON" in state.junk[KEYS.leader]
+
+
+def test_a_bad_config_is_an_error_not_junk() -> None:
+    state = ClusterState.from_kvs(KEYS, [kv(KEYS.config, "this is not json")])
+    assert state.config is None and "not JSON" in (state.config_error or "")
+    assert state.junk == {}
+    state.apply(KEYS.config, kv(KEYS.config, config_value(2)))
+    assert state.config is not None and state.config.serial_no == 2
+    assert state.config_error is None
+    state.apply(KEYS.config, None)
+    assert state.config is None and state.config_error is None
+
+
+def test_apply_forgets_what_a_key_said_before() -> None:
+    state = ClusterState(KEYS)
+    key = KEYS.health("http", "web1")
+    assert state.apply(key, kv(key, HealthVerdict(state="up").encode())) is None
+    junk = state.apply(key, kv(key, "junk"))
+    assert junk is not None and junk.key == key and state.health == {}
+    assert state.junk == {key: junk.why}
+    assert state.apply(key, None) is None
+    assert state.junk == {} and state.health == {}
+    obs = KEYS.observation("r1", "http", "web1")
+    state.apply(obs, kv(obs, Observation(state="up").encode()))
+    state.apply(obs, None)
+    assert state.observations == {}  # no empty leftovers
+    node = KEYS.node("r1")
+    state.apply(node, kv(node, "{bad"))
+    assert state.registered == {"r1"} and state.nodes == {}
+    state.apply(node, None)
+    assert state.registered == set() and state.junk == {}
+    assert state.apply(P + "bogus", None) is None and state.junk == {}
+
+
+def test_only_keys_of_this_cluster() -> None:
+    state = ClusterState.from_kvs(KEYS, [kv("/lvs/other/leader", "{}")])
+    assert state.junk == {"/lvs/other/leader": "unknown key"} and state.leader is None
+
+
+# -- incremental == from_kvs of the final key-values (hypothesis) -------------------------
+
+KEY_VALUES = {
+    KEYS.config: st.sampled_from([config_value(1), config_value(2)]),
+    KEYS.leader: STRATEGIES[LeaderDoc].map(lambda d: d.encode()),
+    KEYS.node("r1"): STRATEGIES[NodeRecord].map(lambda d: d.encode()),
+    KEYS.node("r/2"): STRATEGIES[NodeRecord].map(lambda d: d.encode()),
+    KEYS.health("http", "web1"): STRATEGIES[HealthVerdict].map(lambda d: d.encode()),
+    KEYS.health("http", "web2"): STRATEGIES[HealthVerdict].map(lambda d: d.encode()),
+    KEYS.observation("r1", "http", "web1"): STRATEGIES[Observation].map(lambda d: d.encode()),
+    KEYS.observation("r/2", "http", "web1"): STRATEGIES[Observation].map(lambda d: d.encode()),
+    KEYS.observation("r1", "http", "web2"): STRATEGIES[Observation].map(lambda d: d.encode()),
+    KEYS.admin("http", "web1"): STRATEGIES[AdminFlag].map(lambda d: d.encode()),
+    KEYS.switchover: STRATEGIES[SwitchoverRequest].map(lambda d: d.encode()),
+    KEYS.released: STRATEGIES[ReleasedMarker].map(lambda d: d.encode()),
+    KEYS.eviction("r1"): STRATEGIES[EvictionVote].map(lambda d: d.encode()),
+    KEYS.eviction("r/2"): STRATEGIES[EvictionVote].map(lambda d: d.encode()),
+    KEYS.config_history(1): st.just("{}"),
+    P + "control/evict-": st.just("{}"),
+    P + "bogus": st.just("1"),
+}
+JUNK_VALUES = st.sampled_from(["", "junk", "[1]", '{"state": "x"}', '{"term": "t"}',
+                               '{"role": 1}', "{}", b"\xff"])
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[str, str | bytes | None, int]:
+    key = draw(st.sampled_from(sorted(KEY_VALUES)))
+    value = draw(st.none() | KEY_VALUES[key] | JUNK_VALUES)
+    return key, value, draw(st.integers(0, 3))
+
+
+def run(store: dict[str, KV], key: str, value: str | bytes | None, lease: int) -> KV | None:
+    """What etcd does: a put keeps the create revision of a key that exists."""
+    if value is None:
+        store.pop(key, None)
+        return None
+    old = store.get(key)
+    store[key] = kv(key, value, lease, old.create_revision if old else None)
+    return store[key]
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.lists(changes(), max_size=12), updates=st.lists(changes(), max_size=40))
+def test_incremental_apply_equals_from_kvs_of_the_final_kvs(
+        start: list[tuple[str, str | bytes | None, int]],
+        updates: list[tuple[str, str | bytes | None, int]]) -> None:
+    store: dict[str, KV] = {}
+    for key, value, lease in start:
+        run(store, key, value, lease)
+    state = ClusterState.from_kvs(KEYS, store.values())
+    for key, value, lease in updates:
+        junk = state.apply(key, run(store, key, value, lease))
+        assert (junk is None) == (key not in state.junk)
+    assert state == ClusterState.from_kvs(KEYS, store.values())
+    assert state == ClusterState.from_kvs(KEYS, reversed(list(store.values())))
+
+
+# -- rollout: which live routers run a config ---------------------------------------------
+
+def nodes_state(**records: NodeRecord | str) -> ClusterState:
+    return ClusterState.from_kvs(KEYS, [
+        kv(KEYS.node(n), r if isinstance(r, str) else r.encode()) for n, r in records.items()])
+
+
+def test_rollout() -> None:
+    refusal = ConfigRefusal(serial_no=5, reason="virtual web: address needs a device")
+    state = nodes_state(
+        r1=NodeRecord(role="active", config_serial=5),
+        r2=NodeRecord(role="backup", config_serial=4, config_refused=refusal),
+        r3=NodeRecord(role="backup", config_serial=4),
+        r4=NodeRecord(role="backup"),
+        r5="{junk",
+        r6=NodeRecord(role="backup", config_serial=4,
+                      config_refused=ConfigRefusal(serial_no=3, reason="old")),
+    )
+    ro = rollout(state, 5)
+    assert ro.running == ("r1",) and ro.refused == {"r2": refusal}
+    assert ro.pending == ("r3", "r4", "r5", "r6") and not ro.done
+    assert ro.behind == {
+        "r2": "refused it: virtual web: address needs a device",
+        "r3": "it runs serial_no 4", "r4": "it does not report a config it runs",
+        "r5": "its registration is unreadable", "r6": "it runs serial_no 4"}
+    assert rollout(nodes_state(r1=NodeRecord(role="active", config_serial=5)), 5).done
+    assert rollout(nodes_state(), 5).done  # no live router: nothing to wait for
+    assert not rollout(nodes_state(r2=NodeRecord(role="x", config_refused=refusal)), 5).done
+
+
+def test_state_from_real_values_is_json_readable() -> None:
+    node = NodeRecord(node="r1", role="backup", config_serial=3)
+    state = ClusterState.from_kvs(KEYS, [kv(KEYS.node("r1"), node.encode())])
+    assert json.loads(state.nodes["r1"].encode())["config_serial"] == 3

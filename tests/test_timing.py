@@ -1,0 +1,37 @@
+"""Where the protocol's timers come from: one home per default (pure)."""
+
+import pytest
+
+from cluster import timing
+from cluster.model import LvsConfig
+from cluster.timing import Timing, margin_for, timing_from
+
+
+def test_the_defaults_of_timing_are_those_of_an_empty_lvs_cf():
+    assert Timing() == timing_from(LvsConfig())
+
+
+def test_only_keepalive_and_deadtime_have_defaults_outside_the_model():
+    # The model leaves them None ("not given", Piranha: 2 s / 5 s); pulse picks its own.
+    cfg = LvsConfig()
+    assert (cfg.keepalive, cfg.deadtime) == (None, None)
+    assert (Timing().keepalive, Timing().deadtime) == (timing.DEFAULT_KEEPALIVE,
+                                                       timing.DEFAULT_DEADTIME)
+
+
+def test_lvs_cf_values_reach_timing():
+    cfg = LvsConfig(lease_ttl=5, keepalive=0.25, deadtime=0.75, ack_window=1.5,
+                    hold_down=7.5, fast_eviction=True)
+    t = timing_from(cfg)
+    assert (t.ttl, t.keepalive, t.deadtime, t.window, t.hold_down, t.fast_eviction) == (
+        5.0, 0.25, 0.75, 1.5, 7.5, True)
+    assert t.margin == margin_for(0.75) == pytest.approx(0.1875)
+
+
+def test_deadtime_defaults_to_twice_a_long_keepalive():
+    assert timing_from(LvsConfig(keepalive=1.5)).deadtime == 3.0
+
+
+def test_margin_is_a_quarter_of_a_short_deadtime_and_at_most_the_cap():
+    assert margin_for(0.5) == 0.125
+    assert margin_for(2.0) == margin_for(60.0) == timing.MAX_MARGIN

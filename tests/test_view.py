@@ -1,0 +1,100 @@
+"""The agent's watch-driven view against a real etcd: typed reads, junk counted once, and an
+update decodes only the keys it touches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from agent.view import CHUNK, ClusterView
+from cluster.config_follow import ConfigFollower
+from cluster.documents import (
+    AdminFlag,
+    ClusterState,
+    EvictionVote,
+    HealthVerdict,
+    LeaderDoc,
+    NodeRecord,
+    ReleasedMarker,
+    SwitchoverRequest,
+)
+from cluster.etcd.client import KV, Etcd
+from cluster.etcd.watch import Snapshot
+from cluster.keys import Keys
+
+pytestmark = pytest.mark.etcd
+
+
+async def until(view: ClusterView, ok: Callable[[], bool], what: str) -> None:
+    async with asyncio.timeout(10):
+        while not ok():
+            view.changed.clear()
+            if ok():
+                return
+            await view.changed.wait()
+    assert ok(), what
+
+
+async def test_view_follows_typed_state(etcd: Etcd, cluster_name: str) -> None:
+    keys = Keys(cluster_name)
+    await etcd.put(keys.health("http", "web1"), HealthVerdict(state="up", term=3).encode())
+    await etcd.put(keys.node("r1"), NodeRecord(role="backup").encode())
+    await etcd.put(keys.node("ghost"), "{bad")
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+    task = asyncio.create_task(view.run())
+    try:
+        await until(view, lambda: view.leader_known, "snapshot")
+        assert view.registered() == {"r1", "ghost"} and view.stats.junk == 1
+        assert view.leader is None and view.switchover() is None and view.released() is None
+        web1 = view.state.health[("http", "web1")]
+
+        lease, _ = await etcd.grant(10)
+        await etcd.put(keys.leader, LeaderDoc(node="r1").encode(), lease=lease)
+        await etcd.put(keys.switchover, SwitchoverRequest(to="r2", term=7).encode())
+        await etcd.put(keys.released, ReleasedMarker(node="r0", term=6).encode())
+        await etcd.put(keys.eviction("r2"), EvictionVote(term=7, node="r1").encode())
+        await etcd.put(keys.admin("http", "web2"), AdminFlag(state="disable").encode())
+        await etcd.put(keys.health("http", "web2"), HealthVerdict(state="down").encode())
+        await until(view, lambda: ("http", "web2") in view.state.health, "updates")
+        assert view.leader is not None and view.leader.node == "r1"
+        assert view.leader.lease == lease and view.last_term == view.leader.term
+        assert view.switchover() == ("r2", 7) and view.released() == ("r0", 6)
+        assert view.evict_votes() == (("r2", 7),)
+        assert view.admin() == {("http", "web2"): "disable"}
+        # web1's verdict was decoded once, at the snapshot: updates touch only their keys
+        assert view.state.health[("http", "web1")] is web1
+
+        await etcd.put(keys.switchover, '{"to": 5, "term": "x"}')
+        await etcd.delete(keys.node("ghost"))
+        await until(view, lambda: view.registered() == {"r1"}, "ghost gone")
+        assert view.switchover() is None and view.stats.junk == 2
+        assert list(view.state.junk) == [keys.switchover]
+        await etcd.revoke(lease)
+        await until(view, lambda: view.leader is None, "leader gone")
+        assert view.leader_absent_since is not None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_big_snapshot_lets_the_loop_run(etcd: Etcd, cluster_name: str) -> None:
+    keys = Keys(cluster_name)
+    value = HealthVerdict(state="up").encode().encode()
+    kvs = [KV(keys.health("v", f"s{i}"), value, i + 1, i + 1, 1, 0)
+           for i in range(int(CHUNK * 2.5))]
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count())
+    state = await view._rebuild(Snapshot({kv.key: kv for kv in kvs}, 1))
+    counter.cancel()
+    assert state == ClusterState.from_kvs(keys, kvs) and len(state.health) == len(kvs)
+    assert turns >= 2
