@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from cluster.model import LvsConfig, Server, Virtual
 
-from .nanny import CheckSpec, SpecError, StateSpec, piranha_check
+from .nanny import CheckSpec, StateSpec, piranha_check
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def _argv(text: str | None) -> tuple[str, ...] | None:
 
 
 def check_spec(cfg: LvsConfig, v: Virtual, s: Server) -> CheckSpec:
-    """How to check real server ``s`` of ``v`` (SpecError if it cannot be checked)."""
+    """How to check real server ``s`` of ``v`` (ValueError if it cannot be)."""
     port = v.check_port or v.effective_port(s)
     send = v.send.encode("latin-1", "replace") if v.send is not None else None
     load = None
@@ -38,7 +38,8 @@ def check_spec(cfg: LvsConfig, v: Virtual, s: Server) -> CheckSpec:
         spec = CheckSpec(
             kind=v.check, host=str(s.address), port=port, timeout=v.timeout, weight=s.weight,
             send=send, expect=v.expect, use_regex=v.use_regex,
-            argv=_argv(v.check_program) or (), http_path=v.check_path or "/",
+            argv=(_argv(v.check_program) or ()) if v.check == "external" else (),
+            http_path=v.check_path or "/",
             http_host=v.check_host, http_status=v.check_status or "200-299",
             http_body=v.check_body, dns_name=v.dns_name or ".", dns_type=v.dns_type or "SOA",
             load_monitor=load)
@@ -60,6 +61,6 @@ def targets(cfg: LvsConfig) -> dict[Key, tuple[CheckSpec, StateSpec]]:
                 continue
             try:
                 out[(v.name, s.name)] = (check_spec(cfg, v, s), state)
-            except SpecError as exc:
+            except ValueError as exc:  # SpecError, or a command line shlex cannot split
                 log.error("virtual %s server %s cannot be checked: %s", v.name, s.name, exc)
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cluster import lvscf
 from cluster.config_follow import ConfigFollower
-from cluster.documents import EvictionVote, NodeRecord, SwitchoverRequest
+from cluster.documents import ConfigRefusal, EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
 from cluster.etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
 from cluster.etcd.lease import LeaseKeeper
@@ -49,7 +49,7 @@ from .role import (
     World,
 )
 from .stall import Stall, StallWatch
-from .topology import RouterPlan, plan
+from .topology import RouterPlan, TopologyError, plan
 from .view import ClusterView
 from .vip import ArpFence, VipManager
 from .vip.guardian import Guardian
@@ -57,6 +57,11 @@ from .vip.guardian import Guardian
 log = logging.getLogger(__name__)
 
 ETCD_ERRORS = (EtcdUnavailable, EtcdAuthError)
+
+#: TEST-ONLY HOOK (tests/test_agent_lab.py): with this set to N, an internal task named
+#: ``test-dies`` raises N seconds after the router started, to check that pulse then hands
+#: over and exits with status 1. Never set it in production.
+TEST_DIES_AFTER = "PULSE_TEST_TASK_DIES_AFTER"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,9 @@ class AgentOptions:
 
 
 class Pulse:
-    """One router. ``await Pulse(opts).run()`` until SIGTERM; returns the exit status."""
+    """One router. ``await Pulse(opts).run()`` until SIGTERM; returns the exit status:
+    0 after SIGTERM/SIGINT, 1 after an internal task died (so that a supervisor restarts us).
+    """
 
     def __init__(self, opts: AgentOptions) -> None:
         self.opts = opts
@@ -87,7 +94,9 @@ class Pulse:
         self.heartbeat: HeartbeatService | None = None
         self.secret = load_secret(opts.heartbeat_key_file or os.environ.get(
             "LVS_HEARTBEAT_KEY_FILE"))
-        self.follower = ConfigFollower(self.etcd, self.keys, self._on_config)
+        self.follower = ConfigFollower(self.etcd, self.keys, self._on_config, self._on_refused)
+        self.config_refused: ConfigRefusal | None = None  # the newest stored config refused
+        self.died: str | None = None  # the internal task whose death stopped us
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
         self.vips: VipManager | None = None
@@ -107,6 +116,7 @@ class Pulse:
         self._tasks: list[asyncio.Task[None]] = []
         self._vote: int | None = None
         self._hb_forward: asyncio.Task[None] | None = None
+        self._hb_restart = asyncio.Lock()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -122,11 +132,19 @@ class Pulse:
         try:
             await self._wait_for_config(bootstrap)
             if self.stopping:
-                return 0
+                return self._exit_status()
             await self._start_router()
+            if TEST_DIES_AFTER in os.environ:  # test-only, see TEST_DIES_AFTER
+                self._spawn(_dies_after(float(os.environ[TEST_DIES_AFTER])), "test-dies")
             await self._role_loop()
         finally:
             await self._shutdown()
+        return self._exit_status()
+
+    def _exit_status(self) -> int:
+        if self.died is not None:
+            log.error("exiting with status 1: internal task %s died", self.died)
+            return 1
         return 0
 
     def request_stop(self) -> None:
@@ -153,22 +171,38 @@ class Pulse:
                 await asyncio.wait_for(self.kick.wait(), 1.0)
 
     def _on_config(self, stored: StoredConfig) -> None:
-        self._adopt(stored.config)
+        self._adopt(stored.config, stored.source)
 
-    def _adopt(self, cfg: LvsConfig) -> None:
+    def _on_refused(self, serial_no: int | None, reason: str) -> None:
+        """A stored config we do not run: published in our node record until we adopt one."""
+        if serial_no is not None:
+            self.config_refused = ConfigRefusal(serial_no=serial_no, reason=reason)
+            self._kick_registration()
+
+    def _adopt(self, cfg: LvsConfig, source: str | None = None) -> None:
+        problems = lvscf.cannot_run(cfg, source=source)
         try:
+            if problems:
+                raise TopologyError("; ".join(map(str, problems)))
             new = plan(cfg, self.opts.node, cluster=self.opts.cluster)
         except ValueError as exc:
-            log.error("config serial_no %s cannot run on %s: %s", cfg.serial_no,
-                      self.opts.node, exc)
+            log.error("config serial_no %s cannot run on %s (keeping serial_no %s): %s",
+                      cfg.serial_no, self.opts.node,
+                      self.config.serial_no if self.config else None, exc)
+            self._on_refused(cfg.serial_no, str(exc))
             return
         old, self.plan, self.config = self.plan, new, cfg
+        self.config_refused = None
+        self._kick_registration()
         if self.machine is None:
             self.machine = RoleMachine(new.timing)
         else:
             self.machine.timing = new.timing
         if old is not None and old.heartbeat != new.heartbeat:
-            self._spawn(self._restart_heartbeat(), "heartbeat-restart")
+            # The running service knows the old peers only (the role loop would ask it about
+            # new ones): out of use until the new one runs.
+            stale, self.heartbeat = self.heartbeat, None
+            self._spawn(self._restart_heartbeat(stale), "heartbeat-restart")
         if old is not None and old.vips != new.vips and self.fence is not None:
             self.fence.guard(new.vips)  # licenses none: the acquire below licenses again
         if old is not None and self.machine.role is Role.ACTIVE and old.vips != new.vips:
@@ -211,16 +245,21 @@ class Pulse:
         self._spawn(self._renew_loop(), "vip-renew")
         self._spawn(self._register_loop(), "register")
 
-    async def _restart_heartbeat(self) -> None:
+    async def _restart_heartbeat(self, stale: HeartbeatService | None = None) -> None:
+        """(Re)start the heartbeat on the current plan, one restart at a time; ``stale``: a
+        service already taken out of use, stopped here."""
         assert self.plan is not None
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret, self._local_state)
-        await self.heartbeat.start()
-        if self._hb_forward is not None:
-            self._hb_forward.cancel()
-        self._hb_forward = self._spawn(self._forward(self.heartbeat.changed, None),
-                                       "heartbeat-kick")
+        async with self._hb_restart:
+            for old in (stale, self.heartbeat):
+                if old is not None:
+                    await old.stop()
+            self.heartbeat = HeartbeatService(self.plan.heartbeat, self.secret,
+                                              self._local_state)
+            await self.heartbeat.start()
+            if self._hb_forward is not None:
+                self._hb_forward.cancel()
+            self._hb_forward = self._spawn(self._forward(self.heartbeat.changed, None),
+                                           "heartbeat-kick")
 
     async def _shutdown(self) -> None:
         if self.machine is not None and self.machine.role is not Role.BACKUP:
@@ -254,9 +293,12 @@ class Pulse:
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
+        """An internal task ended with an error: hand over and exit with status 1."""
         if not task.cancelled() and task.exception() is not None:
-            log.error("task %s died: %r", task.get_name(), task.exception(),
-                      exc_info=task.exception())
+            exc = task.exception()
+            log.error("internal task %s died: %s: %s (stopping: exit status 1)",
+                      task.get_name(), type(exc).__name__, exc, exc_info=exc)
+            self.died = self.died or task.get_name()
             self.request_stop()
 
     async def _forward(self, event: asyncio.Event, then: object) -> None:
@@ -479,6 +521,8 @@ class Pulse:
             version=__version__, started_at=self.started_at,
             dataplane=self.dataplane.name, etcd=True,
             term=self.machine.term if self.machine else 0,
+            config_serial=self.config.serial_no if self.config else None,
+            config_refused=self.config_refused,
         )
 
     def _kick_registration(self) -> None:
@@ -488,3 +532,9 @@ class Pulse:
     async def _register_loop(self) -> None:
         assert self.registration is not None and self.lease is not None
         await self.registration.run(self.lease)
+
+
+async def _dies_after(seconds: float) -> None:
+    """TEST-ONLY (see TEST_DIES_AFTER): an internal task that dies."""
+    await asyncio.sleep(seconds)
+    raise RuntimeError(f"{TEST_DIES_AFTER}={seconds:g}: dying as the test asked")

@@ -1,4 +1,8 @@
-"""From the cluster config to this router's view of it: peers, VIPs, timers (pure)."""
+"""From the cluster config to this router's view of it: peers, VIPs, timers (pure).
+
+Whether a config can run at all is decided once, by :func:`cluster.runnable.run_problems`;
+only what depends on this router (its name, the cluster name) is refused here besides.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from cluster.model import AddrDev, LvsConfig, Router
+from cluster.runnable import run_problems
 from cluster.timing import Timing, timing_from
 
 from .heartbeat import HeartbeatConfig
@@ -36,7 +41,7 @@ def _prefixlen(addr: AddrDev, nmask: object) -> int:
 
 
 def _vip(addr: AddrDev, nmask: object, what: str) -> Vip:
-    if addr.interface is None:
+    if addr.interface is None:  # run_problems() refuses this first
         raise TopologyError(f"{what}: address {addr.ip} needs a device (e.g. '{addr.ip} eth0:1')")
     label = addr.label if addr.ip.version == 4 and addr.label != addr.interface else None
     return Vip(str(addr.ip), _prefixlen(addr, nmask), addr.interface, label)
@@ -56,7 +61,10 @@ def vips_of(cfg: LvsConfig) -> tuple[Vip, ...]:
 
 
 def plan(cfg: LvsConfig, node: str, *, cluster: str) -> RouterPlan:
-    """This router's plan; TopologyError if ``node`` is not a router of ``cfg``."""
+    """This router's plan; TopologyError if ``cfg`` cannot run, or not as ``node``."""
+    problems = run_problems(cfg)
+    if problems:
+        raise TopologyError("; ".join(p.message for p in problems))
     routers = cfg.effective_routers()
     me = next((r for r in routers if r.name == node), None)
     if me is None:
@@ -65,9 +73,6 @@ def plan(cfg: LvsConfig, node: str, *, cluster: str) -> RouterPlan:
                             f"(routers: {names})")
     peers = tuple(r for r in routers if r.name != node)
     timing = timing_from(cfg)
-    problems = timing.problems()
-    if problems:
-        raise TopologyError("; ".join(problems))
 
     def links(r: Router) -> tuple[str, ...]:
         return tuple(str(a) for a in (r.address, r.private) if a is not None)

@@ -1,16 +1,20 @@
 """Follow the stored configuration: the last valid one stays in force.
 
-Junk written under the config key (by hand with etcdctl, say) is logged and counted and
-otherwise ignored; the running configuration only ever changes to a valid one.
+Junk written under the config key (by hand with etcdctl, say), and a config that cannot run
+(:func:`cluster.lvscf.cannot_run`, e.g. pushed by an older lvsctl), are logged, counted and
+reported to ``on_refused``, and otherwise ignored: the running configuration only ever
+changes to one that can run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
+from . import lvscf
 from .documents import StoredConfig, StoredConfigError
 from .etcd.client import KV, Etcd
 from .etcd.watch import PrefixWatch, Snapshot
@@ -19,18 +23,23 @@ from .keys import Keys
 log = logging.getLogger(__name__)
 
 Listener = Callable[[StoredConfig], Awaitable[None] | None]
+Refused = Callable[[int | None, str], None]  # (serial_no if known, reason)
 
 
 class ConfigFollower:
-    """Watches ``/lvs/<cluster>/config`` and calls ``listener`` with each new valid config."""
+    """Watches ``/lvs/<cluster>/config`` and calls ``listener`` with each new config that can
+    run; ``on_refused(serial_no, reason)`` with each one that cannot (or is junk)."""
 
-    def __init__(self, etcd: Etcd, keys: Keys, listener: Listener | None = None) -> None:
+    def __init__(self, etcd: Etcd, keys: Keys, listener: Listener | None = None,
+                 on_refused: Refused | None = None) -> None:
         self.etcd = etcd
         self.keys = keys
         self.listener = listener
+        self.on_refused = on_refused
         self.current: StoredConfig | None = None
         self.errors = 0
         self.last_error: str | None = None
+        self._refused_revision: int | None = None
         self.updated = asyncio.Event()
 
     async def run(self) -> None:
@@ -48,17 +57,20 @@ class ConfigFollower:
                                     self.current.serial_no if self.current else None)
 
     async def offer(self, kv: KV) -> None:
-        """A value of the config key was seen: adopt it if it is new and valid."""
+        """A value of the config key was seen: adopt it if it is new and can run."""
         if self.current is not None and kv.mod_revision == self.current.revision:
             return
+        if kv.mod_revision == self._refused_revision:
+            return  # seen again (e.g. a new watch's snapshot): refused and counted once
         try:
             stored = StoredConfig.from_kv(kv)
         except StoredConfigError as exc:
-            self.errors += 1
-            self.last_error = str(exc)
-            log.error("ignoring invalid stored config (keeping serial_no %s): %s",
-                      self.current.serial_no if self.current else None, exc)
-            self.updated.set()
+            self._refuse(kv, _serial_of(kv), "ignoring invalid stored config", str(exc))
+            return
+        problems = lvscf.cannot_run(stored.config, source=stored.source)
+        if problems:
+            self._refuse(kv, stored.serial_no, f"stored config serial_no {stored.serial_no} "
+                         "cannot run", "; ".join(map(str, problems)))
             return
         self.current = stored
         log.info("config serial_no %d in force (pushed %s by %s)",
@@ -68,3 +80,23 @@ class ConfigFollower:
             if inspect.isawaitable(result):
                 await result
         self.updated.set()
+
+    def _refuse(self, kv: KV, serial_no: int | None, what: str, reason: str) -> None:
+        self.errors += 1
+        self.last_error = reason
+        self._refused_revision = kv.mod_revision
+        log.error("%s (keeping serial_no %s in force): %s", what,
+                  self.current.serial_no if self.current else None, reason)
+        if self.on_refused is not None:
+            self.on_refused(serial_no, reason)
+        self.updated.set()
+
+
+def _serial_of(kv: KV) -> int | None:
+    """The serial_no a junk config value claims, if it claims one."""
+    try:
+        doc = json.loads(kv.value)
+        serial = doc.get("serial_no", doc.get("config", {}).get("serial_no"))
+    except (ValueError, AttributeError):
+        return None
+    return serial if type(serial) is int and serial >= 0 else None

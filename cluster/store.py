@@ -11,6 +11,7 @@ import getpass
 import socket
 from dataclasses import dataclass, replace
 
+from . import lvscf
 from .config_diff import changes
 from .documents import (
     ConfigHistoryEntry,
@@ -21,7 +22,7 @@ from .documents import (
 )
 from .etcd.client import CreateRevision, Etcd, ModRevision, Put
 from .keys import Keys
-from .model import LvsConfig
+from .model import ConfigError, LvsConfig
 
 __all__ = ["ConfigStore", "PushRefused", "PushResult", "StoredConfig", "StoredConfigError",
            "now_iso", "who"]
@@ -65,9 +66,14 @@ class ConfigStore:
     ) -> PushResult:
         """Store ``cfg`` atomically unless a config with the same or newer serial_no is there.
 
+        A config that cannot run (:func:`cluster.lvscf.cannot_run`) raises ConfigError.
+
         The write is a transaction on the config key's revision as read, so two concurrent
         pushes cannot both win. A junk value in etcd may always be replaced.
         """
+        problems = lvscf.cannot_run(cfg, source=source)
+        if problems:  # what cannot run is never stored
+            raise ConfigError(problems)
         kv = await self.etcd.get(self.keys.config)
         previous: StoredConfig | None = None
         if kv is not None:

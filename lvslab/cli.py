@@ -82,25 +82,42 @@ def lab() -> None:
               "placeholders {node} {etcd} {cluster} {config} {metrics} {keyfile}")
 @click.option("--cluster", default="default", show_default=True, envvar="LVS_CLUSTER",
               help="cluster name in etcd")
+@click.option("--wait", "wait", type=click.FloatRange(0), default=None, metavar="SECONDS",
+              help="return once a request through the VIP is served, failing after this "
+              "long; 0: do not wait [default: 30; 0 with --agent-cmd]")
 @_errors
 def up(cluster: str, prefix: str, state_dir: str | None, subnet: str, private_subnet: str,
        routers: int, servers: int, config: str | None, host_link: bool,
-       agent_cmd: str | None) -> None:
-    """Build the lab (tearing down an old one of the same prefix) and start it."""
+       agent_cmd: str | None, wait: float | None) -> None:
+    """Build the lab (tearing down an old one of the same prefix) and start it; return once
+    a request through the VIP is served."""
     started = time.monotonic()
     lab_ = Lab(prefix, subnet, private_subnet, routers, servers, host_link=host_link,
                agent_cmd=shlex.split(agent_cmd) if agent_cmd else None, state_dir=state_dir,
                config=config, cluster=cluster)
     lab_.up()
-    click.echo(summary(lab_, time.monotonic() - started))
+    if wait is None:
+        wait = 0.0 if agent_cmd else WAIT_SERVED
+    url = lab_.vip_url() if wait > 0 else None
+    if wait > 0 and url is None:
+        click.echo(f"(not waiting for the VIP: {lab_.config_path} has no active TCP virtual "
+                   f"on {lab_.vip})", err=True)
+    served = lab_.wait_served(wait, url) if url is not None else None
+    click.echo(summary(lab_, time.monotonic() - started, served))
 
 
-def summary(lab_: Lab, took: float) -> str:
+#: How long ``lvslab up`` waits for the VIP to serve before it fails.
+WAIT_SERVED = 30.0
+
+
+def summary(lab_: Lab, took: float, served: float | None = None) -> str:
     topo, p = lab_.topology, _flag(lab_.prefix)
     etcd = f"lvsctl --etcd {topo.etcd_url}" + (
         f" --cluster {topo.cluster}" if topo.cluster != "default" else "")
+    state = (f"up and serving in {took:.1f} s" if served is not None
+             else f"up in {took:.1f} s")
     lines = [
-        f"lab {lab_.prefix} is up in {took:.1f} s: {topo.routers} routers, "
+        f"lab {lab_.prefix} is {state}: {topo.routers} routers, "
         f"{topo.servers} real servers, cluster {topo.cluster}",
         f"  etcd       {topo.etcd_url}",
         f"  lvs.cf     {lab_.config_path} (pushed)",

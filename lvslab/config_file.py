@@ -76,7 +76,7 @@ def lab_lvs_cf(topo: Topology, serial_no: int = 1) -> str:
 
 def validate(text: str, filename: str) -> LvsConfig:
     """The parsed config; ``LabError`` listing every problem if it is not valid."""
-    result = lvscf.parse(text, filename)
+    result = lvscf.parse(text, filename, runnable=True)
     if result.config is None:
         problems = "\n  ".join(str(p) for p in result.errors)
         raise LabError(f"{filename} is not a valid lvs.cf:\n  {problems}")

@@ -30,7 +30,7 @@ from .topology import DEFAULT_CLUSTER, DEFAULT_PREFIX, DEFAULT_PUBLIC, Topology
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise LabError("the lab needs root (it creates network namespaces): run it with sudo")
+        raise LabError("the lab needs root (it creates network namespaces): run it as root")
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,44 @@ class Lab:
         self._state = None
         return removed
 
+    def vip_url(self) -> str | None:
+        """``http://VIP[:port]/`` of the config's first active TCP virtual on the lab's VIP
+        (the one the generated config has), or None if it has none."""
+        cfg = read_config(self.config_path)[1]
+        for v in cfg.virtuals:
+            if (v.active and v.protocol == "tcp" and v.fwmark is None
+                    and str(v.address.ip) == self.vip):
+                return f"http://{self.vip}/" if v.port == 80 else f"http://{self.vip}:{v.port}/"
+        return None
+
+    def wait_served(self, within: float = 30.0, url: str | None = None) -> float:
+        """Wait until a request through the VIP (``url``, default ``http://VIP/``), sent from
+        the client namespace, gets a 200 from a real server; the seconds that took.
+
+        ``LabError`` saying what was seen and where to look if not within ``within`` s.
+        """
+        url = url or f"http://{self.vip}/"
+        start = time.monotonic()
+        while True:
+            res = self.exec("client", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                            "-m", "1", url, timeout=10)
+            took = time.monotonic() - start
+            if res.returncode == 0 and res.stdout.strip() == "200":
+                return took
+            if took >= within:
+                break
+            time.sleep(0.05)
+        last = (f"HTTP {res.stdout.strip()}" if res.returncode == 0
+                else _CURL_ERRORS.get(res.returncode, f"curl exit status {res.returncode}"))
+        dead = [h.name for h in self.status() if h.role != "client" and not h.alive]
+        flag = "" if self.prefix == DEFAULT_PREFIX else f" --prefix {self.prefix}"
+        raise LabError(
+            f"lab {self.prefix} was built, but {url} was not served from the client within "
+            f"{within:g} s (last try: {last})"
+            + (f"; not running: {', '.join(dead)}" if dead else "")
+            + f". Look at `lvslab status{flag}` and the logs in {self.log_dir}/; "
+            f"`lvslab down{flag}` removes the lab.")
+
     def __enter__(self) -> Lab:
         return self.up()
 
@@ -351,6 +389,10 @@ class Lab:
 
     def clear_faults(self) -> None:
         faults.clear(self.topology)
+
+
+_CURL_ERRORS = {7: "connection refused", 28: "no answer within 1 s",
+                52: "empty reply", 56: "connection reset"}
 
 
 def _heartbeat_port(config_path: str) -> int:

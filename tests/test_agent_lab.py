@@ -3,6 +3,7 @@ hooks, metrics, clean shutdown, and clear errors for bad start-up input."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.pulse import TEST_DIES_AFTER
 from cluster import lvscf
-from lvslab import Lab
+from cluster.store import StoredConfig
+from lvslab import Lab, procs
 from lvslab.config_file import lab_lvs_cf
 from lvslab.topology import Topology
 
@@ -130,6 +133,14 @@ def test_bad_start_up_input_is_one_clear_error(tmp_path: Path) -> None:
                          env={**os.environ, "LVS_HEARTBEAT_KEY": "k" * 32})
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"{broken}:3:" in res.stderr
+    nodev = tmp_path / "nodev.cf"  # reads well, cannot run: refused the same way
+    nodev.write_text("serial_no = 1\nprimary = 10.0.0.2\nvirtual web {\n"
+                     "  address = 10.0.0.100\n}\n")
+    res = subprocess.run([str(BIN / "pulse"), "--node", "primary", "--config", str(nodev)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LVS_HEARTBEAT_KEY": "k" * 32})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{nodev}:4: virtual 'web': address 10.0.0.100 needs a device" in res.stderr
     res = subprocess.run([str(BIN / "pulse"), "--node", "r1"], capture_output=True, text=True,
                          timeout=60, env={k: v for k, v in os.environ.items()
                                           if not k.startswith("LVS_")})
@@ -172,3 +183,113 @@ def test_health_of_a_removed_server_is_removed(lab: Lab) -> None:
              + "\n", 15, "rs1's health removed")
     wait_for(lambda: "/lvs/default/health/http/web1" in lab.exec("client", *status).stdout,
              15, "web1's health written")
+
+
+def node_record(lab: Lab, node: str) -> dict[str, object] | None:
+    """``nodes/<node>`` as etcd holds it (None if absent)."""
+    res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "get",
+                   "--print-value-only", f"/lvs/default/nodes/{node}")
+    return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+
+def push(lab: Lab, text: str, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    path = lab.tmp / name  # type: ignore[attr-defined]
+    path.write_text(text)
+    return lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "config", "push",
+                    *args, str(path))
+
+
+def test_node_record_says_which_config_runs_and_which_was_refused(lab: Lab) -> None:
+    base = lab.config_path.read_text()
+    old = node_record(lab, "r2")
+    assert old is not None and old["config_refused"] is None
+    assert isinstance(old["config_serial"], int)
+
+    # Only r2 refuses: it is not among the routers of serial 60 (a per-router refusal);
+    # push --wait says who refused and why.
+    res = push(lab, base.replace("serial_no = 1", "serial_no = 60").replace(
+        "router r2 {", "router r9 {"), "no-r2.cf", "--wait", "--timeout", "15")
+    assert res.returncode == 1 and "stored serial_no 60" in res.stdout
+    assert ("r2 refused serial_no 60: node 'r2' is not a router of this configuration "
+            "(routers: r1, r9)") in res.stderr, res.stderr
+    wait_for(lambda: (node_record(lab, "r2") or {}).get("config_refused"), 10, "r2 refusing")
+    r2 = node_record(lab, "r2")
+    assert r2 is not None and r2["config_serial"] == old["config_serial"]
+    assert r2["config_refused"] == {
+        "serial_no": 60, "reason": "node 'r2' is not a router of this configuration "
+                                   "(routers: r1, r9)"}
+    wait_for(lambda: (node_record(lab, "r1") or {}).get("config_serial") == 60, 10,
+             "r1 running serial_no 60")
+    assert node_record(lab, "r1")["config_refused"] is None  # type: ignore[index]
+
+    # Every router refuses serial 61, written past lvsctl (e.g. by an older one): its VIP
+    # has no device. The reason cites the line of the pushed text.
+    text = base.replace("serial_no = 1", "serial_no = 61").replace(
+        f"{lab.vip} eth0:1", lab.vip)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if f"= {lab.vip}" in t)
+    cfg = lvscf.parse(text).config
+    assert cfg is not None
+    value = StoredConfig(cfg, text, "now", "an old lvsctl").encode()
+    res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_url, "put",
+                   "/lvs/default/config", input=value)
+    assert res.returncode == 0, res.stderr
+    for node, running in (("r1", 60), ("r2", old["config_serial"])):
+        wait_for(lambda n=node: ((node_record(lab, n) or {}).get("config_refused") or {})
+                 .get("serial_no") == 61, 10, f"{node} refusing serial_no 61")
+        record = node_record(lab, node)
+        assert record is not None and record["config_serial"] == running
+        assert record["config_refused"]["reason"].startswith(  # type: ignore[index]
+            f"lvs.cf:{line}: virtual 'http': address {lab.vip} needs a device")
+    assert owner(lab) is not None
+
+    # A config every router runs clears the refusals.
+    res = push(lab, base.replace("serial_no = 1", "serial_no = 62"), "good.cf", "--wait")
+    assert res.returncode == 0, res.stderr
+    assert "serial_no 62 runs on every live router: r1, r2" in res.stdout
+    for node in ("r1", "r2"):
+        wait_for(lambda n=node: (node_record(lab, n) or {}).get("config_serial") == 62, 10,
+                 f"{node} running serial_no 62")
+        assert node_record(lab, node)["config_refused"] is None  # type: ignore[index]
+    wait_for(lambda: owner(lab) is not None, 10, "one VIP owner")
+
+
+def test_a_dying_task_hands_over_and_exits_non_zero(lab: Lab) -> None:
+    """SIGTERM: exit status 0. An internal task dies (the test-only hook): the router hands
+    over, logs the task and the error, and exits with status 1 for its supervisor."""
+    holder = owner(lab)
+    assert holder is not None
+    other = next(r for r in lab.routers if r != holder)
+    lab.kill(other)
+    log = lab.tmp / f"{other}-direct.log"  # type: ignore[attr-defined]
+
+    def start(**env: str) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return lab.popen(other, *lab.command(other), env={**procs.env(), **env},
+                             stdout=out, stderr=subprocess.STDOUT)
+
+    def backup_ready() -> bool:
+        return (f'lvs_peer_alive{{peer="{holder}"}} 1.0' in metrics(lab, other)
+                and f'lvs_peer_alive{{peer="{other}"}} 1.0' in metrics(lab, holder))
+
+    try:
+        proc = start()
+        wait_for(backup_ready, 15, f"{other} a ready backup")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+        proc = start(**{TEST_DIES_AFTER: "8"})
+        wait_for(backup_ready, 15, f"{other} a ready backup again")
+        res = lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "switchover",
+                       "--to", other)
+        assert res.returncode == 0, res.stderr
+        assert owner(lab) == other and proc.poll() is None  # it was active before dying
+        assert proc.wait(timeout=20) == 1
+        wait_for(lambda: owner(lab) == holder, 3, f"{holder} holding the VIP again")
+        text = log.read_text()
+        assert re.search(r"ERROR agent\.pulse: internal task test-dies died: RuntimeError: "
+                         rf"{TEST_DIES_AFTER}=8: dying as the test asked", text), text[-3000:]
+        assert "resigned term" in text and "exiting with status 1" in text
+    finally:
+        lab.start_agent(other)
+    wait_for(lambda: 'lvs_role{role="backup"} 1.0' in metrics(lab, other), 15,
+             f"{other} back as a backup")

@@ -14,6 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -458,6 +459,18 @@ def test_cli_up_status_fault_kill_start_down():
         assert f"{p}-r1" in netns.namespaces()
         assert first_r1 not in netns.ns_pids(f"{p}-r1")
 
+        # Nothing serves the VIP here: with --wait, up fails, clearly, after that long.
+        t0 = time.monotonic()
+        unserved = lvslab("up", "--prefix", p, "--subnet", sub, "--no-host-link",
+                          "--routers", "1", "--servers", "1", "--agent-cmd", "sleep 3600",
+                          "--wait", "1.5")
+        assert unserved.returncode == 1 and "Traceback" not in unserved.stderr
+        assert unserved.stderr.startswith(
+            f"lvslab: lab {p} was built, but http://{net}.100/ was not served from the client "
+            "within 1.5 s (last try: "), unserved.stderr
+        assert f"lvslab down --prefix {p}" in unserved.stderr
+        assert 1.5 <= time.monotonic() - t0 < 30
+
     finally:
         down = lvslab("down", "--prefix", p)
     assert down.returncode == 0, down.stderr
@@ -465,3 +478,21 @@ def test_cli_up_status_fault_kill_start_down():
     gone = lvslab("status", "--prefix", p)
     assert gone.returncode == 1 and "is the lab up" in gone.stderr
     assert lvslab("down", "--prefix", p).returncode == 0
+
+
+@netns_mark
+def test_cli_up_returns_once_the_vip_serves():
+    """With the real agents, `lvslab up` returns only when a request through the VIP is
+    answered: the very next request from the client is served."""
+    p, sub = prefix("d"), subnet(6)
+    net = sub.rsplit(".", 1)[0]
+    try:
+        up = lvslab("up", "--prefix", p, "--subnet", sub, "--no-host-link",
+                    "--routers", "2", "--servers", "1")
+        assert up.returncode == 0, up.stderr
+        res = netns.run_in(f"{p}-client", "curl", "-s", "-m", "1", f"http://{net}.100/",
+                           check=False)
+        assert res.returncode == 0 and res.stdout == "rs1\n", (res, up.stdout)
+        assert f"lab {p} is up and serving in" in up.stdout
+    finally:
+        assert lvslab("down", "--prefix", p).returncode == 0

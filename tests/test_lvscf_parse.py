@@ -316,8 +316,14 @@ def test_parse_file_and_load_problems(tmp_path: Path) -> None:
         f"{bad}:2: 'weight' is not allowed in global block; it belongs in server")
 
     good = tmp_path / "good.cf"
-    good.write_text("serial_no = 9\n")
+    good.write_text("serial_no = 9\nprimary = 10.0.0.2\n")
     assert load(good).serial_no == 9
+    # load() gives a config to run: one that reads well but cannot run is refused too
+    idle = tmp_path / "idle.cf"
+    idle.write_text("serial_no = 9\n")
+    assert parse_file(idle).config is not None
+    with pytest.raises(ConfigError, match=r"idle.cf:1: no router can run this config"):
+        load(idle)
 
 
 def test_every_directive_is_documented() -> None:

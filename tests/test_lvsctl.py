@@ -53,6 +53,32 @@ def test_validate_good_and_broken(tmp_path: Path) -> None:
     assert "nothing done" in lines[-1]
 
 
+def test_validate_and_push_refuse_what_cannot_run(tmp_path: Path, etcd_server: LocalEtcd,
+                                                  cluster_name: str) -> None:
+    """A VIP without a device reads well but no router could run it: refused, at its line,
+    with the fix; push stores nothing (not even with --force)."""
+    text = EXAMPLE.read_text().replace("serial_no = 1", "serial_no = 7")
+    lines = text.splitlines()
+    n = next(i for i, line in enumerate(lines, 1) if "address = 10.0.0.100 eth0:1" in line)
+    nodev = tmp_path / "nodev.cf"
+    nodev.write_text(text.replace("10.0.0.100 eth0:1", "10.0.0.100", 1))
+    assert lvscf.parse_file(nodev).config is not None  # it reads well
+
+    bad = lvsctl("config", "validate", str(nodev))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines()[0] == (
+        f"{nodev}:{n}: virtual 'http': address 10.0.0.100 needs a device, "
+        "e.g. 'address = 10.0.0.100 eth0:1'")
+    assert "nothing done" in bad.stderr.splitlines()[-1]
+
+    url = etcd_server.url
+    for extra in ((), ("--force",)):
+        push = lvsctl("config", "push", *extra, str(nodev), etcd=url, cluster=cluster_name)
+        assert push.returncode == 1 and f"{nodev}:{n}: virtual 'http'" in push.stderr
+    shown = lvsctl("config", "show", etcd=url, cluster=cluster_name)
+    assert shown.returncode == 1 and "has no configuration yet" in shown.stderr
+
+
 def test_push_show_diff_status(tmp_path: Path, etcd_server: LocalEtcd, cluster_name: str) -> None:
     url = etcd_server.url
     first = lvsctl("config", "push", str(EXAMPLE), etcd=url, cluster=cluster_name)

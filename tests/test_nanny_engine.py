@@ -258,3 +258,32 @@ def test_set_targets_rejects_junk_clearly():
     with pytest.raises(ValueError, match="max_concurrency"):
         Engine(max_concurrency=0)
     assert engine.snapshot() == {}
+
+
+async def test_first_checks_of_new_targets_are_spread_over_about_a_second():
+    """Piranha's default timeout makes a check every 10 s: a router that starts must still
+    know its real servers within about a second, without firing every first check at once."""
+    server, port = await ok_server()
+    spec = CheckSpec(kind="tcp", host=LO, port=port, timeout=10.0)  # every 10 s
+    assert spec.every == 10.0
+    engine = Engine(seed=11)
+    rec = Recorder(engine)
+    engine.set_targets({i: (spec, StateSpec(), None) for i in range(200)})
+    begin = time.time()  # the engine's clock: transitions carry it
+    async with engine:
+        await until(lambda: all(h.state == "up" for h in engine.snapshot().values()), 5)
+        late = engine.stats().max_lag + 0.3  # a loaded machine runs checks late
+        seen = sorted(c.since for c in rec.changes)
+        assert len(seen) == 200  # one check each: the next ones are 10 s away
+        assert seen[-1] - begin <= 1.0 + late and seen[-1] - seen[0] >= 0.5
+        # Targets added to a running engine too, and a short interval bounds the spread.
+        quick = CheckSpec(kind="tcp", host=LO, port=port, timeout=1.0, interval=0.2)
+        engine.set_targets({**{i: (spec, StateSpec(), None) for i in range(200)},
+                            **{f"new{i}": (spec, StateSpec(), None) for i in range(50)},
+                            **{f"quick{i}": (quick, StateSpec(), None) for i in range(50)}})
+        added = time.time()
+        await until(lambda: all(h.state == "up" for h in engine.snapshot().values()), 5)
+        news = [c.since for c in rec.changes[200:]]
+        assert len(news) == 100
+        assert max(news) - added <= 1.0 + engine.stats().max_lag + 0.3
+    await shut(server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +12,9 @@ from cluster import lvscf
 from cluster.config_follow import ConfigFollower
 from cluster.etcd.client import Etcd
 from cluster.keys import Keys
-from cluster.model import LvsConfig
+from cluster.model import AddrDev, ConfigError, LvsConfig
 from cluster.status import read_status
-from cluster.store import ConfigStore, PushRefused, StoredConfigError
+from cluster.store import ConfigStore, PushRefused, StoredConfig, StoredConfigError
 from lvslab.etcd_server import LocalEtcd
 
 pytestmark = pytest.mark.etcd
@@ -123,6 +124,64 @@ async def test_junk_config_is_ignored_and_counted(etcd: Etcd, etcd_server: Local
                 follower.updated.clear()
                 await follower.updated.wait()
         assert seen == [1, 2]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_config_that_cannot_run_is_never_stored(etcd: Etcd, cluster_name: str) -> None:
+    store = ConfigStore(etcd, Keys(cluster_name))
+    nodev = example(4, address=AddrDev(ip="10.0.0.100"))
+    with pytest.raises(ConfigError, match=r"address 10\.0\.0\.100 needs a device"):
+        await store.push(nodev, "", force=True)
+    assert await store.load() is None
+
+
+async def test_the_follower_refuses_a_stored_config_that_cannot_run(
+        etcd: Etcd, cluster_name: str) -> None:
+    """Written by an older lvsctl (or etcdctl): not adopted, the running one stays; counted,
+    logged and reported with its serial_no and FILE:LINE reasons from the pushed text."""
+    keys = Keys(cluster_name)
+    store = ConfigStore(etcd, keys)
+    await store.push(example(1), "")
+    seen: list[int] = []
+    refused: list[tuple[int | None, str]] = []
+    follower = ConfigFollower(etcd, keys, lambda stored: seen.append(stored.serial_no),
+                              lambda serial, reason: refused.append((serial, reason)))
+    task = asyncio.create_task(follower.run())
+    try:
+        async with asyncio.timeout(10):
+            while follower.current is None:
+                await asyncio.sleep(0.01)
+        text = Path(EXAMPLE).read_text().replace("serial_no = 1", "serial_no = 5")
+        text = text.replace("10.0.0.100 eth0:1", "10.0.0.100", 1)
+        line = next(i for i, t in enumerate(text.splitlines(), 1) if "= 10.0.0.100 " in t)
+        cfg = lvscf.parse(text).config
+        assert cfg is not None
+        await etcd.put(keys.config, StoredConfig(cfg, text, "t", "an old lvsctl").encode())
+        async with asyncio.timeout(10):
+            while not refused:
+                follower.updated.clear()
+                await follower.updated.wait()
+        assert follower.current is not None and follower.current.serial_no == 1
+        assert follower.errors == 1 and seen == [1]
+        ((serial, reason),) = refused
+        assert serial == 5 and reason.startswith(f"lvs.cf:{line}: virtual 'http': address "
+                                                 "10.0.0.100 needs a device")
+        assert follower.last_error == reason
+        # Junk that names a serial_no is refused with it too; then a good push is adopted.
+        await etcd.put(keys.config, json.dumps({"serial_no": 6, "config": {"bogus": 1}}))
+        async with asyncio.timeout(10):
+            while len(refused) < 2:
+                follower.updated.clear()
+                await follower.updated.wait()
+        assert refused[1][0] == 6 and "bogus" in refused[1][1]
+        await store.push(example(7), "")
+        async with asyncio.timeout(10):
+            while follower.current.serial_no != 7:
+                follower.updated.clear()
+                await follower.updated.wait()
+        assert seen == [1, 7] and follower.errors == 2
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

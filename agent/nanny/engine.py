@@ -9,7 +9,9 @@ checks create processes.
 Each target is checked every ``interval`` seconds (fixed rate: N targets at interval I make
 exactly N/I checks per second), never two at once: a check that takes longer than the interval
 (a timeout, when ``interval == timeout`` as in Piranha) is followed at once by the next. The
-first check is jittered over the first interval so thousands of targets do not fire together.
+first check of a new target is jittered over :data:`FIRST_SPREAD` (or its interval, if
+shorter): thousands of new targets do not fire in one instant, yet a router that starts knows
+its real servers within about a second; ``max_concurrency`` still bounds how many run at once.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ Initial = State | ServerHealth | None
 Target = tuple[CheckSpec, StateSpec, Initial]
 Subscriber = Callable[[Transition], None]
 _STARTING = object()  # marks a check whose start has not returned yet
+
+#: The first checks of new targets start within this many seconds (uniformly spread).
+FIRST_SPREAD = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +200,8 @@ class Engine:
     def _schedule_first(self, target: _Target) -> None:
         if self._loop is None:
             return
-        delay = 0.0 if target.check.kind == "none" else self._rng.random() * target.check.every
+        spread = min(target.check.every, FIRST_SPREAD)
+        delay = 0.0 if target.check.kind == "none" else self._rng.random() * spread
         self._schedule(target, self._loop.time() + delay)
 
     def _schedule(self, target: _Target, due: float) -> None:

@@ -10,25 +10,30 @@ from pydantic import BaseModel, ValidationError
 
 from cluster.config_checks import check
 from cluster.lvscf.parser import Frame
-from cluster.model import LvsConfig, Path, describe
+from cluster.model import LvsConfig, Path, Problem, describe
 
 Lines = dict[Path, int]
 Problems = list[tuple[int, str]]
 
 
-def assemble(top: Frame) -> tuple[LvsConfig | None, Problems]:
-    """The model built from the global frame (None if it cannot be), and its problems."""
+def assemble(top: Frame) -> tuple[LvsConfig | None, Problems, Lines]:
+    """The model built from the global frame (None if it cannot be), its problems, and the
+    line of every block and directive it was built from (by model path)."""
     errors: Problems = _duplicate_names(top)
     lines: Lines = {(): 1}
     cfg = _model(top, (), lines, errors)
     if not isinstance(cfg, LvsConfig):
-        return None, _unique(errors)
-    for problem in check(cfg):
-        message = problem.message
-        if problem.other is not None:
-            message += f" (first defined at line {line_of(lines, problem.other)})"
-        errors.append((line_of(lines, problem.path), message))
-    return cfg, _unique(errors)
+        return None, _unique(errors), lines
+    errors += [locate(problem, lines) for problem in check(cfg)]
+    return cfg, _unique(errors), lines
+
+
+def locate(problem: Problem, lines: Lines) -> tuple[int, str]:
+    """(line, message) of a model problem, its related earlier path cited by line."""
+    message = problem.message
+    if problem.other is not None:
+        message += f" (first defined at line {line_of(lines, problem.other)})"
+    return line_of(lines, problem.path), message
 
 
 def _duplicate_names(frame: Frame) -> Problems:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cluster.model import ConfigError, LvsConfig
+from cluster.model import ConfigError, LvsConfig, Path
 
 __all__ = ["ConfigError", "ConfigProblem", "ParseResult"]
 
@@ -23,11 +23,13 @@ class ConfigProblem:
 
 @dataclass(frozen=True)
 class ParseResult:
-    """The model (None if there was any error), every error, and every warning."""
+    """The model (None if there was any error), every error, every warning, and the line of
+    each block and directive by model path (e.g. ``("virtuals", 0, "address")``)."""
 
     config: LvsConfig | None
     errors: list[ConfigProblem] = field(default_factory=list)
     warnings: list[ConfigProblem] = field(default_factory=list)
+    lines: dict[Path, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

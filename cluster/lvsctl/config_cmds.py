@@ -26,8 +26,9 @@ def config() -> None:
 
 
 def _load(path: str) -> tuple[LvsConfig, str]:
-    """Parse FILE; print warnings; fail with every problem as FILE:LINE: message."""
-    result = lvscf.parse_file(path)
+    """Parse FILE; print warnings; fail with every problem (reading it, or reasons it cannot
+    run) as FILE:LINE: message."""
+    result = lvscf.parse_file(path, runnable=True)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if result.config is None:
@@ -41,7 +42,7 @@ def _load(path: str) -> tuple[LvsConfig, str]:
 @config.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
-    """Check FILE without touching etcd."""
+    """Check FILE without touching etcd: it reads, and the routers can run it."""
     cfg, _ = _load(file)
     nv = len(cfg.virtuals)
     ns = sum(len(v.servers) for v in cfg.virtuals)
