@@ -89,7 +89,7 @@ def plot(trials: list[Trial], seconds: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"r1": "tab:blue", "r2": "tab:orange", "r3": "tab:green"}
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(trials) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(trials) + 1.6))
     ax.axvspan(0, seconds, color="0.93", zorder=0)
     for row, t in enumerate(trials):
         y = len(trials) - row
@@ -105,14 +105,14 @@ def plot(trials: list[Trial], seconds: float, path: Path) -> None:
     ax.set_yticks(range(1, len(trials) + 1),
                   [f"#{t.index} {'+g' if t.guardian else '  '}" for t in reversed(trials)],
                   fontsize=7, family="monospace")
-    ax.set_xlim(-1, seconds + 4)
+    ax.set_xlim(-1, seconds + 6.5)  # room on the right for the legend
     ax.set_xlabel("seconds after the active's agent was frozen (grey: frozen)")
     handles = [plt.Line2D([], [], color=c, lw=6, label=f"{r} answers for the VIP")
                for r, c in colors.items()]
-    handles.append(plt.Line2D([], [], color="red", marker="x", lw=0,
-                              label="claim while unlicensed"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.5 /
-              (0.35 * len(trials) + 1.5)), ncol=4, fontsize=8, frameon=False)
+    handles += [plt.Line2D([], [], color="red", marker="x", lw=0, ms=9, mew=2,
+                           label="claim while unlicensed"),
+                plt.Line2D([], [], color="red", marker="o", lw=0, label="two owners seen")]
+    ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.9)
     ax.set_title(f"Active frozen {seconds:g} s, {len(trials)} trials (+g: with its guardian): "
                  f"{sum(t.two_owner for t in trials)} two-owner samples, "
                  f"{sum(len(t.late) for t in trials)} late claims", fontsize=10)
@@ -121,7 +121,20 @@ def plot(trials: list[Trial], seconds: float, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def section(trials: list[Trial], seconds: float, png: Path, command: str) -> str:
+def baseline_line(path: Path | None) -> str:
+    """One sentence on an earlier run (``--json`` of another commit) for comparison."""
+    if path is None:
+        return ""
+    doc = json.loads(path.read_text())
+    runs = doc["trials"]
+    return (f"\nThe same benchmark on commit {doc['commit']} (before the licence was asked at "
+            f"the instant of every act): {sum(t['two_owner'] for t in runs)} two-owner "
+            f"samples and {sum(len(t['late']) for t in runs)} late claims in {len(runs)} "
+            "trials.\n")  # edited by hand in docs/benchmarks.md where it says more
+
+
+def section(trials: list[Trial], seconds: float, png: Path, command: str,
+            baseline: str = "") -> str:
     gaps = sorted(t.gap for t in trials)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                          capture_output=True, text=True).stdout.strip()
@@ -145,7 +158,7 @@ commit {rev}, load average {load} at the end.
 Result: {sum(t.two_owner for t in trials)} two-owner samples and
 {sum(len(t.late) for t in trials)} late claims in {len(trials)} trials; gap p50 {p50:.2f} s,
 max {gaps[-1]:.2f} s.
-
+{baseline}
 ![freeze trials]({png.relative_to(REPO / 'docs') if png.is_relative_to(REPO / 'docs') else png})
 
 | trial | guardian frozen too | old active | new active | two-owner | late claims | gap |
@@ -167,7 +180,8 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=3 * TTL)
     parser.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "freeze.png")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the trials here")
+    parser.add_argument("--baseline", type=Path, help="--json of an earlier run to compare")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--seed", type=int, default=9)
     args = parser.parse_args()
@@ -180,14 +194,18 @@ def main() -> int:
             print(f"trial {i}: {t.old} -> {t.new} two-owner {t.two_owner} late "
                   f"{len(t.late)} gap {t.gap:.2f} s", flush=True)
     if args.json:
-        args.json.write_text(json.dumps([asdict(t) for t in trials], indent=1))
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                capture_output=True, text=True).stdout.strip()
+        args.json.write_text(json.dumps({"commit": commit,
+                                         "trials": [asdict(t) for t in trials]}, indent=1))
     plot(trials, args.seconds, args.png)
     bad = sum(t.two_owner + len(t.late) for t in trials)
     print(f"{len(trials)} trials: {sum(t.two_owner for t in trials)} two-owner samples, "
           f"{sum(len(t.late) for t in trials)} late claims; picture {args.png}")
     if args.write_docs:
         command = ".venv/bin/python bench/freeze.py " + " ".join(sys.argv[1:])
-        write_docs(section(trials, args.seconds, args.png, command))
+        write_docs(section(trials, args.seconds, args.png, command,
+                           baseline_line(args.baseline)))
     return 1 if bad else 0
 
 
