@@ -122,15 +122,19 @@ def plot(trials: list[Trial], seconds: float, path: Path) -> None:
 
 
 def baseline_line(path: Path | None) -> str:
-    """One sentence on an earlier run (``--json`` of another commit) for comparison."""
+    """A paragraph on an earlier run (``--json`` of another commit, run from a worktree of
+    it with this script and the test kit) for comparison; its picture if docs/img has it."""
     if path is None:
         return ""
     doc = json.loads(path.read_text())
-    runs = doc["trials"]
-    return (f"\nThe same benchmark on commit {doc['commit']} (before the licence was asked at "
-            f"the instant of every act): {sum(t['two_owner'] for t in runs)} two-owner "
-            f"samples and {sum(len(t['late']) for t in runs)} late claims in {len(runs)} "
-            "trials.\n")  # edited by hand in docs/benchmarks.md where it says more
+    runs, commit = doc["trials"], doc["commit"]
+    bad = [t["index"] for t in runs if t["two_owner"] or t["late"]]
+    picture = REPO / "docs" / "img" / f"freeze-{commit}.png"
+    return (f"\nThe same benchmark on commit {commit} (before the licence was asked at the "
+            f"instant of every act): {sum(t['two_owner'] for t in runs)} two-owner samples "
+            f"and {sum(len(t['late']) for t in runs)} late claims in {len(runs)} trials"
+            + (f" (trials {', '.join(map(str, bad))})" if bad else "")
+            + (f"; [picture](img/{picture.name})" if picture.exists() else "") + ".\n")
 
 
 def section(trials: list[Trial], seconds: float, png: Path, command: str,
@@ -155,9 +159,11 @@ is the longest time nobody answered for the VIP.
 Command (as root): `{command}`. Machine: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},
 commit {rev}, load average {load} at the end.
 
-Result: {sum(t.two_owner for t in trials)} two-owner samples and
-{sum(len(t.late) for t in trials)} late claims in {len(trials)} trials; gap p50 {p50:.2f} s,
-max {gaps[-1]:.2f} s.
+Result: {sum(t.two_owner for t in trials)} two-owner samples and \
+{sum(len(t.late) for t in trials)} late claims in {len(trials)} trials; gap p50 {p50:.2f} s, \
+max {gaps[-1]:.2f} s (the VIP's 1 s lifetime runs out during the freeze; the next router adds
+it once the frozen one's lease has expired and `ack_window + margin` after its last
+heartbeat).
 {baseline}
 ![freeze trials]({png.relative_to(REPO / 'docs') if png.is_relative_to(REPO / 'docs') else png})
 
