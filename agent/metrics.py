@@ -59,6 +59,22 @@ class PulseCollector(Collector):
                          max(-1.0, p.lease.deadline - p.clock()))
         if p.vips is not None:
             yield _gauge("lvs_vips_held", "VIPs this router holds", len(p.vips.held()))
+            yield _counter("lvs_vip_unlicensed_acts", "VIP adds and announcements refused "
+                           "because the licence had ended", p.vips.stats["unlicensed"])
+        yield _gauge("lvs_licence_remaining_seconds", "until this router's licence to assert "
+                     "ownership ends (-1: not licensed)",
+                     max(-1.0, p.licence_end() - p.clock()))
+        if p.stall is not None:
+            yield _counter("lvs_stalls", "stalls of this agent noticed (event loop late by "
+                           "more than the safety margin, or time the clock missed)",
+                           p.stall.stalls)
+            yield _gauge("lvs_stall_longest_seconds", "the longest stall noticed",
+                         p.stall.longest)
+        if p.fence is not None:
+            yield _gauge("lvs_vip_fence_enabled", "1 if the nftables VIP fence is in place",
+                         1.0 if p.fence.enabled else 0.0)
+            yield _counter("lvs_vip_fence_errors", "failed writes of the VIP fence",
+                           p.fence.errors)
         for lat in (DETECT_TO_DATAPLANE, DETECT_TO_VIEW):
             summary = GaugeMetricFamily(lat.name, "latency quantiles of the last samples",
                                         labels=["quantile"])

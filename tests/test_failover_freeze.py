@@ -89,6 +89,10 @@ def test_frozen_active_never_claims_a_vip_it_lost(cluster, factor, guardian):
     assert_silent_when_unlicensed(report, old, unlicensed(key, old, frozen, resumed))
     if factor >= 3:  # its lease ran out: another router took over, and it stays backup
         assert gone is not None and holder != old and cluster.one_holder() != old
+        m = cluster.metrics(old)  # what the operator sees of it
+        assert m["lvs_stalls_total"] >= 1 and m["lvs_stall_longest_seconds"] >= factor * TTL
+        assert m["lvs_licence_remaining_seconds"] == -1.0
+        assert m["lvs_vip_fence_enabled"] == 1.0 and m["lvs_vip_fence_errors_total"] == 0
     if factor <= 0.5:  # its lease outlived the freeze: it simply carries on
         assert gone is None and holder == old
     measured(f"freeze active {factor}x TTL ({'with' if guardian else 'without'} guardian)",
