@@ -9,12 +9,14 @@ cannot understand are listed in ``junk``, never fatal.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from .documents import ClusterState, LeaderKey, NodeRecord, StoredConfig
 from .etcd.client import KV, Etcd
 from .keys import Keys
+from .lvscf import cannot_run
 from .rollout import Rollout, rollout
 
 
@@ -31,6 +33,17 @@ class ClusterStatus:
     @property
     def config_error(self) -> str | None:
         return self.state.config_error
+
+    @functools.cached_property
+    def config_problems(self) -> list[str]:
+        """Why the stored config cannot run (agents refuse it), as FILE:LINE: message.
+
+        ``lvsctl config push`` never stores such a config; one written by hand, or by an
+        older version, shows here."""
+        cfg = self.config
+        if cfg is None:
+            return []
+        return [str(p) for p in cannot_run(cfg.config, "lvs.cf", source=cfg.source)]
 
     @property
     def leader(self) -> LeaderKey | None:
@@ -57,6 +70,7 @@ class ClusterStatus:
                 "serial_no": cfg.serial_no, "pushed_at": cfg.pushed_at,
                 "pushed_by": cfg.pushed_by, "revision": cfg.revision},
             "config_error": self.config_error,
+            "config_problems": self.config_problems,
             "leader": None if self.leader is None else dataclasses.asdict(self.leader),
             "nodes": {name: node.model_dump(mode="json") for name, node in self.nodes.items()},
             "not_running_stored_config": [] if ro is None else [

@@ -155,3 +155,22 @@ def test_bad_settings_are_clear() -> None:
     assert res.returncode == 1 and "scheme must be http or https" in res.stderr
     res = lvsctl("--cluster", "bad/name", "status")
     assert res.returncode == 2 and "bad cluster name" in res.stderr
+
+
+def test_status_says_when_the_stored_config_cannot_run(etcd_server: LocalEtcd,
+                                                       cluster_name: str) -> None:
+    """Written past lvsctl (by hand, or an older version): status names the problem."""
+    from cluster.documents import StoredConfig
+
+    text = EXAMPLE.read_text().replace("10.0.0.100 eth0:1", "10.0.0.100")
+    cfg = lvscf.parse(text).config
+    assert cfg is not None
+    lines = [i for i, t in enumerate(text.splitlines(), 1) if "= 10.0.0.100" in t]
+    etcd_server.etcdctl("put", f"/lvs/{cluster_name}/config",
+                        StoredConfig(cfg, text, "now", "by hand").encode())
+    data = json.loads(lvsctl("status", "-o", "json", etcd=etcd_server.url,
+                             cluster=cluster_name).stdout)
+    assert [p.split(":")[1] for p in data["config_problems"]] == [str(n) for n in lines]
+    assert all("needs a device" in p for p in data["config_problems"])
+    table = lvsctl("status", etcd=etcd_server.url, cluster=cluster_name)
+    assert "stored config cannot run (agents refuse it)" in table.stdout

@@ -40,6 +40,8 @@ def render(st: ClusterStatus, console: Console) -> None:
     console.print(head)
     if st.config_error:
         console.print(f"[red]stored config is invalid (ignored by agents):[/] {st.config_error}")
+    for problem in st.config_problems:
+        console.print(f"[red]stored config cannot run (agents refuse it):[/] {escape(problem)}")
     if st.leader:
         console.print(f"active router: [bold green]{escape(st.leader.node or '?')}[/] "
                       f"(term {st.leader.term}, since {st.leader.since})")
