@@ -28,6 +28,7 @@ from cluster.etcd.settings import EtcdSettings
 from cluster.keys import Keys
 from cluster.model import LvsConfig
 from cluster.store import StoredConfig, now_iso
+from cluster.timing import Timing
 
 from . import __version__
 from .dataplane.service import DataPlane
@@ -127,6 +128,11 @@ class Pulse:
         loop.add_signal_handler(signal.SIGUSR1, self.dataplane.request_check)
         bootstrap = self._bootstrap()
         await self.etcd.connect()
+        # Registered from the start: a router waiting for a config it can run says so in
+        # nodes/<node> (role "starting", what it refused) and does not count as running.
+        await self._ensure_lease(int(Timing().ttl))
+        self.registration = Registration(self.etcd, self.keys, self.opts.node, self._node_doc)
+        self._spawn(self.registration.run(lambda: self.lease), "register")
         self._spawn(self.view.run(), "view")
         self._spawn(self._forward(self.view.changed, self._on_view_change), "view-kick")
         try:
@@ -232,18 +238,14 @@ class Pulse:
             log.warning("removed leftover VIPs from a previous run: %s",
                         ", ".join(map(str, removed.removed)))
         await self._restart_heartbeat()
-        ttl = int(self.plan.timing.ttl)
-        self.lease = LeaseKeeper(self.etcd, ttl, interval=ttl / 4, on_change=self.kick.set,
-                                 clock=self.clock)
-        self.registration = Registration(self.etcd, self.keys, self.opts.node, self._node_doc)
-        self._spawn(self.lease.run(), "lease")
+        await self._ensure_lease(int(self.plan.timing.ttl))
         self.health.configure(self.config)
         self._router_started = True
         self._dataplane_update()
         self._spawn(self.dataplane.run(), "dataplane")
         self._spawn(self.health.run(), "health")
         self._spawn(self._renew_loop(), "vip-renew")
-        self._spawn(self._register_loop(), "register")
+        self._kick_registration()
 
     async def _restart_heartbeat(self, stale: HeartbeatService | None = None) -> None:
         """(Re)start the heartbeat on the current plan, one restart at a time; ``stale``: a
@@ -514,10 +516,9 @@ class Pulse:
         )
 
     def _node_doc(self) -> NodeRecord:
-        assert self.plan is not None
         return NodeRecord(
             node=self.opts.node, role=self._role_name(),
-            address=str(self.plan.me.address), pid=os.getpid(),
+            address=str(self.plan.me.address) if self.plan else "", pid=os.getpid(),
             version=__version__, started_at=self.started_at,
             dataplane=self.dataplane.name, etcd=True,
             term=self.machine.term if self.machine else 0,
@@ -529,9 +530,16 @@ class Pulse:
         if self.registration is not None:
             self.registration.kick()
 
-    async def _register_loop(self) -> None:
-        assert self.registration is not None and self.lease is not None
-        await self.registration.run(self.lease)
+    async def _ensure_lease(self, ttl: int) -> None:
+        """A lease of ``ttl`` seconds, refreshed on our own timer (a new one if the TTL
+        changed: the old one is revoked, its keys go with it and are written again)."""
+        if self.lease is not None and self.lease.ttl == ttl:
+            return
+        if self.lease is not None:
+            await self.lease.revoke()
+        self.lease = LeaseKeeper(self.etcd, ttl, interval=ttl / 4, on_change=self.kick.set,
+                                 clock=self.clock)
+        self._spawn(self.lease.run(), "lease")
 
 
 async def _dies_after(seconds: float) -> None:

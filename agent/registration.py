@@ -27,18 +27,21 @@ class Registration:
     def kick(self) -> None:
         self._kick.set()
 
-    async def run(self, lease: LeaseKeeper) -> None:
+    async def run(self, lease: Callable[[], LeaseKeeper | None]) -> None:
+        """Until cancelled; ``lease()``: the agent's lease keeper now (it may be replaced)."""
         written: tuple[int, str] | None = None
         key = self.keys.node(self.node)
         while True:
             self._kick.clear()
             value = self.doc().encode()
-            if lease.lease_id is not None and written != (lease.lease_id, value):
+            keeper = lease()
+            lease_id = keeper.lease_id if keeper is not None else None
+            if lease_id is not None and written != (lease_id, value):
                 try:
-                    if written is None or written[0] != lease.lease_id:
-                        await self._check_duplicate(key, lease.lease_id)
-                    await self.etcd.put(key, value, lease=lease.lease_id)
-                    written = (lease.lease_id, value)
+                    if written is None or written[0] != lease_id:
+                        await self._check_duplicate(key, lease_id)
+                    await self.etcd.put(key, value, lease=lease_id)
+                    written = (lease_id, value)
                     self.writes += 1
                 except (EtcdUnavailable, EtcdAuthError) as exc:
                     log.debug("registration: %s", exc)

@@ -293,3 +293,34 @@ def test_a_dying_task_hands_over_and_exits_non_zero(lab: Lab) -> None:
         lab.start_agent(other)
     wait_for(lambda: 'lvs_role{role="backup"} 1.0' in metrics(lab, other), 15,
              f"{other} back as a backup")
+
+
+def test_a_router_that_cannot_run_the_stored_config_from_the_start_says_so(lab: Lab) -> None:
+    """An agent started with a --node the stored config does not know (a typo, a router
+    not added yet) registers as "starting" with its refusal; status names it."""
+    holder = owner(lab)
+    other = next(r for r in lab.routers if r != holder)
+    lab.kill(other)
+    argv = lab.command(other)
+    argv[argv.index("--node") + 1] = "r7"
+    log = lab.tmp / "r7.log"  # type: ignore[attr-defined]
+    with open(log, "ab") as out:
+        proc = lab.popen(other, *argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: node_record(lab, "r7"), 10, "r7 registered")
+        r7 = node_record(lab, "r7")
+        assert r7 is not None and r7["role"] == "starting" and r7["config_serial"] is None
+        assert "node 'r7' is not a router of this configuration" in \
+            r7["config_refused"]["reason"]  # type: ignore[index]
+        res = lab.exec("client", str(BIN / "lvsctl"), "--etcd", lab.etcd_url, "status",
+                       "-o", "json")
+        behind = json.loads(res.stdout)["not_running_stored_config"]
+        assert [b["node"] for b in behind] == ["r7"], behind
+        assert owner(lab) == holder  # nothing else changed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        lab.start_agent(other)
+    wait_for(lambda: node_record(lab, "r7") is None, 5, "r7's record gone with its lease")
+    wait_for(lambda: 'lvs_role{role="backup"} 1.0' in metrics(lab, other), 15,
+             f"{other} back as a backup")
