@@ -6,13 +6,12 @@ import logging
 import shlex
 from dataclasses import replace
 
+from cluster.health import ServerKey
 from cluster.model import LvsConfig, Server, Virtual
 
 from .nanny import CheckSpec, StateSpec, piranha_check
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, str]  # (virtual name, server name)
 
 LOAD_MONITORS = {"uptime": ("{rsh}", "%h", "uptime"), "rup": ("rup", "%h"),
                  "ruptime": ("ruptime", "%h")}
@@ -46,9 +45,9 @@ def check_spec(cfg: LvsConfig, v: Virtual, s: Server) -> CheckSpec:
     return replace(spec, interval=v.interval) if v.interval is not None else spec
 
 
-def targets(cfg: LvsConfig) -> dict[Key, tuple[CheckSpec, StateSpec]]:
+def targets(cfg: LvsConfig) -> dict[ServerKey, tuple[CheckSpec, StateSpec]]:
     """Every real server that is programmed (active virtual, active server) and its check."""
-    out: dict[Key, tuple[CheckSpec, StateSpec]] = {}
+    out: dict[ServerKey, tuple[CheckSpec, StateSpec]] = {}
     if cfg.service != "lvs":
         return out
     for v in cfg.virtuals:
@@ -60,7 +59,7 @@ def targets(cfg: LvsConfig) -> dict[Key, tuple[CheckSpec, StateSpec]]:
             if not s.active:
                 continue
             try:
-                out[(v.name, s.name)] = (check_spec(cfg, v, s), state)
+                out[ServerKey(v.name, s.name)] = (check_spec(cfg, v, s), state)
             except ValueError as exc:  # SpecError, or a command line shlex cannot split
                 log.error("virtual %s server %s cannot be checked: %s", v.name, s.name, exc)
     return out

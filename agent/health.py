@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 
-from cluster.documents import HealthVerdict, Observation, iso
+from cluster.documents import HealthVerdict, Observation
 from cluster.election import fence
 from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
+from cluster.health import Health, ServerKey
 from cluster.keys import Keys
 from cluster.model import LvsConfig
 
-from .checks import Key, targets
-from .dataplane.desired import Health
-from .nanny import Engine, ServerHealth, Transition
+from .checks import targets
+from .nanny import Engine, Transition
 from .view import ClusterView
 
 log = logging.getLogger(__name__)
@@ -30,23 +30,7 @@ log = logging.getLogger(__name__)
 TXN_OPS = 100  # etcd allows 128 operations per transaction
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The effective health of one real server, as stored under health/."""
-
-    state: str
-    since: float
-    weight: int
-    reason: str
-    observed_by: tuple[str, ...]
-
-    def doc(self, term: int) -> HealthVerdict:
-        return HealthVerdict(state=self.state, since=iso(self.since),  # type: ignore[arg-type]
-                             weight=self.weight, reason=self.reason,
-                             observed_by=self.observed_by, term=term)
-
-
-def majority(views: Mapping[str, ServerHealth | Observation]) -> str:
+def majority(views: Mapping[str, Health | Observation]) -> str:
     """'up' if more than half of the routers that have a view say up, else 'down'."""
     states = [v.state for v in views.values()]
     known = [s for s in states if s in ("up", "down")]
@@ -69,14 +53,14 @@ class HealthService:
         self.engine.subscribe(self._transition)
         self.policy = "active"
         self.term = 0  # > 0 while we are the active and decide
-        self.effective: dict[Key, Verdict] = {}
-        self._dirty_obs: set[Key] = set()
-        self._dirty_eff: set[Key] = set()
+        self.effective: dict[ServerKey, Health] = {}
+        self._dirty_obs: set[ServerKey] = set()
+        self._dirty_eff: set[ServerKey] = set()
         self._wake = asyncio.Event()
         self.writes = 0
         self.write_errors = 0
         self.cause: float | None = None  # detection time of the newest unapplied decision
-        self._shared: tuple[int, dict[Key, Verdict]] | None = None
+        self._shared: tuple[int, dict[ServerKey, Health]] | None = None
 
     def take_cause(self) -> float | None:
         """When the decision the data plane is about to apply was detected (epoch)."""
@@ -92,7 +76,7 @@ class HealthService:
         wanted = {}
         for key, (check, state) in targets(cfg).items():
             known = shared.get(key)
-            init = (ServerHealth(known.state, known.since, known.reason, known.weight)
+            init = (replace(known, observed_by=())
                     if known is not None and known.state in ("up", "down") else None)
             wanted[key] = (check, state, init)
         self.engine.set_targets(wanted)
@@ -113,7 +97,7 @@ class HealthService:
 
     # -- views ----------------------------------------------------------------------------
 
-    def shared(self) -> dict[Key, Verdict]:
+    def shared(self) -> dict[ServerKey, Health]:
         """The effective health in etcd (what the active decided); cached per view update."""
         if self._shared is not None and self._shared[0] == self.view.version:
             return self._shared[1]
@@ -121,20 +105,17 @@ class HealthService:
         self._shared = (self.view.version, out)
         return out
 
-    def _read_shared(self) -> dict[Key, Verdict]:
-        return {key: Verdict(doc.state, doc.since_epoch, doc.weight, doc.reason,
-                             doc.observed_by)
-                for key, doc in self.view.state.health.items()}
+    def _read_shared(self) -> dict[ServerKey, Health]:
+        return {key: doc.to_health() for key, doc in self.view.state.health.items()}
 
-    def observations(self) -> dict[Key, dict[str, Observation]]:
+    def observations(self) -> dict[ServerKey, dict[str, Observation]]:
         """Every router's published view: {(virtual, server): {node: its observation}}."""
         return self.view.state.observations
 
-    def for_dataplane(self) -> dict[Key, Health]:
+    def for_dataplane(self) -> dict[ServerKey, Health]:
         """What to program: our decisions while active, else the shared view."""
         source = self.effective if self.term else self.shared()
-        return {k: Health(v.state if v.state in ("up", "down") else "unknown", v.weight)
-                for k, v in source.items()}
+        return dict(source)
 
     # -- becoming / leaving active --------------------------------------------------------
 
@@ -175,25 +156,25 @@ class HealthService:
         for (v, s), verdict in self.effective.items():
             key = self.keys.health(v, s)
             if (touched is None or key in touched) and self.view.state.health.get(
-                    (v, s)) != verdict.doc(self.term):
+                    (v, s)) != HealthVerdict.of(verdict, self.term):
                 self._dirty_eff.add((v, s))
         if decided:
             self.on_change()
         if self._dirty_eff:
             self._wake.set()
 
-    def _decide(self, key: Key, own: ServerHealth) -> Verdict:
+    def _decide(self, key: ServerKey, own: Health) -> Health:
         if self.policy != "majority":
-            return Verdict(own.state, own.since, own.weight, own.reason, (self.node,))
+            return replace(own, observed_by=(self.node,))
         live = self.view.registered() | {self.node}
-        views: dict[str, ServerHealth | Observation] = {
+        views: dict[str, Health | Observation] = {
             n: v for n, v in self.observations().get(key, {}).items() if n in live}
         views[self.node] = own
         state = majority(views)
         agree = tuple(sorted(n for n, v in views.items() if v.state == state))
-        return Verdict(state, own.since, own.weight, f"{len(agree)}/{len(views)} routers: "
-                       f"{own.reason}" if state == own.state else f"majority of {len(views)}",
-                       agree)
+        return Health(state, since=own.since, weight=own.weight,  # type: ignore[arg-type]
+                      reason=f"{len(agree)}/{len(views)} routers: {own.reason}"
+                      if state == own.state else f"majority of {len(views)}", observed_by=agree)
 
     def _transition(self, tr: Transition) -> None:
         key = tr.key
@@ -227,9 +208,9 @@ class HealthService:
             await asyncio.sleep(0.2)
             self._wake.set()
 
-    async def _write_effective(self, keys: set[Key]) -> None:
+    async def _write_effective(self, keys: set[ServerKey]) -> None:
         term = self.term
-        ops = [Put(self.keys.health(v, s), self.effective[(v, s)].doc(term).encode())
+        ops = [Put(self.keys.health(v, s), HealthVerdict.of(self.effective[(v, s)], term).encode())
                if (v, s) in self.effective else Delete(self.keys.health(v, s))
                for v, s in sorted(keys)]
         for i in range(0, len(ops), TXN_OPS):
@@ -242,7 +223,7 @@ class HealthService:
                 return
             self.writes += len(chunk)
 
-    async def _write_observations(self, keys: set[Key]) -> None:
+    async def _write_observations(self, keys: set[ServerKey]) -> None:
         lease = self.lease()
         if lease is None:
             self._dirty_obs |= keys
@@ -254,8 +235,6 @@ class HealthService:
             if health is None:
                 ops.append(Delete(key))
                 continue
-            seen = Observation(state=health.state, since=iso(health.since),
-                               weight=health.weight, reason=health.reason)
-            ops.append(Put(key, seen.encode(), lease))
+            ops.append(Put(key, Observation.of(health).encode(), lease))
         for i in range(0, len(ops), TXN_OPS):
             await self.etcd.txn([], ops[i:i + TXN_OPS])

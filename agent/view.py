@@ -18,6 +18,7 @@ from cluster.config_follow import ConfigFollower
 from cluster.documents import ClusterState, LeaderKey
 from cluster.etcd.client import KV, Etcd
 from cluster.etcd.watch import Change, PrefixWatch, Snapshot
+from cluster.health import ServerKey
 from cluster.keys import Keys, parse
 
 from .latency import DETECT_TO_VIEW
@@ -136,14 +137,14 @@ class ClusterView:
         """Fast-eviction votes: (voter, term) from ``control/evict-<voter>``."""
         return tuple((voter, vote.term) for voter, vote in self.state.evictions.items())
 
-    def admin(self) -> dict[tuple[str, str], str]:
+    def admin(self) -> dict[ServerKey, str]:
         """Operator overrides: {(virtual, server): "drain" | "disable"}."""
         return {key: flag.state for key, flag in self.state.admin.items()}
 
     def _health_seen(self, key: str, state: ClusterState) -> None:
         """Log how long after its detection a health change became visible here."""
         pk = parse(self.keys, key)
-        verdict = state.health.get((pk.parts[0], pk.parts[1])) if pk else None
+        verdict = state.health.get(ServerKey(pk.parts[0], pk.parts[1])) if pk else None
         if verdict is None or not verdict.since:
             return
         took = time.time() - verdict.since_epoch

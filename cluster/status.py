@@ -15,6 +15,7 @@ from typing import Any
 
 from .documents import ClusterState, LeaderKey, NodeRecord, StoredConfig
 from .etcd.client import KV, Etcd
+from .health import ServerKey
 from .keys import Keys
 from .lvscf import cannot_run
 from .rollout import Rollout, rollout
@@ -92,8 +93,8 @@ class ClusterStatus:
         for v in self.config.config.virtuals:
             servers = []
             for s in v.servers:
-                health = self.state.health.get((v.name, s.name))
-                admin = self.state.admin.get((v.name, s.name))
+                key = ServerKey(v.name, s.name)
+                health, admin = self.state.health.get(key), self.state.admin.get(key)
                 servers.append({
                     "name": s.name, "address": str(s.address), "port": v.effective_port(s),
                     "weight": s.weight, "active": s.active,

@@ -15,7 +15,6 @@ from agent.dataplane.desired import (
     timeouts,
 )
 from agent.dataplane.table import DestKey, DestSpec, ServiceKey, ServiceSpec
-from agent.nanny.state import ServerHealth
 from cluster.model import LvsConfig
 
 WEB = ServiceKey("tcp", "10.0.0.100", 80)
@@ -128,10 +127,8 @@ def test_quiesce_keeps_down_and_unknown_servers_at_weight_zero():
 
 def test_dynamic_weight_overrides_configured_and_is_clamped():
     cfg = config(TWO)
-    health = {("web", "a"): Health("up", 17), ("web", "b"): Health("up", 10**6)}
+    health = {("web", "a"): Health("up", weight=17), ("web", "b"): Health("up", weight=10**6)}
     assert dests(cfg, health) == {DestKey("10.0.1.1", 80): 17, DestKey("10.0.1.2", 80): 65535}
-    nanny = {("web", "a"): ServerHealth("up", weight=5), ("web", "b"): ServerHealth("down")}
-    assert dests(cfg, nanny) == {DestKey("10.0.1.1", 80): 5}  # nanny's own type fits
 
 
 def test_inactive_servers_are_never_programmed():
@@ -159,7 +156,7 @@ def test_bad_admin_state_and_health_are_clear_errors():
     with pytest.raises(ValueError, match="up, down or unknown"):
         Health("sick")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="integer or None"):
-        Health("up", 1.5)  # type: ignore[arg-type]
+        Health("up", weight=1.5)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- sorry server and merging
@@ -171,7 +168,7 @@ def test_sorry_server_only_when_nothing_serves():
     assert dests(cfg, both_up(), key=key) == {DestKey("10.0.1.1", 8000): 3,
                                               DestKey("10.0.1.2", 8000): 2}
     assert dests(cfg, {}, key=key) == {DestKey("10.9.9.9", 8000): 1}
-    assert dests(cfg, {("web", "a"): Health("up", 0)}, key=key) == {
+    assert dests(cfg, {("web", "a"): Health("up", weight=0)}, key=key) == {
         DestKey("10.0.1.1", 8000): 0, DestKey("10.9.9.9", 8000): 1}  # weight 0 serves nobody
     assert dests(cfg, {("web", "b"): UP}, key=key) == {DestKey("10.0.1.2", 8000): 2}
 
@@ -194,7 +191,7 @@ def test_servers_at_the_same_address_port_merge_by_summing_weights():
     assert dests(cfg, both_up()) == {DestKey("10.0.1.1", 80): 5}
     assert dests(cfg, {("web", "a"): UP, ("web", "b"): DOWN}) == {DestKey("10.0.1.1", 80): 3}
     assert dests(cfg, {("web", "b"): UP}, {("web", "b"): "drain"}) == {DestKey("10.0.1.1", 80): 0}
-    assert dests(cfg, {("web", "a"): Health("up", 65535), ("web", "b"): UP}) == {
+    assert dests(cfg, {("web", "a"): Health("up", weight=65535), ("web", "b"): UP}) == {
         DestKey("10.0.1.1", 80): 65535}
     swapped = config(web(*reversed(same["servers"])), network="direct")
     assert desired_table(swapped, both_up(), {}) == desired_table(cfg, both_up(), {})
@@ -243,7 +240,7 @@ def test_never_inactive_or_disabled_and_weights_in_range(
               for i, (host, active, weight, port) in enumerate(servers)]
     cfg = config(web(*blocks, quiesce_server=quiesce,
                      **({"sorry_server": "10.9.9.9"} if sorry else {})), network=network)
-    health = {("web", f"s{i}"): Health(s, dyn[i]) for i, s in enumerate(states) if s}
+    health = {("web", f"s{i}"): Health(s, weight=dyn[i]) for i, s in enumerate(states) if s}
     admin = {("web", f"s{i}"): a for i, a in enumerate(admins) if a}
     got = desired_table(cfg, health, admin)[WEB].dests
     allowed = {str(s.address) for s in cfg.virtuals[0].servers

@@ -142,7 +142,7 @@ async def test_one_server_change_is_one_op_without_reading(backend, router):
     rec = Reconciler(backend)
     await rec.set_desired(WANT)
     reads = backend.reads
-    health = UP | {("web", "a"): Health("up", 7)}
+    health = UP | {("web", "a"): Health("up", weight=7)}
     result = await rec.set_desired(desired_table(CFG, health, {}))
     assert result.ops == (EditDest(WEB, DestKey("10.0.1.1", 80), DestSpec(7)),)
     assert backend.applied[-1] == list(result.ops)
@@ -331,7 +331,7 @@ async def test_apply_errors_are_counted_then_reread_and_retried():
     rec = Reconciler(fake)
     await rec.set_desired(WANT)
     fake.fail = RuntimeError("kernel said no")
-    changed = desired_table(CFG, UP | {("web", "a"): Health("up", 9)}, {})
+    changed = desired_table(CFG, UP | {("web", "a"): Health("up", weight=9)}, {})
     result = await rec.set_desired(changed)
     assert not result.ok and "kernel said no" in result.error and not result.applied
     assert rec.stats.errors == 1 and rec.stats.applies == 1

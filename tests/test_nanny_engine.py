@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.nanny import CheckSpec, Engine, ServerHealth, StateSpec
+from agent.nanny import CheckSpec, Engine, Health, StateSpec
 
 LO = "127.0.0.1"
 WAIT = 10.0  # generous: how long to wait for something that should happen
@@ -202,7 +202,7 @@ async def test_warm_start_initial_states(refused_port):
     server, port = await ok_server()
     engine = Engine(seed=7)
     rec = Recorder(engine)
-    known = ServerHealth("down", 1000.0, "seen down by the previous master", 1)
+    known = Health("down", since=1000.0, reason="seen down by the previous master", weight=1)
     engine.set_targets({
         "was-up": (tcp(port), StateSpec(), "up"),
         "was-down": (tcp(port), StateSpec(reentry=60), "down"),

@@ -8,66 +8,29 @@ and ``nanny`` (which real servers get traffic, at what weight) as one function,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from agent.dataplane.table import DestKey, DestSpec, Forward, Service, ServiceKey, ServiceSpec
+from cluster.health import NOT_CHECKED, Health, ServerKey
 from cluster.model import LvsConfig, Server, Virtual
 
-HealthState = Literal["up", "down", "unknown"]
 AdminState = Literal["drain", "disable"]
 SyncRole = Literal["master", "backup"]
 
-HEALTH_STATES: tuple[str, ...] = ("up", "down", "unknown")
 ADMIN_STATES: tuple[str, ...] = ("drain", "disable")
 FORWARDING: Mapping[str, Forward] = {"nat": "masq", "direct": "route", "tunnel": "tunnel"}
 MAX_WEIGHT = 65535
 HOST_MASK = {4: "255.255.255.255", 6: "128"}
 
-ServerRef = tuple[str, str]  # (virtual name, server name)
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """What the checks say of one real server.
-
-    ``weight``: a dynamic weight from the checks, None for the configured one. Nanny's
-    ``ServerHealth`` (state, int weight) fits the same mappings.
-    """
-
-    state: HealthState = "unknown"
-    weight: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.state not in HEALTH_STATES:
-            raise ValueError(f"health state must be up, down or unknown, not {self.state!r}")
-        if self.weight is not None and (
-            isinstance(self.weight, bool) or not isinstance(self.weight, int)
-        ):
-            raise ValueError(f"dynamic weight must be an integer or None, not {self.weight!r}")
-
-
-NOT_CHECKED = Health()
-
-
-class HealthLike(Protocol):
-    """Anything with ``state`` and ``weight``: :class:`Health`, nanny's ``ServerHealth``."""
-
-    @property
-    def state(self) -> str: ...
-
-    @property
-    def weight(self) -> int | None: ...
-
 
 def desired_table(
     cfg: LvsConfig,
-    health: Mapping[ServerRef, HealthLike],
-    admin: Mapping[ServerRef, str],
+    health: Mapping[ServerKey, Health],
+    admin: Mapping[ServerKey, str],
 ) -> dict[ServiceKey, Service]:
     """The virtual services this router should program, with their real servers.
 
-    ``health`` and ``admin`` are keyed by (virtual name, server name); a server missing
+    ``health`` and ``admin`` are keyed by :class:`ServerKey` (virtual, server); a server missing
     from ``health`` has never been checked ("unknown": not serving). ``admin`` values are
     "drain" or "disable" (ValueError for anything else: validate where they come from).
     """
@@ -113,7 +76,7 @@ def dest_port(virtual: Virtual, server: Server, forward: Forward) -> int:
 
 
 def server_weight(
-    virtual: Virtual, server: Server, health: HealthLike, admin: str | None
+    virtual: Virtual, server: Server, health: Health, admin: str | None
 ) -> int | None:
     """The weight of one active server in its virtual; None = not programmed at all."""
     if admin == "disable":
@@ -134,8 +97,8 @@ def server_weight(
 def virtual_dests(
     virtual: Virtual,
     forward: Forward,
-    health: Mapping[ServerRef, HealthLike],
-    admin: Mapping[ServerRef, str],
+    health: Mapping[ServerKey, Health],
+    admin: Mapping[ServerKey, str],
 ) -> dict[DestKey, DestSpec]:
     """The real servers of one virtual, merged by address:port, with the sorry server.
 
@@ -146,7 +109,7 @@ def virtual_dests(
     for server in virtual.servers:
         if not server.active:
             continue
-        ref = (virtual.name, server.name)
+        ref = ServerKey(virtual.name, server.name)
         weight = server_weight(virtual, server, health.get(ref, NOT_CHECKED), admin.get(ref))
         if weight is None:
             continue

@@ -16,7 +16,7 @@ from cluster.model import LvsConfig
 
 from ..latency import DETECT_TO_DATAPLANE
 from .backend import Backend
-from .desired import Health, desired_table, sync_daemon, timeouts
+from .desired import Health, ServerKey, desired_table, sync_daemon, timeouts
 from .reconcile import Reconciler
 from .select import choose_backend
 
@@ -35,8 +35,8 @@ class DataPlane:
         self.licensed = licensed  # asked right before the sync daemon starts as master
         self.backend: Backend | None = None
         self.reconciler: Reconciler | None = None
-        self._inputs: tuple[LvsConfig, Mapping[tuple[str, str], Health],
-                            Mapping[tuple[str, str], str], bool] | None = None
+        self._inputs: tuple[LvsConfig, Mapping[ServerKey, Health],
+                            Mapping[ServerKey, str], bool] | None = None
         self._wake = asyncio.Event()
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
@@ -57,8 +57,8 @@ class DataPlane:
         self.reconciler = Reconciler(self.backend)
         log.info("data plane: %s%s", self.name, " (full NAT)" if full_nat else "")
 
-    def update(self, cfg: LvsConfig, health: Mapping[tuple[str, str], Health],
-               admin: Mapping[tuple[str, str], str], active: bool,
+    def update(self, cfg: LvsConfig, health: Mapping[ServerKey, Health],
+               admin: Mapping[ServerKey, str], active: bool,
                cause: float | None = None) -> None:
         """New inputs; ``cause``: when the health change behind them was detected (epoch)."""
         self._inputs = (cfg, dict(health), dict(admin), active)

@@ -8,9 +8,10 @@ from agent.nanny.checks import run_check
 from agent.nanny.engine import Engine, EngineStats
 from agent.nanny.result import CheckResult
 from agent.nanny.spec import CheckSpec, SpecError, piranha_check
-from agent.nanny.state import ServerHealth, State, StateSpec, StateSpecError, Transition
+from agent.nanny.state import State, StateSpec, StateSpecError, Tracked, Transition
+from cluster.health import Health
 
 __all__ = [
-    "CheckResult", "CheckSpec", "Engine", "EngineStats", "ServerHealth", "SpecError", "State",
-    "StateSpec", "StateSpecError", "Transition", "piranha_check", "run_check",
+    "CheckResult", "CheckSpec", "Engine", "EngineStats", "Health", "SpecError", "State",
+    "StateSpec", "StateSpecError", "Tracked", "Transition", "piranha_check", "run_check",
 ]

@@ -32,18 +32,19 @@ from agent.nanny.checks.load import read_load, scale_weight
 from agent.nanny.result import CheckResult
 from agent.nanny.spec import CheckSpec
 from agent.nanny.state import (
-    ServerHealth,
     State,
     StateSpec,
+    Tracked,
     Transition,
     initial,
     is_news,
     step,
     transition,
 )
+from cluster.health import Health
 
 log = logging.getLogger("agent.nanny")
-Initial = State | ServerHealth | None
+Initial = State | Health | None
 Target = tuple[CheckSpec, StateSpec, Initial]
 Subscriber = Callable[[Transition], None]
 _STARTING = object()  # marks a check whose start has not returned yet
@@ -69,12 +70,12 @@ class _Target:
     """Mutable bookkeeping of one target; only the engine touches it."""
 
     __slots__ = (
-        "check", "due", "gen", "health", "key", "last", "load", "load_due", "load_task",
-        "running", "spec",
+        "check", "due", "gen", "key", "last", "load", "load_due", "load_task", "running",
+        "spec", "tracked",
     )
 
-    def __init__(self, key: Hashable, check: CheckSpec, spec: StateSpec, health: ServerHealth):
-        self.key, self.check, self.spec, self.health = key, check, spec, health
+    def __init__(self, key: Hashable, check: CheckSpec, spec: StateSpec, tracked: Tracked):
+        self.key, self.check, self.spec, self.tracked = key, check, spec, tracked
         self.gen = 0  # bumped whenever in-flight work or queued starts become stale
         self.due = 0.0  # when the current (or last) check was due
         self.running: Running | object | None = None
@@ -130,11 +131,11 @@ class Engine:
         for key, (check, spec, init) in wanted.items():
             target = self._targets.get(key)
             if target is None:
-                if isinstance(init, ServerHealth):
-                    health = init
+                if isinstance(init, Health):
+                    tracked = Tracked(init)
                 else:
-                    health = initial(init, now, check.weight)
-                target = self._targets[key] = _Target(key, check, spec, health)
+                    tracked = initial(init, now, check.weight)
+                target = self._targets[key] = _Target(key, check, spec, tracked)
                 self._schedule_first(target)
             elif target.check != check:
                 self._abandon(target)
@@ -148,9 +149,9 @@ class Engine:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
-    def snapshot(self) -> dict[Hashable, ServerHealth]:
+    def snapshot(self) -> dict[Hashable, Health]:
         """Current health of every target."""
-        return {key: target.health for key, target in self._targets.items()}
+        return {key: target.tracked.health for key, target in self._targets.items()}
 
     def last_result(self, key: Hashable) -> CheckResult | None:
         """The latest check result of ``key`` (None if never checked or unknown key)."""
@@ -293,19 +294,19 @@ class Engine:
 
     def _apply(self, target: _Target, result: CheckResult) -> None:
         target.last = result
-        old = target.health
+        old = target.tracked
         check = target.check
-        weight = old.weight
+        weight = old.health.weight if old.health.weight is not None else check.weight
         if result.ok:
             weight = check.weight if result.weight is None else result.weight
             if target.load is not None:
                 weight = scale_weight(weight, target.load, check.load_full)
         new = step(old, target.spec, self._clock(), result.ok, result.reason, weight)
         if new is not old:
-            target.health = new
+            target.tracked = new
             if is_news(old, new):
                 self._publish(transition(target.key, old, new))
-        if check.load_monitor is not None and new.state == "up":
+        if check.load_monitor is not None and new.health.state == "up":
             self._maybe_read_load(target)
 
     def _publish(self, change: Transition) -> None:
@@ -345,6 +346,6 @@ def _validated(key: Hashable, value: object) -> tuple[CheckSpec, StateSpec, Init
     check, spec, init = value
     if not isinstance(check, CheckSpec) or not isinstance(spec, StateSpec):
         raise TypeError(f"target {key!r}: expected (CheckSpec, StateSpec, initial), got {value!r}")
-    if not (init is None or isinstance(init, ServerHealth) or init in ("unknown", "up", "down")):
+    if not (init is None or isinstance(init, Health) or init in ("unknown", "up", "down")):
         raise ValueError(f"target {key!r}: initial state must be up, down, unknown or None")
     return check, spec, init

@@ -10,18 +10,19 @@ Per real server, fed with ``(now, result)``:
 
 A new server starts ``unknown``: not serving until its first check passes, like nanny, which
 adds a real server to IPVS only after a successful check. A warm start passes its last known
-state instead. ``quiesce`` is carried for the data plane (weight 0 instead of removal); the
-state machine itself ignores it.
+state (or a whole :class:`~cluster.health.Health`) instead. ``quiesce`` is carried for the
+data plane (weight 0 instead of removal); the state machine itself ignores it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
 
-State = Literal["unknown", "up", "down"]
-STATES: tuple[str, ...] = State.__args__  # type: ignore[attr-defined]
+from cluster.health import STATES, Health, State
+
+__all__ = ["STATES", "State", "StateSpec", "StateSpecError", "Tracked", "Transition", "initial",
+           "is_news", "step", "transition"]
 
 
 class StateSpecError(ValueError):
@@ -48,90 +49,104 @@ class StateSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ServerHealth:
-    """What is known of one real server.
+class Tracked:
+    """One real server as nanny tracks it: its :class:`~cluster.health.Health` (the engine
+    uses epoch seconds for ``since``) and the run of results that moves it.
 
-    ``since``: when it entered ``state`` (the engine uses epoch seconds). ``reason``: why it is
-    in that state. ``weight``: the weight to use while up (configured or dynamic).
     ``failures``: consecutive failures (counted up to ``failures_to_down``). ``ok_since``:
     start of the current run of successes, None after a failure.
     """
 
-    state: State = "unknown"
-    since: float = 0.0
-    reason: str = "not checked yet"
-    weight: int = 1
+    health: Health
     failures: int = 0
     ok_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A change worth telling: a new state, or a new weight while up."""
+    """A change worth telling: a new state, or a new weight while up. ``health``: the new
+    health of ``key``; ``old``: the state it left."""
 
     key: Hashable
     old: State
-    new: State
-    since: float
-    reason: str
-    weight: int
+    health: Health
+
+    @property
+    def new(self) -> State:
+        return self.health.state
+
+    @property
+    def since(self) -> float:
+        return self.health.since
+
+    @property
+    def reason(self) -> str:
+        return self.health.reason
+
+    @property
+    def weight(self) -> int | None:
+        return self.health.weight
 
 
-def initial(state: State | None, now: float, weight: int) -> ServerHealth:
-    """Health of a server that starts being checked, in ``state`` if known (warm start)."""
+def initial(state: State | None, now: float, weight: int) -> Tracked:
+    """A server that starts being checked, in ``state`` if known (warm start)."""
     if state is None or state == "unknown":
-        return ServerHealth("unknown", now, "not checked yet", weight)
+        return Tracked(Health("unknown", since=now, reason="not checked yet", weight=weight))
     if state == "up":
-        return ServerHealth("up", now, "initial state", weight, 0, now)
+        return Tracked(Health("up", since=now, reason="initial state", weight=weight), 0, now)
     if state == "down":
-        return ServerHealth("down", now, "initial state", weight)
+        return Tracked(Health("down", since=now, reason="initial state", weight=weight))
     raise StateSpecError(f"initial state must be one of {', '.join(STATES)}, not {state!r}")
 
 
-def step(
-    health: ServerHealth, spec: StateSpec, now: float, ok: bool, reason: str, weight: int
-) -> ServerHealth:
-    """Health after one check result (``weight``: the weight a success asks for).
+def step(t: Tracked, spec: StateSpec, now: float, ok: bool, reason: str, weight: int) -> Tracked:
+    """The server after one check result (``weight``: the weight a success asks for).
 
-    Returns ``health`` itself when nothing changed, so a steady server costs no allocation.
+    Returns ``t`` itself when nothing changed, so a steady server costs no allocation; its
+    :class:`Health` is a new object only when the health itself changed.
     """
     if ok:
-        return _success(health, spec, now, reason, weight)
-    return _failure(health, spec, now, reason)
+        return _success(t, spec, now, reason, weight)
+    return _failure(t, spec, now, reason)
 
 
-def _success(
-    h: ServerHealth, spec: StateSpec, now: float, reason: str, weight: int
-) -> ServerHealth:
-    ok_since = h.ok_since if h.ok_since is not None and h.ok_since <= now else now
+def _success(t: Tracked, spec: StateSpec, now: float, reason: str, weight: int) -> Tracked:
+    h = t.health
+    ok_since = t.ok_since if t.ok_since is not None and t.ok_since <= now else now
+    steady = t.failures == 0 and t.ok_since == ok_since and h.weight == weight
     if h.state == "up":
-        if h.failures == 0 and h.ok_since == ok_since and h.weight == weight:
-            return h
-        why = h.reason if h.weight == weight else f"weight {weight}: {reason}"
-        return ServerHealth("up", h.since, why, weight, 0, ok_since)
+        if steady:
+            return t
+        if h.weight != weight:
+            h = replace(h, reason=f"weight {weight}: {reason}", weight=weight)
+        return Tracked(h, 0, ok_since)
     if h.state == "unknown":
-        return ServerHealth("up", now, reason, weight, 0, ok_since)
+        return Tracked(Health("up", since=now, reason=reason, weight=weight), 0, ok_since)
     if now - ok_since >= spec.reentry:  # down, and ok long enough
-        return ServerHealth("up", now, f"{reason} (ok for {spec.reentry:g}s)", weight, 0, ok_since)
-    if h.failures == 0 and h.ok_since == ok_since and h.weight == weight:
-        return h
-    return ServerHealth("down", h.since, h.reason, weight, 0, ok_since)
+        up = Health("up", since=now, reason=f"{reason} (ok for {spec.reentry:g}s)",
+                    weight=weight)
+        return Tracked(up, 0, ok_since)
+    if steady:
+        return t
+    return Tracked(h if h.weight == weight else replace(h, weight=weight), 0, ok_since)
 
 
-def _failure(h: ServerHealth, spec: StateSpec, now: float, reason: str) -> ServerHealth:
-    failures = min(h.failures + 1, spec.failures_to_down)
+def _failure(t: Tracked, spec: StateSpec, now: float, reason: str) -> Tracked:
+    h = t.health
+    failures = min(t.failures + 1, spec.failures_to_down)
     if h.state != "down" and failures >= spec.failures_to_down:
-        return ServerHealth("down", now, reason, h.weight, failures, None)
-    if failures == h.failures and h.ok_since is None:
-        return h
-    return ServerHealth(h.state, h.since, h.reason, h.weight, failures, None)
+        return Tracked(Health("down", since=now, reason=reason, weight=h.weight), failures, None)
+    if failures == t.failures and t.ok_since is None:
+        return t
+    return Tracked(h, failures, None)
 
 
-def is_news(old: ServerHealth, new: ServerHealth) -> bool:
+def is_news(old: Tracked, new: Tracked) -> bool:
     """Whether a subscriber must hear of this step: a new state, or a new weight while up."""
-    return new.state != old.state or (new.state == "up" and new.weight != old.weight)
+    a, b = old.health, new.health
+    return b.state != a.state or (b.state == "up" and b.weight != a.weight)
 
 
-def transition(key: Hashable, old: ServerHealth, new: ServerHealth) -> Transition:
+def transition(key: Hashable, old: Tracked, new: Tracked) -> Transition:
     """The :class:`Transition` from ``old`` to ``new`` for ``key``."""
-    return Transition(key, old.state, new.state, new.since, new.reason, new.weight)
+    return Transition(key, old.health.state, new.health)

@@ -1,15 +1,21 @@
 """``health/<virtual>/<server>`` (the active's verdict) and
-``observations/<node>/<virtual>/<server>`` (one router's own check result)."""
+``observations/<node>/<virtual>/<server>`` (one router's own check result).
+
+Both serialise the one health type, :class:`cluster.health.Health`; ``of()`` and
+``to_health()`` are the only conversions between them.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from .base import Document, epoch
+from ..health import Health, State
+from .base import Document, epoch, iso
 
-State = Literal["up", "down", "unknown"]
+
+def _weight(health: Health) -> int:
+    """The stored weight: a health without one (the configured weight) is stored as 1."""
+    return health.weight if health.weight is not None else 1
 
 
 class Observation(Document):
@@ -28,6 +34,15 @@ class Observation(Document):
     @property
     def since_epoch(self) -> float:
         return epoch(self.since)
+
+    @classmethod
+    def of(cls, health: Health) -> Observation:
+        """What a router publishes of its own checks (``observed_by`` is not stored)."""
+        return cls(state=health.state, since=iso(health.since), weight=_weight(health),
+                   reason=health.reason)
+
+    def to_health(self) -> Health:
+        return Health(self.state, since=self.since_epoch, reason=self.reason, weight=self.weight)
 
 
 class HealthVerdict(Document):
@@ -50,3 +65,13 @@ class HealthVerdict(Document):
     @property
     def since_epoch(self) -> float:
         return epoch(self.since)
+
+    @classmethod
+    def of(cls, health: Health, term: int) -> HealthVerdict:
+        """The verdict ``health`` as the active of ``term`` stores it."""
+        return cls(state=health.state, since=iso(health.since), weight=_weight(health),
+                   reason=health.reason, observed_by=health.observed_by, term=term)
+
+    def to_health(self) -> Health:
+        return Health(self.state, since=self.since_epoch, reason=self.reason, weight=self.weight,
+                      observed_by=self.observed_by)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..etcd.client import KV
+from ..health import ServerKey
 from ..keys import Keys, ParsedKey, parse
 from .admin import AdminFlag
 from .base import Document, DocumentError
@@ -26,8 +27,6 @@ from .leader import LeaderDoc, LeaderKey
 from .node import NodeRecord
 from .released import ReleasedMarker
 from .switchover import SwitchoverRequest
-
-ServerKey = tuple[str, str]  # (virtual, server)
 
 EVICT = "evict-"
 
@@ -123,13 +122,13 @@ class ClusterState:
         return _put(self.nodes, name, NodeRecord, kv)
 
     def _health(self, pk: ParsedKey, kv: KV | None) -> str | None:
-        return _put(self.health, (pk.parts[0], pk.parts[1]), HealthVerdict, kv)
+        return _put(self.health, ServerKey(pk.parts[0], pk.parts[1]), HealthVerdict, kv)
 
     def _admin(self, pk: ParsedKey, kv: KV | None) -> str | None:
-        return _put(self.admin, (pk.parts[0], pk.parts[1]), AdminFlag, kv)
+        return _put(self.admin, ServerKey(pk.parts[0], pk.parts[1]), AdminFlag, kv)
 
     def _observation(self, pk: ParsedKey, kv: KV | None) -> str | None:
-        node, server = pk.parts[0], (pk.parts[1], pk.parts[2])
+        node, server = pk.parts[0], ServerKey(pk.parts[1], pk.parts[2])
         views = self.observations.setdefault(server, {})
         why = _put(views, node, Observation, kv)
         if not views:
