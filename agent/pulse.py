@@ -402,7 +402,7 @@ class Pulse:
             if won and key is not None:
                 self.machine.won(key.term, key.lease)
                 if self.machine.role is Role.ACTIVE:
-                    self.health.term = key.term
+                    self.health.rekeyed(key.term)
                     self._kick_registration()
                     log.info("re-took the leader key while holding the VIPs: term %d",
                              key.term)

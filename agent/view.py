@@ -46,7 +46,7 @@ class ClusterView:
     leader_absent_since: float | None = None
     last_term: int = 0
     version: int = 0  # bumped on every update: a cache key for derived views
-    touched: set[str] | None = None  # keys of the last update (None: a whole snapshot)
+    touched: set[str] | None = None  # keys changed since take_touched() (None: a snapshot)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stats: ViewStats = field(default_factory=ViewStats)
     watch: PrefixWatch | None = None
@@ -58,9 +58,9 @@ class ClusterView:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
         async for update in self.watch:
             self.version += 1
-            self.touched = None if isinstance(update, Snapshot) else {c.key for c in update}
             if isinstance(update, Snapshot):
                 self.state = await self._rebuild(update)
+                self.touched = None
                 self.kvs = dict(update.items)
                 for junk in self.state.junk_list():
                     self._junk(junk.key, junk.why)
@@ -91,6 +91,8 @@ class ClusterView:
         else:
             self.kvs[change.key] = change.kv
         junk = self.state.apply(change.key, change.kv)
+        if self.touched is not None:
+            self.touched.add(change.key)
         if junk is not None:
             self._junk(junk.key, junk.why)
         if change.key == self.keys.leader:
@@ -114,6 +116,12 @@ class ClusterView:
     def _junk(self, key: str, why: str) -> None:
         self.stats.junk += 1
         log.warning("ignoring %s: %s", key, why)
+
+    def take_touched(self) -> set[str] | None:
+        """The keys changed since the last call; None if a snapshot replaced the state since
+        (look at everything). One consumer: the health service."""
+        touched, self.touched = self.touched, set()
+        return touched
 
     # -- typed reads (the role machine's inputs) -------------------------------------------
 

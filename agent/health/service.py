@@ -1,0 +1,177 @@
+"""Health of the real servers, shared through etcd so every router holds one view: the shell.
+
+Every router runs nanny on every real server and publishes what it sees under
+``observations/<node>/...`` (bound to its lease). The active decides the *effective*
+health (its own view, or a majority of the live routers' views) and writes it to
+``health/<virtual>/<server>`` in transactions fenced by its term, only on change.
+Backups program their data plane from that shared view, so a new active starts warm.
+
+The decisions are :class:`~agent.health.core.HealthCore`'s (pure); this module runs nanny,
+feeds the core with nanny's news, the view's changes and the role, and carries out the writes
+the core asks for: batched transactions of at most :data:`TXN_OPS` operations, each verdict
+transaction fenced by the term and made only while ``licensed()`` (the active's licence,
+asked at the instant of the act); anything that fails is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from cluster.election import fence
+from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
+from cluster.health import Health, ServerKey
+from cluster.keys import Keys
+from cluster.model import LvsConfig
+
+from ..checks import targets
+from ..nanny import Engine, Transition
+from ..view import ClusterView
+from .core import HealthCore, Outcome, Touched, Writes
+
+log = logging.getLogger(__name__)
+
+TXN_OPS = 100  # etcd allows 128 operations per transaction
+RETRY = 0.2  # seconds before writes that failed are tried again
+
+
+class HealthService:
+    """nanny + publication. ``on_change()`` fires when our own checks changed what the data
+    plane should program (the data plane first, etcd right after); for every other input the
+    caller updates the data plane itself."""
+
+    def __init__(self, etcd: Etcd, keys: Keys, node: str, view: ClusterView,
+                 on_change: Callable[[], None], lease: Callable[[], int | None],
+                 licensed: Callable[[], bool] = lambda: True) -> None:
+        self.etcd, self.keys, self.node, self.view = etcd, keys, node, view
+        self.on_change = on_change
+        self.lease = lease
+        self.licensed = licensed  # the active's licence, asked before each fenced write
+        self.core = HealthCore(node)
+        self.engine = Engine()
+        self.engine.subscribe(self._checked)
+        self._wake = asyncio.Event()
+        self.writes = 0
+        self.write_errors = 0
+        self.cause: float | None = None  # detection time of the newest unapplied decision
+
+    @property
+    def term(self) -> int:
+        """The term we decide under (> 0 while active)."""
+        return self.core.term
+
+    def take_cause(self) -> float | None:
+        """When the decision the data plane is about to apply was detected (epoch)."""
+        cause, self.cause = self.cause, None
+        return cause
+
+    def for_dataplane(self) -> Mapping[ServerKey, Health]:
+        """What to program: our decisions while active, else the shared view."""
+        return self.core.plane
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def configure(self, cfg: LvsConfig) -> None:
+        """Check exactly the programmed servers; a new one starts from the shared view."""
+        self._sync()
+        wanted = targets(cfg)
+        warm = self.core.warm_start(wanted, self.view.state)
+        self.engine.set_targets({key: (check, state, warm.get(key))
+                                 for key, (check, state) in wanted.items()})
+        own: dict[ServerKey, Health] = self.engine.snapshot()  # type: ignore[assignment]
+        self._take(self.core.configure(own, cfg.health_policy, self.view.state))
+
+    def activate(self, term: int) -> None:
+        """Start deciding: from the shared view (warm), corrected by what we see ourselves."""
+        self._sync()
+        self._take(self.core.activate(term, self.view.state))
+
+    def rekeyed(self, term: int) -> None:
+        """Our term changed while we stayed active: fence our writes with the new one."""
+        self._sync()
+        self._take(self.core.rekeyed(term, self.view.state))
+
+    def deactivate(self) -> None:
+        self._sync()
+        self._take(self.core.deactivate(self.view.state))
+
+    def view_changed(self) -> bool:
+        """Something in etcd moved; True if the data plane should look again."""
+        return self._sync()
+
+    def _sync(self) -> bool:
+        """Feed the core with the keys the view changed since the last time."""
+        touched = self.view.take_touched()
+        if touched is not None and not touched:
+            return False
+        changed = Touched.of(self.keys, touched) if touched is not None else None
+        return self._take(self.core.etcd_changed(self.view.state, changed))
+
+    def _checked(self, tr: Transition) -> None:
+        key: ServerKey = tr.key  # type: ignore[assignment]
+        if self._take(self.core.checked(key, tr.health, self.view.state)):
+            self.on_change()  # the data plane first, etcd right after
+
+    def _take(self, out: Outcome) -> bool:
+        if out.cause is not None:
+            self.cause = out.cause if self.cause is None else min(self.cause, out.cause)
+        if self.core.pending:
+            self._wake.set()
+        return bool(out.plane)
+
+    # -- publication ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with self.engine:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._publish()
+
+    async def _publish(self) -> None:
+        writes = self.core.take_writes(self.view.state)
+        if not writes:
+            return
+        try:
+            await self._write_verdicts(writes)
+            if not await self._write_observations(writes):
+                self.core.unwritten(Writes(observations=writes.observations))
+                await self._retry()
+        except (EtcdUnavailable, EtcdAuthError) as exc:
+            self.write_errors += 1
+            log.warning("health publication failed (will retry): %s", exc)
+            self.core.unwritten(writes)
+            await self._retry()
+
+    async def _retry(self) -> None:
+        await asyncio.sleep(RETRY)
+        self._wake.set()
+
+    async def _write_verdicts(self, writes: Writes) -> None:
+        term = writes.term
+        ops = [Put(self.keys.health(*key), doc.encode()) if doc is not None
+               else Delete(self.keys.health(*key)) for key, doc in sorted(writes.verdicts.items())]
+        for i in range(0, len(ops), TXN_OPS):
+            chunk = ops[i:i + TXN_OPS]
+            if not self.licensed():  # the write is fenced by the term, too: both must hold
+                raise EtcdUnavailable("not licensed to write as the active right now")
+            result = await self.etcd.txn([fence(self.keys, term)], chunk)
+            if not result.succeeded:
+                log.warning("health not written: term %d no longer holds the leader key", term)
+                return
+            self.writes += len(chunk)
+
+    async def _write_observations(self, writes: Writes) -> bool:
+        """Our observations, bound to our lease; False if we have no lease (yet)."""
+        if not writes.observations:
+            return True
+        lease = self.lease()
+        if lease is None:
+            return False
+        ops = [Put(self.keys.observation(self.node, *key), doc.encode(), lease)
+               if doc is not None else Delete(self.keys.observation(self.node, *key))
+               for key, doc in sorted(writes.observations.items())]
+        for i in range(0, len(ops), TXN_OPS):
+            await self.etcd.txn([], ops[i:i + TXN_OPS])
+        return True

@@ -1,0 +1,280 @@
+"""The health shell against a real etcd: nanny checking real sockets on loopback, the view's
+watch feeding the core, verdicts fenced by the term and only while licensed, observations
+bound to the lease, batches of at most TXN_OPS operations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from agent.health import TXN_OPS, HealthService
+from agent.view import ClusterView
+from cluster.config_follow import ConfigFollower
+from cluster.documents import HealthVerdict, Observation
+from cluster.election import campaign, resign
+from cluster.etcd.client import KV, Etcd
+from cluster.health import ServerKey
+from cluster.keys import Keys
+from cluster.model import LvsConfig
+
+pytestmark = pytest.mark.etcd
+
+LO = "127.0.0.1"
+A, B = ServerKey("web", "a"), ServerKey("web", "b")
+
+
+async def until(ok: Callable[[], object], what: str, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def eventually(read: Callable[[], object], ok: Callable[[object], bool], what: str,
+                     limit: float = 10.0) -> object:
+    """Poll an async read until ``ok`` of its result."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = await read()  # type: ignore[misc]
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {value!r}")
+        await asyncio.sleep(0.02)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind((LO, 0))
+        return s.getsockname()[1]
+
+
+def config(servers: dict[str, int], policy: str = "active") -> LvsConfig:
+    return LvsConfig(health_policy=policy, virtuals=[{
+        "name": "web", "address": "10.0.0.100 eth0:1", "timeout": 1.0, "interval": 0.1,
+        "reentry": 0,
+        "servers": [{"name": n, "address": LO, "port": p} for n, p in servers.items()]}])
+
+
+@dataclass
+class Router:
+    """One router's health service, wired to its own view as pulse wires it."""
+
+    etcd: Etcd
+    keys: Keys
+    node: str
+    lease: int | None
+    licensed: bool = True
+    changes: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.view = ClusterView(self.etcd, self.keys, ConfigFollower(self.etcd, self.keys))
+        self.health = HealthService(self.etcd, self.keys, self.node, self.view,
+                                    on_change=self._changed, lease=lambda: self.lease,
+                                    licensed=lambda: self.licensed)
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    async def start(self, cfg: LvsConfig) -> None:
+        self.tasks.append(asyncio.create_task(self.view.run()))
+        await until(lambda: self.view.leader_known, "the view's snapshot")
+        self.health.configure(cfg)
+        self.tasks.append(asyncio.create_task(self.health.run()))
+        self.tasks.append(asyncio.create_task(self._forward()))
+
+    async def _forward(self) -> None:
+        while True:
+            await self.view.changed.wait()
+            self.view.changed.clear()
+            self.health.view_changed()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def routers(etcd: Etcd, cluster_name: str) -> AsyncIterator[Callable[..., Router]]:
+    made: list[Router] = []
+    leases: list[int] = []
+
+    async def lease() -> int:
+        lease_id, _ = await etcd.grant(30)
+        leases.append(lease_id)
+        return lease_id
+
+    def make(node: str, lease_id: int | None) -> Router:
+        router = Router(etcd, Keys(cluster_name), node, lease_id)
+        made.append(router)
+        return router
+
+    make.lease = lease  # type: ignore[attr-defined]
+    yield make
+    for router in made:
+        await router.stop()
+    for lease_id in leases:
+        with contextlib.suppress(Exception):
+            await etcd.revoke(lease_id)
+
+
+@pytest.fixture
+async def ok_port() -> AsyncIterator[int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, LO, 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def kv(etcd: Etcd, key: str) -> KV | None:
+    return await etcd.get(key)
+
+
+async def verdict(etcd: Etcd, keys: Keys, key: ServerKey) -> HealthVerdict | None:
+    found = await etcd.get(keys.health(*key))
+    return HealthVerdict.decode(found.value) if found is not None else None
+
+
+async def test_the_active_writes_puts_back_and_removes(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    lease = await routers.lease()  # type: ignore[attr-defined]
+    r1 = routers("r1", lease)
+    keys = r1.keys
+    won, leader = await campaign(etcd, keys, "r1", lease)
+    assert won and leader is not None
+    await r1.start(config({"a": ok_port, "b": closed_port()}))
+    r1.health.activate(leader.term)
+    a = await eventually(lambda: verdict(etcd, keys, A), lambda v: v is not None and
+                         v.state == "up", "a up")
+    b = await eventually(lambda: verdict(etcd, keys, B), lambda v: v is not None and
+                         v.state == "down", "b down")
+    assert a.term == b.term == leader.term and a.observed_by == ("r1",)  # type: ignore[union-attr]
+    seen = await eventually(lambda: kv(etcd, keys.observation("r1", *A)),
+                            lambda v: v is not None, "our observation of a")
+    assert seen.lease == lease and Observation.decode(seen.value).state == "up"  # type: ignore[union-attr]
+    assert r1.changes >= 2 and r1.health.for_dataplane()[A].state == "up"
+
+    # Deleted and overwritten by hand: put back as decided.
+    await etcd.delete(keys.health(*A))
+    await etcd.put(keys.health(*B), HealthVerdict(state="up", term=1).encode())
+    await eventually(lambda: verdict(etcd, keys, A), lambda v: v == a, "a put back")
+    await eventually(lambda: verdict(etcd, keys, B), lambda v: v == b, "b put back")
+
+    # Not licensed at the instant of the write: nothing written until it is again.
+    r1.licensed = False
+    await etcd.delete(keys.health(*A))
+    await asyncio.sleep(0.6)
+    assert await verdict(etcd, keys, A) is None and r1.health.write_errors >= 1
+    r1.licensed = True
+    await eventually(lambda: verdict(etcd, keys, A), lambda v: v == a, "a put back when licensed")
+
+    # No longer configured: verdict and observation removed.
+    r1.health.configure(config({"a": ok_port}))
+    await eventually(lambda: verdict(etcd, keys, B), lambda v: v is None, "b's verdict gone")
+    await eventually(lambda: kv(etcd, keys.observation("r1", *B)), lambda v: v is None,
+                     "b's observation gone")
+
+
+async def test_a_new_active_starts_warm_and_rewrites_nothing_still_true(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    cfg = config({"a": ok_port, "b": closed_port()})
+    l1, l2 = await routers.lease(), await routers.lease()  # type: ignore[attr-defined]
+    r1, r2 = routers("r1", l1), routers("r2", l2)
+    keys = r1.keys
+    _, leader = await campaign(etcd, keys, "r1", l1)
+    assert leader is not None
+    await r1.start(cfg)
+    r1.health.activate(leader.term)
+    await eventually(lambda: verdict(etcd, keys, B), lambda v: v is not None and
+                     v.state == "down", "b down")
+    await eventually(lambda: verdict(etcd, keys, A), lambda v: v is not None and
+                     v.state == "up", "a up")
+    before = {k: await kv(etcd, keys.health(*k)) for k in (A, B)}
+    await r2.start(cfg)  # a backup: programs the shared view, starts its checks warm from it
+    await until(lambda: {k: h.state for k, h in r2.health.for_dataplane().items()}
+                == {A: "up", B: "down"}, "r2 follows the verdicts")
+    assert {k: h.state for k, h in r2.health.engine.snapshot().items()} == {A: "up", B: "down"}
+    r1.health.deactivate()
+    assert await resign(etcd, keys, leader.term, "r1") is not None
+    won, new = await campaign(etcd, keys, "r2", l2)
+    assert won and new is not None
+    r2.health.activate(new.term)
+    r2.health.view_changed()
+    await asyncio.sleep(0.5)  # checks ran meanwhile: they agree with the stored verdicts
+    after = {k: await kv(etcd, keys.health(*k)) for k in (A, B)}
+    assert after == before  # same revisions: nothing rewritten at the failover
+    assert r2.health.term == new.term and r2.health.for_dataplane()[A].state == "up"
+
+
+async def test_a_rekeyed_active_writes_what_the_lost_term_could_not(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), LO, 0)
+    port = server.sockets[0].getsockname()[1]
+    l1 = await routers.lease()  # type: ignore[attr-defined]
+    r1 = routers("r1", l1)
+    keys = r1.keys
+    _, leader = await campaign(etcd, keys, "r1", l1)
+    assert leader is not None
+    await r1.start(config({"a": port, "b": ok_port}))
+    r1.health.activate(leader.term)
+    await eventually(lambda: verdict(etcd, keys, A), lambda v: v is not None and
+                     v.state == "up", "a up")
+    await eventually(lambda: kv(etcd, keys.observation("r1", *B)), lambda v: v is not None,
+                     "our observation of b")
+    await etcd.revoke(l1)  # the key (and our observations) went with the lease
+    r1.lease = None
+    server.close()
+    await server.wait_closed()  # a goes down now: the write fails, the term is gone
+    await until(lambda: r1.health.for_dataplane()[A].state == "down", "a down here")
+    await asyncio.sleep(0.3)
+    assert (await verdict(etcd, keys, A)).state == "up"  # type: ignore[union-attr]
+    l2 = await routers.lease()  # type: ignore[attr-defined]
+    won, again = await campaign(etcd, keys, "r1", l2)
+    assert won and again is not None and again.term > leader.term
+    r1.lease = l2
+    r1.health.rekeyed(again.term)
+    await eventually(lambda: verdict(etcd, keys, A), lambda v: v is not None and
+                     v.state == "down", "a down in etcd")
+    # Our observations, lost with the old lease, are back on the new one: a's (it changed
+    # meanwhile) and b's (it did not).
+    for key in (A, B):
+        seen = await eventually(lambda k=key: kv(etcd, keys.observation("r1", *k)),
+                                lambda v: v is not None, "our observation back")
+        assert seen.lease == l2  # type: ignore[union-attr]
+
+
+async def test_writes_go_in_transactions_of_at_most_txn_ops(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    n = 2 * TXN_OPS + 50
+    lease = await routers.lease()  # type: ignore[attr-defined]
+    r1 = routers("r1", lease)
+    keys = r1.keys
+    _, leader = await campaign(etcd, keys, "r1", lease)
+    assert leader is not None
+    await r1.start(config({f"s{i}": ok_port for i in range(n)}))
+    r1.health.activate(leader.term)
+
+    async def ups() -> list[KV]:
+        kvs, _ = await etcd.get_prefix(keys.health_prefix)
+        return [x for x in kvs if HealthVerdict.decode(x.value).state == "up"]
+
+    await eventually(ups, lambda kvs: len(kvs) == n, "every verdict up")  # type: ignore[arg-type]
+    for prefix in (keys.health_prefix, keys.observations_prefix):
+        kvs, _ = await etcd.get_prefix(prefix)
+        per_txn: dict[int, int] = {}
+        for x in kvs:
+            per_txn[x.mod_revision] = per_txn.get(x.mod_revision, 0) + 1
+        assert len(kvs) == n and max(per_txn.values()) <= TXN_OPS
+    assert r1.health.writes >= n and r1.health.write_errors == 0
