@@ -390,15 +390,16 @@ class Pulse:
         if isinstance(action, Deactivate):
             await self._release(action.reason)
         elif isinstance(action, Resign):
-            self.view.leader, self.view.leader_absent_since = None, self.clock()
-            if await resign(self.etcd, self.keys, action.term, self.opts.node):
+            deleted = await resign(self.etcd, self.keys, action.term, self.opts.node)
+            if deleted is not None:  # gone as of that revision: fresher than our watch
+                self.view.observe_leader(None, deleted)
                 log.info("resigned term %d (%s)", action.term, action.reason)
         elif isinstance(action, Campaign):
             if self.lease.lease_id is None:
                 return
             won, key = await campaign(self.etcd, self.keys, self.opts.node, self.lease.lease_id)
-            if key is not None:  # the key as etcd holds it now: fresher than our watch
-                self.view.leader, self.view.leader_absent_since = key, None
+            if key is not None:  # the key as etcd holds it now: fresher than our watch (a
+                self.view.observe_leader(key, key.term)  # leader key is never rewritten)
             if won and key is not None:
                 self.machine.won(key.term, key.lease)
                 if self.machine.role is Role.ACTIVE:

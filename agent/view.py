@@ -45,6 +45,7 @@ class ClusterView:
     leader_known: bool = False
     leader_absent_since: float | None = None
     last_term: int = 0
+    leader_revision: int = 0  # the etcd revision the leader fields date from
     version: int = 0  # bumped on every update: a cache key for derived views
     touched: set[str] | None = None  # keys changed since take_touched() (None: a snapshot)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -64,7 +65,9 @@ class ClusterView:
                 self.kvs = dict(update.items)
                 for junk in self.state.junk_list():
                     self._junk(junk.key, junk.why)
-                self._leader_changed(self.kvs.get(self.keys.leader))
+                kv = self.kvs.get(self.keys.leader)
+                self._leader_seen(LeaderKey.from_kv(kv) if kv else None, update.revision,
+                                  snapshot=True)
                 config = self.kvs.get(self.keys.config)
                 if config is not None:
                     await self.follower.offer(config)
@@ -96,22 +99,36 @@ class ClusterView:
         if junk is not None:
             self._junk(junk.key, junk.why)
         if change.key == self.keys.leader:
-            self._leader_changed(change.kv)
+            self._leader_seen(LeaderKey.from_kv(change.kv) if change.kv else None,
+                              change.revision)
         elif change.kv is not None and change.key == self.keys.config:
             await self.follower.offer(change.kv)
         elif change.kv is not None and change.key.startswith(self.keys.health_prefix):
             self._health_seen(change.key, self.state)
 
-    def _leader_changed(self, kv: KV | None) -> None:
-        self.leader_known = True
-        if kv is None:
+    def observe_leader(self, leader: LeaderKey | None, revision: int) -> bool:
+        """The leader key as etcd held it at ``revision``, read or written by us directly (a
+        campaign, a resign): fresher than the watch may be. Applied only if newer than what
+        the view holds (the watch's older events of the key are then skipped); True if it
+        was."""
+        return self._leader_seen(leader, revision)
+
+    def _leader_seen(self, leader: LeaderKey | None, revision: int,
+                     snapshot: bool = False) -> bool:
+        """The leader key at ``revision`` (None: absent). A snapshot always counts: it
+        replaces the whole view (and a store restored from a backup goes back in time)."""
+        if revision <= self.leader_revision and not snapshot:
+            return False
+        self.leader_known, self.leader_revision = True, revision
+        if leader is None:
             if self.leader is not None or self.leader_absent_since is None:
                 self.leader_absent_since = self.clock()
             self.leader = None
         else:
-            self.leader = LeaderKey.from_kv(kv)
+            self.leader = leader
             self.leader_absent_since = None
-            self.last_term = max(self.last_term, self.leader.term)
+            self.last_term = max(self.last_term, leader.term)
+        return True
 
     def _junk(self, key: str, why: str) -> None:
         self.stats.junk += 1

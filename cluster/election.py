@@ -29,8 +29,9 @@ async def campaign(etcd: Etcd, keys: Keys, node: str, lease: int) -> tuple[bool,
     return False, LeaderKey.from_kv(kvs[0]) if kvs else None
 
 
-async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> bool:
-    """Delete the leader key if it is still ours (same term); True if it was deleted.
+async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> int | None:
+    """Delete the leader key if it is still ours (same term): the revision it was deleted
+    at, None if it was not ours.
 
     Call only after every VIP is released: the same transaction leaves the
     ``control/released`` marker that lets the next active skip waiting for us.
@@ -40,7 +41,7 @@ async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> bool:
         [fence(keys, term)],
         [Delete(keys.leader), Put(keys.released, marker.encode())],
     )
-    return result.succeeded
+    return result.revision if result.succeeded else None
 
 
 async def read_leader(etcd: Etcd, keys: Keys) -> LeaderKey | None:

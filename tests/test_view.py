@@ -16,12 +16,13 @@ from cluster.documents import (
     EvictionVote,
     HealthVerdict,
     LeaderDoc,
+    LeaderKey,
     NodeRecord,
     ReleasedMarker,
     SwitchoverRequest,
 )
 from cluster.etcd.client import KV, Etcd
-from cluster.etcd.watch import Snapshot
+from cluster.etcd.watch import Change, Snapshot
 from cluster.keys import Keys
 
 pytestmark = pytest.mark.etcd
@@ -98,3 +99,39 @@ async def test_a_big_snapshot_lets_the_loop_run(etcd: Etcd, cluster_name: str) -
     counter.cancel()
     assert state == ClusterState.from_kvs(keys, kvs) and len(state.health) == len(kvs)
     assert turns >= 2
+
+
+async def test_a_leader_key_seen_directly_counts_only_if_newer(etcd: Etcd,
+                                                               cluster_name: str) -> None:
+    """pulse hands the view what a campaign or a resign learned of the leader key, with its
+    revision: newer than the watch, so the watch's older events of the key must not undo it."""
+    keys = Keys(cluster_name)
+    now = [5.0]
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys), clock=lambda: now[0])
+
+    def created(node: str, term: int, lease: int) -> KV:
+        return KV(keys.leader, LeaderDoc(node=node).encode().encode(), term, term, 1, lease)
+
+    await view._apply(Change(keys.leader, created("r1", 10, 1), 10))
+    assert view.leader == LeaderKey("r1", 10, 1) and view.leader_known
+    assert view.observe_leader(None, 12)  # we resigned: deleted at revision 12
+    assert view.leader is None and view.leader_absent_since == 5.0
+    await view._apply(Change(keys.leader, created("r1", 10, 1), 10))  # the watch, late
+    assert view.leader is None
+    now[0] = 6.0
+    assert view.observe_leader(LeaderKey("r2", 15, 2), 15)  # a campaign won at 15
+    assert view.leader == LeaderKey("r2", 15, 2) and view.leader_absent_since is None
+    assert view.last_term == 15
+    assert not view.observe_leader(None, 14) and view.leader is not None
+    await view._apply(Change(keys.leader, None, 20))  # the watch's own newer news counts
+    assert view.leader is None and view.leader_absent_since == 6.0
+    # A snapshot replaces everything, even at an older revision (a restored store).
+    assert view.observe_leader(None, 10**12)
+    await etcd.put(keys.leader, LeaderDoc(node="r3").encode())
+    task = asyncio.create_task(view.run())
+    try:
+        await until(view, lambda: view.leader is not None, "the snapshot")
+        assert view.leader is not None and view.leader.node == "r3"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
