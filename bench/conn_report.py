@@ -306,9 +306,14 @@ def details(cells: Sequence[Cell]) -> str:
 
 def notes(cells: Sequence[Cell]) -> list[str]:
     out = []
+    skipped: dict[tuple[str, str], list[Cell]] = {}
     for c in sorted(cells, key=_order):
         if c.skipped:
-            out.append(f"`{c.plane}` / `{c.scheduler}` / {c.fault}: skipped: {c.skipped}")
+            skipped.setdefault((c.plane, c.skipped), []).append(c)
+    for (plane, why), group in skipped.items():
+        scheds = ", ".join(dict.fromkeys(c.scheduler for c in group))
+        faults = ", ".join(dict.fromkeys(c.fault for c in group))
+        out.append(f"`{plane}` skipped ({scheds}; {faults}): {why}")
     seen = set()
     for c in sorted(cells, key=_order):
         if c.note and (c.plane, c.scheduler, c.note) not in seen:
@@ -373,12 +378,20 @@ def render(cells: Sequence[Cell], png: str | None = None) -> str:
         parts.append("Runs (as root, from the repository):\n\n"
                      + "\n".join(textwrap.fill(f"* {x}", 92, subsequent_indent="  ",
                                                break_on_hyphens=False) for x in lines))
+    measured = {c.plane for c in cells if c.trials}
+    missing = [p for p in PLANES if p not in measured]
+    if missing:
+        parts.append(textwrap.fill(
+            "Not measured yet: " + ", ".join(f"`{p}`" for p in missing) + " (their "
+            "mechanisms are not on this commit, or need the QEMU guest; the commands are in "
+            "bench/connections.py's docstring).", 92, break_on_hyphens=False))
     if png:
         parts.append(f"![connections through a failover]({png})")
     for fault in FAULTS:
         if any(c.fault == fault for c in cells):
-            parts.append(f"Survived, {FAULT_TITLES[fault]} (share of connections; resets):"
-                         f"\n\n{matrix(cells, fault)}")
+            title = FAULT_TITLES[fault]
+            parts.append(f"**{title[0].upper()}{title[1:]}**: connections survived "
+                         f"(resets)\n\n{matrix(cells, fault)}")
     if any(not c.skipped and c.trials for c in cells):
         parts.append("All numbers:\n\n" + details(cells))
     found = notes(cells)

@@ -200,6 +200,7 @@ class Bench:
                             tuple(args.agent_arg), args.workdir)
         self.cells: list[Cell] = []
         self.started = time.monotonic()
+        self.plane_skip: dict[str, str] = {}  # plane -> why (its mechanism does not run)
 
     def meta(self) -> dict[str, object]:
         return {"command": self.command, "trials": self.args.trials,
@@ -223,6 +224,7 @@ class Bench:
             plane = PLANES[name]
             problem = plane_problem(plane)
             for sched in self.args.scheduler_list:
+                problem = problem or self.plane_skip.get(name, "")
                 if problem:
                     for fault in self.args.fault_list:
                         self.add(Cell(name, sched, fault, skipped=problem))
@@ -249,6 +251,7 @@ class Bench:
                 if problem:
                     for c in cells:
                         c.skipped = problem
+                    self.plane_skip[plane_name] = problem
                     say(f"  skipped: {problem}")
                     return
                 note = scheduler_note(lab, sched)

@@ -145,8 +145,10 @@ def test_report_tables_and_section():
     body = render(cells, png="img/connections.png")
     assert "![connections through a failover](img/connections.png)" in body
     assert "`bench/connections.py` (1 trial(s) x 10 connections" in body
-    assert "skipped: no conntrackd" in body
-    assert body.index("Survived, crash") < body.index("Survived, graceful: SIGTERM")
+    assert "`nftables+conntrackd` skipped (wrr; crash): no conntrackd" in body
+    assert "Not measured yet: `nftables+conntrackd`, `ipvs`, `ipvs+syncd`" in " ".join(
+        body.split())
+    assert body.index("**Crash of the active") < body.index("**Graceful: SIGTERM")
     doc = "# B\n\n## Failover\n\nx\n\n## Connections\n\nold\n\n## Freeze\n\ny\n"
     out = replace_section(doc, section("new"))
     assert "old" not in out and "## Connections\n\nnew\n\n## Freeze\n\ny\n" in out
