@@ -278,6 +278,13 @@ class Runner:
             self.say(f"    {ready['failed']} connection(s) did not open: {ready.get('errors')}")
         return client
 
+    def keep(self, fault: str, index: int, t_fault: float, t_stop: float,
+             records: list[dict[str, Any]]) -> None:
+        """The client's records of a trial, for a closer look (in the workdir)."""
+        path = self.opts.workdir / f"records-{self.tag}-{fault}-{index}.json"
+        path.write_text(json.dumps({"t_fault": t_fault, "t_stop": t_stop,
+                                    "records": records}))
+
     def trial(self, fault: str, index: int) -> Trial:
         """One trial of ``fault``: crash | switchover | sigterm | failback (the lab must
         have preemption) | none | server (SIGKILL of rs1's httpd and echo)."""
@@ -295,6 +302,7 @@ class Runner:
             records = client.stop()
         finally:
             client.close()
+        self.keep(fault, index, t_fault, t_stop, records)
         gap = None if fault == "server" or new is None else self.gap(t_fault)
         if new is None:
             note = (note + f" no other router served within {RECOVERY_TIMEOUT:g} s").strip()
@@ -322,6 +330,7 @@ class Runner:
             records = client.stop()
         finally:
             client.close()
+        self.keep("failback", index, t_fault, t_stop, records)
         note = "" if back else f"{top} did not take the VIP back"
         gap = self.gap(t_fault) if back else None
         return trial_from_records(index, mid, top if back else None, gap, t_fault, t_stop,
