@@ -129,9 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="an extra key in the echo virtual (e.g. scheduler flags)")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="an extra argument of every pulse agent")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench-connections"),
-                    help="client logs, probe records, lab logs (emptied first)")
     vm_out = os.environ.get("PIRANHA_VM_OUT")
+    ap.add_argument("--workdir", type=Path, default=Path(vm_out or "/tmp") / "bench-connections",
+                    help="client records and logs, probe records, lab logs (emptied first) "
+                    "[/tmp/bench-connections; in the QEMU guest under $PIRANHA_VM_OUT]")
     ap.add_argument("--json", type=Path,
                     default=Path(vm_out) / "connections.json" if vm_out else None,
                     help="write this run's cells here [in the QEMU guest: "
@@ -165,16 +166,22 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "agent",
-                            "cluster", "lvslab", "bench"], capture_output=True,
-                           text=True).stdout.strip()
+    commit, dirty = _git("rev-parse", "--short", "HEAD") or "?", _git(
+        "status", "--porcelain", "--", "agent", "cluster", "lvslab", "bench")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}, commit {commit}"
             + (" (plus uncommitted work)" if dirty else "")
             + f", kernel {platform.release()}, {os.cpu_count()} x {cpu}, load average "
             f"{load} at the end")
+
+
+def _git(*args: str) -> str:
+    """git's answer in the repository ("" without git, e.g. in the QEMU guest)."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
 
 
 def say(text: str) -> None:
