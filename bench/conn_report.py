@@ -392,6 +392,17 @@ RACE = (
     "created the right entry.")
 
 
+RERUN = """To refresh a data plane's rows (each run replaces only its own cells; as root):
+
+```
+.venv/bin/python bench/connections.py --write-docs                   # nftables, no sync
+.venv/bin/python bench/connections.py --plane nftables+conntrackd --write-docs
+.venv/bin/python scripts/ipvs_vm.py --out /tmp/vm -- .venv/bin/python bench/connections.py \\
+    --plane ipvs,ipvs+syncd                                          # in the QEMU guest
+.venv/bin/python bench/connections.py --merge /tmp/vm/connections.json --write-docs
+```"""
+
+
 def render(cells: Sequence[Cell], png: str | None = None) -> str:
     """The body of the "Connections" section for every cell."""
     cells = sorted(cells, key=_order)
@@ -406,13 +417,14 @@ def render(cells: Sequence[Cell], png: str | None = None) -> str:
         parts.append("Runs (as root, from the repository):\n\n"
                      + "\n".join(textwrap.fill(f"* {x}", 92, subsequent_indent="  ",
                                                break_on_hyphens=False) for x in lines))
+    parts.append(RERUN)
     measured = {c.plane for c in cells if c.trials}
     missing = [p for p in PLANES if p not in measured]
     if missing:
         parts.append(textwrap.fill(
             "Not measured yet: " + ", ".join(f"`{p}`" for p in missing) + " (their "
-            "mechanisms are not on this commit, or need the QEMU guest; the commands are in "
-            "bench/connections.py's docstring).", 92, break_on_hyphens=False))
+            "mechanisms are not on this commit, or need the QEMU guest).", 92,
+            break_on_hyphens=False))
     if png:
         parts.append(f"![connections through a failover]({png})")
     for fault in FAULTS:
