@@ -296,3 +296,26 @@ async def test_in_process_libnftables_matches_the_nft_binary():
             assert await worker.call_method(b, "read") == {}
             await worker.call_method(b, "apply", diff({}, WANT))
             assert diff(await read_fresh(ns), WANT) == []
+
+
+def guard_set(ns: str) -> set[str]:
+    listing = json.loads(nft(ns, "-j", "list", "set", "inet", "piranha", "rs4"))["nftables"]
+    (found,) = [item["set"] for item in listing if "set" in item]
+    return {"{} . {}".format(*e["concat"]) for e in found.get("elem", [])}
+
+
+async def test_reply_guard_set_follows_services_and_drift_is_repaired(backend, router):
+    await converge(backend, WANT)
+    want = {"10.1.0.1 . 8080", "10.1.0.2 . 8080", "10.2.0.2 . 80"}  # masq, tcp/fwmark, port
+    assert guard_set(router) == want
+    await backend.apply([DelDest(WEB, DestKey("10.1.0.2", 8080))])
+    assert guard_set(router) == want - {"10.1.0.2 . 8080"}
+    await backend.apply([AddDest(WEB, DestKey("10.1.0.2", 8080), DestSpec(1))])
+    nft(router, "delete", "element", "inet", "piranha", "rs4", "{ 10.1.0.1 . 8080 }")
+    nft(router, "add", "element", "inet", "piranha", "rs4", "{ 10.9.9.9 . 1 }")
+    assert diff(await backend.read(), WANT) == []  # services are intact; only the guard
+    assert "reply guard sets: 1 endpoints missing, 1 extra" in backend.problems
+    await backend.compact()
+    assert guard_set(router) == want
+    await backend.read()
+    assert backend.problems == ()

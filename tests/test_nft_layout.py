@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.dataplane.nft import guard
 from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft import rules as nft_rules
 from agent.dataplane.nft.layout import (
@@ -228,7 +230,8 @@ def test_plan_from_missing_table_builds_base_and_services():
 
 def test_plan_for_a_dest_change_only_inserts_into_that_chain():
     chains = frozenset({chain_name(V4), chain_name(V6)})
-    state = KernelState({V4: svc(a=1, b=1), V6: Service()}, chains=chains, base_ok=True)
+    services = {V4: svc(a=1, b=1), V6: Service()}
+    state = KernelState(services, chains=chains, guard=guard.endpoints(services), base_ok=True)
     ops = [EditDest(V4, DestKey("10.1.0.0", 8080), DestSpec(5))]
     plan = nft_plan.plan_apply(state, ops, nft_rules.Config())
     assert [next(iter(c)) for c in plan.commands] == ["insert", "insert"]
@@ -240,10 +243,78 @@ def test_plan_for_a_dest_change_only_inserts_into_that_chain():
 
 
 def test_plan_rejects_unknown_service_and_skips_no_ops():
-    state = KernelState({V4: svc(a=1)}, base_ok=True, chains=frozenset({chain_name(V4)}))
+    services = {V4: svc(a=1)}
+    state = KernelState(
+        services, base_ok=True, chains=frozenset({chain_name(V4)}), guard=guard.endpoints(services)
+    )
     with pytest.raises(NftInputError, match="no such virtual service"):
         nft_plan.plan_apply(state, [DelDest(V6, DestKey("10.1.0.0", 1))], nft_rules.Config())
     same = [EditDest(V4, DestKey("10.1.0.0", 8080), DestSpec(1))]
     assert nft_plan.plan_apply(state, same, nft_rules.Config()).commands == []
     gone = nft_plan.plan_apply(state, [DelService(V4)], nft_rules.Config())
     assert not gone.after.services and not gone.after.chains
+
+
+# ---------------------------------------------------------------- reply guard
+
+
+def test_guard_holds_the_nat_real_servers_of_tcp_and_fwmark_services():
+    udp = ServiceKey("udp", "10.0.0.1", 53)
+    services = {
+        V4: Service(
+            dests={
+                DestKey("10.1.0.1", 80): DestSpec(),
+                DestKey("10.1.0.2", 80): DestSpec(1, "gate"),
+            }
+        ),
+        FWM: Service(
+            dests={DestKey("10.1.0.3", 443): DestSpec(), DestKey("10.1.0.4", 0): DestSpec()}
+        ),
+        udp: Service(dests={DestKey("10.1.0.5", 53): DestSpec()}),
+    }
+    assert guard.endpoints(services) == {(4, "10.1.0.1", 80), (4, "10.1.0.3", 443)}
+
+
+def test_guard_follows_the_services_with_the_minimal_change():
+    state = KernelState({V4: svc(a=1)}, base_ok=True, chains=frozenset({chain_name(V4)}))
+    state = replace(state, guard=guard.endpoints(state.services))
+    (old,) = state.guard
+    plan = nft_plan.plan_apply(
+        state, [AddDest(V4, DestKey("10.9.0.9", 80), DestSpec())], nft_rules.Config()
+    )
+    elements = [c for c in plan.commands if "element" in next(iter(c.values()))]
+    assert elements == [
+        {
+            "add": {
+                "element": {
+                    "family": "inet",
+                    "table": "piranha",
+                    "name": "rs4",
+                    "elem": [{"concat": ["10.9.0.9", 80]}],
+                }
+            }
+        }
+    ]
+    assert plan.after.guard == {old, (4, "10.9.0.9", 80)} == guard.endpoints(plan.after.services)
+    gone = nft_plan.plan_apply(plan.after, [DelService(V4)], nft_rules.Config())
+    assert [
+        next(iter(c))
+        for c in gone.commands
+        if "element" in next(iter(c.values()))
+        and next(iter(c.values()))["element"]["name"] == "rs4"
+    ] == ["delete"]
+    assert gone.after.guard == frozenset()
+
+
+def test_guard_drift_and_junk_are_repaired_by_compaction():
+    services = {V4: svc(a=1)}
+    drifted = KernelState(
+        services, base_ok=True, chains=frozenset({chain_name(V4)}), guard=frozenset()
+    )
+    assert drifted.untidy
+    fix = nft_plan.plan_compaction(drifted, nft_rules.Config())
+    assert [next(iter(c)) for c in fix.commands] == ["add"] and not fix.after.untidy
+    junk = replace(drifted, guard=None)  # read found junk: flush and write again
+    fix = nft_plan.plan_compaction(junk, nft_rules.Config())
+    assert [next(iter(c)) for c in fix.commands] == ["flush", "add", "flush"]
+    assert fix.after.guard == guard.endpoints(services)

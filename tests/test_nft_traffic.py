@@ -203,3 +203,59 @@ async def test_weighted_split_quiesce_hashing_and_full_nat(lab):
     got = await connect(lab, VIP_FULLNAT, 10)
     assert got["names"] == {"rs3": 10} and got["peers"] == [ROUTER_SERVER_SIDE]
     backend.close()
+
+
+GUARD_PROBE = r"""
+import sys
+from scapy.all import IP, TCP, send
+src, dst, sport, flags = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+send(IP(src=src, dst=dst) / TCP(sport=sport, dport=40000, flags=flags, seq=1000), verbose=0)
+"""
+
+
+def guard_drops(lab: netlab.Lab) -> int:
+    """Packets the reply guard of the router has dropped so far."""
+    out = lab.run("r", "nft", "-j", "list", "chain", "inet", "piranha", "prerouting").stdout
+    for item in json.loads(out)["nftables"]:
+        rule = item.get("rule", {})
+        if rule.get("comment") == "piranha:guard4":
+            return next(s["counter"]["packets"] for s in rule["expr"] if "counter" in s)
+    raise AssertionError("no reply guard rule")
+
+
+async def test_reply_guard_drops_mid_stream_packets_opening_from_a_real_server(lab):
+    """A new director without state: the server's mid-stream reply is dropped, not let
+    through un-NATed (the client would reset the connection); its SYNs and other ports
+    pass, and so does a client's mid-stream packet to the VIP (picked up, DNATed)."""
+    backend = NftBackend(netns=lab.ns("r"), compact_delay=None)
+    rs1, rs2 = DestKey(RS["rs1"], 8080), DestKey(RS["rs2"], 8080)
+    add = [AddDest(VIP, rs1, DestSpec(1)), AddDest(VIP, rs2, DestSpec(1))]
+    await backend.apply([AddService(VIP, ServiceSpec("sh")), *add])
+
+    async def probe(sport: int, flags: str) -> None:
+        await lab.arun("rs1", sys.executable, "-c", GUARD_PROBE, RS["rs1"], CLIENT_ADDR,
+                       str(sport), flags)  # fmt: skip
+
+    (name,) = (await connect(lab, VIP, 1))["names"]  # sh: this client's real server
+    holder = await in_ns(lab.ns("c"), sys.executable, "-c", HOLDER, VIP.address, "80", name,
+                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"holding\n"
+        assert guard_drops(lab) == 0
+        await probe(8080, "A")  # mid-stream reply, no connection on this router
+        await probe(8080, "PA")
+        assert guard_drops(lab) == 2
+        await probe(8080, "S")  # the server opening a connection of its own
+        await probe(9999, "A")  # not a real server endpoint
+        assert guard_drops(lab) == 2
+        # A connection picked up mid-stream from the client's side still works.
+        await asyncio.sleep(0.5)
+        lab.run("r", "conntrack", "-F")
+        holder.stdin.write(b"again\n")
+        await holder.stdin.drain()
+        reply = await asyncio.wait_for(holder.stdout.readline(), 10)
+        assert reply.split()[0] == name.encode()
+    finally:
+        holder.kill()
+        await holder.wait()
+        backend.close()

@@ -129,7 +129,7 @@ class NftBackend:
         """Remove superseded rules, and broken or orphaned services nobody re-added, now."""
         async with self._lock:
             state = self._state
-            if state is None or not (state.stale or state.stray or state.broken):
+            if state is None or not state.untidy:
                 return
             await self._commit(state, nft_plan.plan_compaction(state, self.cfg))
 
@@ -273,7 +273,7 @@ class NftBackend:
             del self._logged[key]
 
     def _schedule_compaction(self, state: KernelState) -> None:
-        if self._compact_delay is None or not (state.stale or state.stray or state.broken):
+        if self._compact_delay is None or not state.untidy:
             return
         if self._compact_timer is not None or self._compact_task is not None:
             return

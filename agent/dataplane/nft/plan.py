@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from agent.dataplane.nft import guard
 from agent.dataplane.nft import rules as rules
 from agent.dataplane.nft.layout import NftInputError, chain_name, check_service
 from agent.dataplane.nft.read import KernelState
@@ -106,12 +107,16 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan
         written[key] = service
     if built:
         cmds += rules.add_dispatch(cfg, built)
+    want = guard.endpoints(services)
+    if not state.base_ok or state.guard != want:
+        cmds += guard.commands(cfg.table, state.guard if state.base_ok else None, want)
     after = KernelState(
         services=services,
         chains=frozenset(chains),
         stale=frozenset(stale),
         stray=frozenset(stray),
         broken=frozenset(broken),
+        guard=want,
         base_ok=True,
     )
     return Plan(cmds, after, written)
@@ -122,7 +127,7 @@ def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
 
     Dead generations of changed services, services ``read`` found broken and nobody has
     rewritten since (the desired state does not want them, or it would have), and chains
-    nothing points at.
+    nothing points at; reply guard sets that differ from the services are repaired.
     """
     by_chain = {chain_name(key): key for key in state.services}
     cmds: list[rules.Json] = []
@@ -135,8 +140,12 @@ def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
     dead = (state.stray | broken_chains) - by_chain.keys()
     for name in sorted(dead):
         cmds += rules.delete_chain(cfg, name)
+    want = guard.endpoints(state.services)
+    if state.base_ok and state.guard != want:
+        cmds += guard.commands(cfg.table, state.guard, want)
     after = replace(
         state,
+        guard=want if state.base_ok else state.guard,
         chains=state.chains - dead,
         stale=frozenset(),
         stray=frozenset(),

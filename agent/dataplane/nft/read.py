@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.dataplane.nft import guard
 from agent.dataplane.nft.layout import (
     MOD,
     SEED,
@@ -44,8 +45,16 @@ class KernelState:
     stale: frozenset[str] = frozenset()  # service chains holding dead generations
     stray: frozenset[str] = frozenset()  # service chains nothing points at
     broken: frozenset[ServiceKey] = frozenset()  # dispatched, but not as we would write it
+    guard: frozenset[guard.Endpoint] | None = None  # reply guard sets (None: rewrite them)
     base_ok: bool = False
     problems: tuple[str, ...] = ()
+
+    @property
+    def untidy(self) -> bool:
+        """True if compaction has something to do (dead rules, orphans, guard drift)."""
+        return bool(self.stale or self.stray or self.broken) or (
+            self.base_ok and self.guard != guard.endpoints(self.services)
+        )
 
 
 MISSING = KernelState(problems=("table missing",))
@@ -56,6 +65,7 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
     if doc is None:
         return MISSING
     maps: dict[str, dict] = {}
+    sets: dict[str, dict] = {}
     chains: dict[str, dict] = {}
     rules: dict[str, list[dict]] = {}
     for item in doc.get("nftables", []):
@@ -63,11 +73,13 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
             continue
         if "map" in item and item["map"].get("table") == cfg.table:
             maps[item["map"]["name"]] = item["map"]
+        elif "set" in item and item["set"].get("table") == cfg.table:
+            sets[item["set"]["name"]] = item["set"]
         elif "chain" in item and item["chain"].get("table") == cfg.table:
             chains[item["chain"]["name"]] = item["chain"]
         elif "rule" in item and item["rule"].get("table") == cfg.table:
             rules.setdefault(item["rule"]["chain"], []).append(item["rule"])
-    problems = _base_problems(maps, chains, rules, cfg)
+    problems = _base_problems(maps, chains, rules, cfg) + guard.set_problems(sets)
     service_chains = frozenset(name for name in chains if name.startswith("svc"))
     if problems:
         return KernelState(chains=service_chains, problems=tuple(problems))
@@ -94,12 +106,20 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
                 stale.add(name)
     stray = service_chains - referenced
     problems += [f"chain {name} is unreachable (no dispatch element)" for name in sorted(stray)]
+    held, junk = guard.parse_sets(sets)
+    problems += junk
+    want = guard.endpoints(services)
+    if held is not None and held != want:
+        problems.append(
+            f"reply guard sets: {len(want - held)} endpoints missing, {len(held - want)} extra"
+        )
     return KernelState(
         services=services,
         chains=service_chains,
         stale=frozenset(stale),
         stray=stray,
         broken=frozenset(broken),
+        guard=held,
         base_ok=True,
         problems=tuple(problems),
     )

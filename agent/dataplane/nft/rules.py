@@ -6,7 +6,10 @@ kernels >= 5.2)::
     map fwm4/fwm6 { mark : verdict }                          fwmark services
     map svc4/svc6 { addr . l4proto . port : verdict }         tcp/udp services on one port
     map any4/any6 { addr . l4proto : verdict }                tcp/udp services on all ports
-    chain prerouting, output (nat, dstnat): one vmap lookup per map -> goto service chain
+    set rs4/rs6 { addr . port }                               NAT real servers (guard.py)
+    chain prerouting, output (nat, dstnat): one vmap lookup per map -> goto service chain;
+        then (prerouting) the reply guard: drop a non-SYN TCP packet opening a connection
+        from a real server endpoint
     chain postrouting (nat, srcnat): masquerade our DNATed connections when full NAT is on
     chain svc4_tcp_10_0_0_1_80 { dnat ... map {ranges : server}; reject comment SPEC }
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agent.dataplane.nft import guard
 from agent.dataplane.nft.layout import (
     MOD,
     SEED,
@@ -86,7 +90,7 @@ def base_rule_comments(cfg: Config) -> dict[str, list[str]]:
     """Comments of the base rules, chain by chain, in order (read checks them)."""
     dispatch = [f"piranha:{name}" for name in DISPATCH_ORDER]
     return {
-        "prerouting": dispatch,
+        "prerouting": [*dispatch, *guard.COMMENTS],
         "output": dispatch,
         "postrouting": ["piranha:fullnat"] if cfg.full_nat else [],
     }
@@ -119,6 +123,7 @@ def base_commands(cfg: Config) -> list[Json]:
     types = dispatch_types()
     for name in DISPATCH_ORDER:
         cmds.append({"add": {"map": {**tbl, "name": name, "type": types[name], "map": "verdict"}}})
+    cmds += guard.create_commands(cfg.table)
     comments = base_rule_comments(cfg)
     for chain, (ctype, hook, prio) in BASE_CHAINS.items():
         spec = {"type": ctype, "hook": hook, "prio": prio, "policy": "accept"}
@@ -126,7 +131,12 @@ def base_commands(cfg: Config) -> list[Json]:
         cmds.append({"flush": {"chain": {**tbl, "name": chain}}})
         for comment in comments[chain]:
             name = comment.removeprefix("piranha:")
-            expr = _fullnat_expr(cfg) if name == "fullnat" else _dispatch_rule_expr(name)
+            if name == "fullnat":
+                expr = _fullnat_expr(cfg)
+            elif name.startswith("guard"):
+                expr = guard.rule_expr(int(name[-1]))
+            else:
+                expr = _dispatch_rule_expr(name)
             rule = {**tbl, "chain": chain, "comment": comment, "expr": expr}
             cmds.append({"add": {"rule": rule}})
     return cmds
