@@ -14,7 +14,7 @@ from agent.dataplane.desired import (
     sync_daemon,
     timeouts,
 )
-from agent.dataplane.table import DestKey, DestSpec, ServiceKey, ServiceSpec
+from agent.dataplane.table import DestKey, DestSpec, Maglev, ServiceKey, ServiceSpec
 from cluster.model import LvsConfig
 
 WEB = ServiceKey("tcp", "10.0.0.100", 80)
@@ -46,6 +46,37 @@ def dests(cfg: LvsConfig, health: dict | None = None, admin: dict | None = None,
 
 def both_up() -> dict:
     return {("web", "a"): UP, ("web", "b"): UP}
+
+
+# ---------------------------------------------------------------- mh (Maglev)
+
+
+def test_mh_spec_carries_flags_and_a_base_of_the_configured_servers():
+    cfg = config(web(server("a", "10.0.1.1", weight=3), server("b", "10.0.1.2", port=8080),
+                     server("c", "10.0.1.1", weight=2), server("off", "10.0.1.9", active=False),
+                     server("zero", "10.0.1.8", weight=0),
+                     scheduler="mh", scheduler_flags="mh-port,mh-fallback"))
+    spec = desired_table(cfg, {("web", "b"): UP}, {("web", "a"): "disable"}, seed=77)[WEB].spec
+    assert spec.flags == {"mh-fallback", "mh-port"}
+    # health and admin flags change the live weights, never the base: a and c (one
+    # address:port) summed, the weight-0 server counted in the size but holding no slots.
+    assert spec.maglev == Maglev(8191, 77, ((DestKey("10.0.1.1", 80), 5),
+                                             (DestKey("10.0.1.2", 8080), 1)))
+
+
+def test_mh_table_size_follows_the_configured_servers_not_their_health():
+    many = web(*(server(f"s{i}", f"10.0.{i // 200}.{i % 200 + 1}") for i in range(90)),
+               scheduler="mh")
+    assert desired_table(config(many), {}, {})[WEB].spec.maglev.size == 16381
+
+
+def test_other_schedulers_have_no_maglev_inputs():
+    assert desired_table(config(TWO), both_up(), {}, seed=5)[WEB].spec == ServiceSpec("wlc")
+
+
+def test_a_bad_seed_is_refused():
+    with pytest.raises(ValueError, match="seed"):
+        desired_table(config(web(scheduler="mh")), {}, {}, seed=-1)
 
 
 # ---------------------------------------------------------------- services

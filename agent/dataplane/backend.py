@@ -20,6 +20,12 @@ class Backend(Protocol):
 
     name: str
 
+    def programmable(self, table: Table) -> Table:
+        """``table`` as this backend programs and reads it back: settings its kernel has no
+        place for are dropped (IPVS: the Maglev inputs; its mh has its own). The data plane
+        hands the reconciler this, so that a read of the kernel can equal it."""
+        ...
+
     async def read(self) -> Table:
         """The virtual services the kernel holds now."""
         ...

@@ -1,8 +1,9 @@
 """The data plane of one router: desired state in, minimal kernel changes out.
 
-Inputs (config, health, admin flags, role) arrive as they change; one worker computes the
-desired table from the newest inputs and hands it to the reconciler, so a burst of
-changes costs one apply. Drift is checked periodically and on request (SIGUSR1).
+Inputs (config, health, admin flags, role, the cluster's hash seed) arrive as they change;
+one worker computes the desired table from the newest inputs and hands it to the
+reconciler, so a burst of changes costs one apply. Drift is checked periodically and on
+request (SIGUSR1).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class DataPlane:
         self.backend: Backend | None = None
         self.reconciler: Reconciler | None = None
         self._inputs: tuple[LvsConfig, Mapping[ServerKey, Health],
-                            Mapping[ServerKey, str], bool] | None = None
+                            Mapping[ServerKey, str], bool, int] | None = None
         self._wake = asyncio.Event()
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
@@ -59,9 +60,10 @@ class DataPlane:
 
     def update(self, cfg: LvsConfig, health: Mapping[ServerKey, Health],
                admin: Mapping[ServerKey, str], active: bool,
-               cause: float | None = None) -> None:
-        """New inputs; ``cause``: when the health change behind them was detected (epoch)."""
-        self._inputs = (cfg, dict(health), dict(admin), active)
+               cause: float | None = None, seed: int = 0) -> None:
+        """New inputs; ``cause``: when the health change behind them was detected (epoch);
+        ``seed``: the cluster's hash seed (``mh`` tables; ClusterView.hash_seed())."""
+        self._inputs = (cfg, dict(health), dict(admin), active, seed)
         if cause is not None:
             self._cause = cause if self._cause is None else min(self._cause, cause)
         self._wake.set()
@@ -79,11 +81,11 @@ class DataPlane:
                 self._wake.clear()
                 if self._inputs is None:
                     continue
-                cfg, health, admin, active = self._inputs
+                cfg, health, admin, active, seed = self._inputs
                 if cfg.full_nat != self.full_nat:
                     self._switch_full_nat(cfg.full_nat)
                 try:
-                    table = desired_table(cfg, health, admin)
+                    table = self.backend.programmable(desired_table(cfg, health, admin, seed))
                 except ValueError as exc:
                     log.error("cannot compute the data plane: %s", exc)
                     continue

@@ -13,7 +13,7 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from agent.dataplane.backend import SyncState
@@ -31,6 +31,7 @@ from agent.dataplane.table import (
     Op,
     Service,
     ServiceKey,
+    Table,
 )
 
 T = TypeVar("T")
@@ -236,6 +237,12 @@ class IpvsBackend:
         )
 
     # ---------------------------------------------------------------- event-loop side
+
+    def programmable(self, table: Table) -> Table:
+        """``table`` without the Maglev inputs: the kernel's mh computes its own table (its
+        size is the kernel's CONFIG_IP_VS_MH_TAB_INDEX, its hash keys are fixed)."""
+        return {key: replace(s, spec=replace(s.spec, maglev=None)) if s.spec.maglev else s
+                for key, s in table.items()}
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

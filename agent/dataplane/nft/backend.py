@@ -91,6 +91,10 @@ class NftBackend:
 
     # ------------------------------------------------------------ public API
 
+    def programmable(self, table: Table) -> Table:
+        """``table`` as it is: this backend programs every setting (Maglev inputs too)."""
+        return table
+
     async def read(self) -> Table:
         """The services the kernel holds in our table, as ``diff`` compares them."""
         async with self._lock:
