@@ -63,3 +63,29 @@ async def test_refused_configuration_keeps_the_running_table(caplog) -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             plane.close()
+
+
+async def test_the_hash_seed_is_an_input_and_its_change_is_logged(caplog) -> None:
+    cfg = lvscf.parse(CFG.format(network="nat", server="10.0.1.1").replace(
+        "    server a", "    scheduler = mh\n    server a"), "t.cf").config
+    with netlab.Lab("dps") as lab:
+        plane = DataPlane("nftables", netns=lab.add_ns("r"))
+        plane.start()
+        task = asyncio.create_task(plane.run())
+        try:
+            up = {("web", "a"): Health("up")}
+            plane.update(cfg, up, {}, active=True, seed=11)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            (service,) = (await plane.backend.read()).values()
+            assert service.spec.maglev.seed == 11
+            caplog.set_level(logging.WARNING)
+            plane.applied.clear()
+            plane.update(cfg, up, {}, active=True, seed=12)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            (service,) = (await plane.backend.read()).values()
+            assert service.spec.maglev.seed == 12
+            assert "hash seed 11 -> 12" in caplog.text
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            plane.close()

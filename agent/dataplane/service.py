@@ -44,6 +44,7 @@ class DataPlane:
         self._kernel_settings: tuple[object, ...] | None = None
         self._cause: float | None = None
         self.full_nat = False
+        self.seed: int | None = None  # the hash seed of the newest inputs
         self.refused = 0  # desired tables the backend could not express
         self._drift: asyncio.Task[None] = None  # type: ignore[assignment]
 
@@ -82,6 +83,11 @@ class DataPlane:
                 if self._inputs is None:
                     continue
                 cfg, health, admin, active, seed = self._inputs
+                if seed != self.seed:
+                    if self.seed is not None:
+                        log.warning("hash seed %d -> %d: every mh table is re-made, its flows "
+                                    "may move", self.seed, seed)
+                    self.seed = seed
                 if cfg.full_nat != self.full_nat:
                     self._switch_full_nat(cfg.full_nat)
                 try:
