@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from agent.dataplane.desired import (
     Health,
     desired_table,
+    midstream_protocols,
     sync_daemon,
     timeouts,
 )
@@ -242,6 +243,34 @@ def test_sync_daemon_master_on_active_backup_elsewhere():
     assert sync_daemon(cfg, True) == ("master", "eth1", 9)
     assert sync_daemon(cfg, False) == ("backup", "eth1", 9)
     assert sync_daemon(config(), True) == (None, "eth0", 0)
+
+
+def test_midstream_protocols_of_active_stateless_virtuals_only():
+    udp = web(name="dns", address="10.0.0.53 eth0:2", protocol="udp", scheduler="mh")
+    assert midstream_protocols(config(TWO)) == frozenset()  # wlc: nothing to take up
+    assert midstream_protocols(config(web(scheduler="mh"))) == {"tcp"}
+    assert midstream_protocols(config(web(scheduler="sh"), udp)) == {"tcp", "udp"}
+    assert midstream_protocols(config(web(scheduler="mh", active=False))) == frozenset()
+    assert midstream_protocols(config(web(scheduler="mh"), service="fos")) == frozenset()
+
+
+def test_backends_name_the_sysctls_a_new_active_needs():
+    from agent.dataplane.ipvs.backend import IpvsBackend
+    from agent.dataplane.nft.backend import NftBackend
+
+    ipvs = IpvsBackend()
+    try:
+        assert ipvs.midstream_sysctls({"tcp", "udp"}) == {"net.ipv4.vs.sloppy_tcp": "1"}
+        assert ipvs.midstream_sysctls({"sctp"}) == {"net.ipv4.vs.sloppy_sctp": "1"}
+        assert ipvs.midstream_sysctls({"udp"}) == {}  # IPVS schedules any UDP packet
+    finally:
+        ipvs.close()
+    nft = NftBackend(compact_delay=None)
+    try:
+        assert nft.midstream_sysctls({"tcp"}) == {"net.netfilter.nf_conntrack_tcp_loose": "1"}
+        assert nft.midstream_sysctls({"udp"}) == {}
+    finally:
+        nft.close()
 
 
 # ---------------------------------------------------------------- property

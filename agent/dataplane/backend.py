@@ -7,7 +7,7 @@ sync daemon) accepts the call and does nothing, saying so in its docstring.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol
 
 from .table import Op, Table
@@ -44,6 +44,17 @@ class Backend(Protocol):
 
     async def sync_daemon(self, state: SyncState | None, iface: str, syncid: int) -> None:
         """Run exactly this connection-sync daemon (None: none)."""
+        ...
+
+    def midstream_sysctls(self, protocols: Collection[str]) -> dict[str, str]:
+        """The sysctls (name -> value) that make this kernel take up connections of
+        ``protocols`` ("tcp", "udp", "sctp") it never saw, from their mid-stream packets: a
+        new active must, for stateless schedulers (mh, sh). Pure; empty if none needed."""
+        ...
+
+    async def set_sysctls(self, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Set these sysctls in the backend's namespace where they differ; returns {name:
+        value it had} for those it changed (OSError if one cannot be read or written)."""
         ...
 
     def close(self) -> None:

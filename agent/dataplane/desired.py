@@ -148,6 +148,23 @@ def virtual_dests(
     return {key: DestSpec(weight, forward) for key, weight in sorted(merged.items())}
 
 
+#: Schedulers that pick a real server from the packet alone (and the configuration, the
+#: health, the seed), so every router picks the same one for a flow.
+STATELESS_SCHEDULERS = ("mh", "sh")
+
+
+def midstream_protocols(cfg: LvsConfig) -> frozenset[str]:
+    """Protocols of the active virtuals with a stateless scheduler. A router that becomes
+    active must take up the mid-stream packets of their connections, which it never saw
+    (IPVS ``sloppy_tcp``/``sloppy_sctp``, conntrack's ``nf_conntrack_tcp_loose``: each
+    backend's ``midstream_sysctls``); other schedulers gain nothing from it, since the new
+    active would pick a real server that does not know the connection."""
+    if cfg.service != "lvs":
+        return frozenset()
+    return frozenset(v.protocol for v in cfg.virtuals
+                     if v.active and v.scheduler in STATELESS_SCHEDULERS)
+
+
 def timeouts(cfg: LvsConfig) -> tuple[int | None, int | None, int | None]:
     """(tcp, tcpfin, udp) connection timeouts in seconds; None = leave the kernel's."""
     if cfg.service != "lvs":
