@@ -231,7 +231,7 @@ def plot(summaries: list[Summary], timed: list[Timing], path: Path) -> None:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
+    return f"{100 * x + 0.0:.2f} %" if abs(x) >= 5e-5 else "0.00 %"
 
 
 def section(summaries: list[Summary], timed: list[Timing], seeds: int, command: str,
@@ -272,12 +272,12 @@ necessary (worst: {worst_health.event} at N = {worst_health.n}): a server going 
 exactly its own slots, coming back moves them back. Configuration changes at a fixed table
 size move at most {_pct(worst_config.max_excess)} beyond the necessary (worst:
 {worst_config.event} at N = {worst_config.n}; {over} of {len(config)} within the target):
-that is plain Maglev's own disruption at 100-200 slots per server (the paper's figure 12
-shows the same), since a new configuration makes a new base table, the same on every
-router whatever its history. A configuration change that steps the table size (81 <-> 82
-configured servers: 8191 -> 16381 slots) moves nearly every flow; the size ladder doubles
-so that this is rare. So the target holds for what changes in operation (health, drain,
-dynamic weights), not for edits of lvs.cf, which move up to
+that is plain Maglev's own disruption at 100-200 slots per server (it falls as the table
+grows per server, and every slot costs a map element), since a new configuration makes a
+new base table, the same on every router whatever its history. A configuration change that
+steps the table size (81 <-> 82 configured servers: 8191 -> 16381 slots) moves nearly every
+flow; the size ladder doubles so that this is rare. So the target holds for what changes in
+operation (health, drain, dynamic weights), not for edits of lvs.cf, which move up to
 {_pct(worst_config.max_excess)} more than the least possible.
 
 ![Maglev disruption and build time]({picture})
