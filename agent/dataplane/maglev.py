@@ -33,9 +33,10 @@ So a server going down moves exactly its own slots and the orphans it held, and 
 moves them back; a weight change moves the slots the new shares ask for. While every
 configured server serves at its configured weight, the table is the base table and shares
 are exact to a slot; with orphans, their spread is random (binomial), so shares are right
-on average. Plain Maglev over the live servers keeps shares exact but moves 1-5 % of the
-other flows too at 100 slots per server (measured: docs/benchmarks.md, "Maglev").
-Configuration changes re-make the base: plain Maglev's disruption then applies.
+on average. Plain Maglev over the live servers keeps shares exact but moves other flows
+too: up to about 2 % of all flows beyond the necessary at 100-200 slots per server
+(measured: docs/benchmarks.md, "Maglev"). Configuration changes re-make the base: plain
+Maglev's disruption then applies.
 """
 
 from __future__ import annotations
