@@ -71,6 +71,25 @@ def test_mh_table_size_follows_the_configured_servers_not_their_health():
     assert desired_table(config(many), {}, {})[WEB].spec.maglev.size == 16381
 
 
+def test_mh_with_nothing_serving_keeps_its_base_and_takes_the_sorry_server():
+    from agent.dataplane.nft.layout import layout
+
+    mh = web(*TWO["servers"], scheduler="mh")
+    for health, admin in (({}, {}), (both_up(), {("web", "a"): "drain", ("web", "b"): "drain"})):
+        service = desired_table(config(mh), health, admin, seed=3)[WEB]
+        assert not any(d.weight for d in service.dests.values())
+        assert service.spec.maglev.base == ((DestKey("10.0.1.1", 80), 3),
+                                            (DestKey("10.0.1.2", 80), 2))
+        rule = layout(WEB, service)  # every configured server parked: every lookup misses
+        assert rule is not None and all(slot.lo >= rule.mod for slot in rule.slots)
+    sorry = desired_table(config(web(*TWO["servers"], scheduler="mh",
+                                     sorry_server="10.9.9.9")), {}, {}, seed=3)[WEB]
+    assert sorry.dests == {DestKey("10.9.9.9", 80): DestSpec(1)}
+    rule = layout(WEB, sorry)
+    assert {s.address for s in rule.slots if s.lo < rule.mod} == {"10.9.9.9"}
+    assert sum(s.lo < rule.mod for s in rule.slots) == rule.mod == 8191
+
+
 def test_other_schedulers_have_no_maglev_inputs():
     assert desired_table(config(TWO), both_up(), {}, seed=5)[WEB].spec == ServiceSpec("wlc")
 
