@@ -322,7 +322,8 @@ class Pulse:
             return
         active = self.machine is not None and self.machine.role is Role.ACTIVE
         self.dataplane.update(self.config, self.health.for_dataplane(), self.view.admin(),
-                              active, cause=self.health.take_cause())
+                              active, cause=self.health.take_cause(),
+                              seed=self.view.hash_seed())
 
     # -- the role loop --------------------------------------------------------------------
 

@@ -160,6 +160,11 @@ class ClusterView:
         """Fast-eviction votes: (voter, term) from ``control/evict-<voter>``."""
         return tuple((voter, vote.term) for voter, vote in self.state.evictions.items())
 
+    def hash_seed(self) -> int:
+        """The cluster's hash seed for Maglev tables: stored in etcd, else the default of
+        the cluster name (cluster.documents.HashSeed)."""
+        return self.state.hash_seed()
+
     def admin(self) -> dict[ServerKey, str]:
         """Operator overrides: {(virtual, server): "drain" | "disable"}."""
         return {key: flag.state for key, flag in self.state.admin.items()}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
-from .model import AddrDev, IPAddress, LvsConfig, Path, Problem, Virtual
+from .model import SCHEDULER_FLAGS, AddrDev, IPAddress, LvsConfig, Path, Problem, Virtual
 
 
 def check(cfg: LvsConfig) -> list[Problem]:
@@ -74,6 +74,10 @@ def _check_virtual(cfg: LvsConfig, base: Path, v: Virtual) -> list[Problem]:
     vip = v.address.ip
     if v.check == "external" and not v.check_program:
         out.append(Problem((*base, "check"), "check = external needs check_program"))
+    for flag in sorted(v.sched_flags):
+        if SCHEDULER_FLAGS[flag] != v.scheduler:
+            out.append(Problem((*base, "scheduler_flags"), f"scheduler flag {flag} needs "
+                                                           f"scheduler = {SCHEDULER_FLAGS[flag]}"))
     if v.pmask is not None and v.persistent == 0:
         out.append(Problem((*base, "pmask"), "pmask needs persistent > 0"))
     if v.pmask is not None and vip.version == 6:

@@ -51,6 +51,10 @@ class Keys:
         return f"{self.prefix}history/config/"
 
     @property
+    def seed(self) -> str:
+        return f"{self.prefix}seed"
+
+    @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
 
@@ -108,6 +112,7 @@ class ParsedKey:
 
 _SHAPES = {
     "config": 0,
+    "seed": 0,
     "leader": 0,
     "nodes": 1,
     "health": 2,

@@ -36,6 +36,8 @@ IPAddress = IPv4Address | IPv6Address
 PIRANHA_DEFAULTS: dict[str, float] = {"keepalive": 2.0, "deadtime": 5.0}
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf")
+#: Scheduler flags (ipvsadm -b / --sched-flags) and the scheduler each belongs to.
+SCHEDULER_FLAGS = {"mh-fallback": "mh", "mh-port": "mh"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,20 @@ def _regex(value: str) -> str:
 Regex = Annotated[str, Strict(), AfterValidator(_printable), AfterValidator(_regex), Cf("text")]
 
 
+def _sched_flags(value: str) -> str:
+    """'mh-port,mh-fallback' -> 'mh-fallback,mh-port': known flags, sorted, each once."""
+    flags = [f.strip() for f in value.split(",")]
+    for flag in flags:
+        if flag not in SCHEDULER_FLAGS:
+            valid = ", ".join(SCHEDULER_FLAGS)
+            raise ValueError(f"unknown scheduler flag {flag!r} (valid: {valid}; "
+                             "comma-separated, as ipvsadm -b)")
+    return ",".join(sorted(set(flags)))
+
+
+SchedFlags = Annotated[str, Strict(), AfterValidator(_sched_flags), Cf("word")]
+
+
 def Int(lo: int, hi: int | None = None, always: bool = False) -> Any:
     """An integer directive with inclusive bounds."""
     return Annotated[int, Strict(), Field(ge=lo, le=hi), Cf("int", always=always)]
@@ -196,6 +212,7 @@ class Virtual(_Model):
     protocol: Choice("tcp", "udp") = "tcp"
     port: Port = 80
     scheduler: Choice(*SCHEDULERS) = "wlc"
+    scheduler_flags: SchedFlags | None = None  # extension: ipvsadm -b, e.g. mh-fallback,mh-port
     persistent: Int(0) = 0
     pmask: Netmask | None = None
     send: Escaped | None = None
@@ -225,6 +242,11 @@ class Virtual(_Model):
     def effective_port(self, server: Server) -> int:
         """The port traffic goes to on `server` (its own, else the virtual's)."""
         return server.port if server.port is not None else self.port
+
+    @property
+    def sched_flags(self) -> frozenset[str]:
+        """The scheduler flags given (``scheduler_flags``), as a set."""
+        return frozenset(self.scheduler_flags.split(",")) if self.scheduler_flags else frozenset()
 
 
 class Failover(_Model):

@@ -2,7 +2,8 @@
 
 The ``config`` key holds the :class:`~cluster.documents.StoredConfig` document: the validated
 model, its serial_no, the lvs.cf text it came from and who pushed it when. Every push also
-leaves a :class:`~cluster.documents.ConfigHistoryEntry` under ``history/config/<serial>``.
+leaves a :class:`~cluster.documents.ConfigHistoryEntry` under ``history/config/<serial>``,
+and creates the cluster's hash seed if it has none (cluster.seed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .documents import (
 from .etcd.client import CreateRevision, Etcd, ModRevision, Put
 from .keys import Keys
 from .model import ConfigError, LvsConfig
+from .seed import SeedState, ensure_seed
 
 __all__ = ["ConfigStore", "PushRefused", "PushResult", "StoredConfig", "StoredConfigError",
            "now_iso", "who"]
@@ -39,6 +41,8 @@ class PushResult:
     previous: StoredConfig | None
     stored: StoredConfig
     changes: list[str]
+    seed: SeedState | None = None  # the cluster's hash seed after the push
+    seed_created: bool = False  # this push created it (the cluster had none)
 
 
 def who() -> str:
@@ -102,7 +106,9 @@ class ConfigStore:
         if not result.succeeded:
             raise PushRefused("the stored config changed while pushing (concurrent push); retry")
         await self._trim_history()
-        return PushResult(previous, replace(stored, revision=result.revision), diff)
+        seed, created = await ensure_seed(self.etcd, self.keys, f"{pushed_by} (config push)")
+        return PushResult(previous, replace(stored, revision=result.revision), diff, seed,
+                          created)
 
     async def history(self) -> list[ConfigHistoryEntry]:
         """Past pushes, oldest first (entries that do not decode are skipped)."""

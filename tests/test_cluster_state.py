@@ -16,6 +16,7 @@ from cluster.documents import (
     ClusterState,
     ConfigRefusal,
     EvictionVote,
+    HashSeed,
     HealthVerdict,
     Junk,
     LeaderDoc,
@@ -25,6 +26,7 @@ from cluster.documents import (
     ReleasedMarker,
     StoredConfig,
     SwitchoverRequest,
+    default_seed,
 )
 from cluster.etcd.client import KV
 from cluster.keys import Keys
@@ -150,6 +152,7 @@ KEY_VALUES = {
     KEYS.eviction("r1"): STRATEGIES[EvictionVote].map(lambda d: d.encode()),
     KEYS.eviction("r/2"): STRATEGIES[EvictionVote].map(lambda d: d.encode()),
     KEYS.config_history(1): st.just("{}"),
+    KEYS.seed: STRATEGIES[HashSeed].map(lambda d: d.encode()),
     P + "control/evict-": st.just("{}"),
     P + "bogus": st.just("1"),
 }
@@ -188,6 +191,18 @@ def test_incremental_apply_equals_from_kvs_of_the_final_kvs(
         assert (junk is None) == (key not in state.junk)
     assert state == ClusterState.from_kvs(KEYS, store.values())
     assert state == ClusterState.from_kvs(KEYS, reversed(list(store.values())))
+
+
+def test_the_hash_seed_stored_else_the_clusters_default() -> None:
+    state = ClusterState(KEYS)
+    assert state.hash_seed() == default_seed("c") != default_seed("d")
+    assert state.apply(KEYS.seed, kv(KEYS.seed, HashSeed(seed=7).encode())) is None
+    assert state.seed == HashSeed(seed=7) and state.hash_seed() == 7
+    junk = state.apply(KEYS.seed, kv(KEYS.seed, '{"seed": 4294967296}'))
+    assert junk is not None and "hash seed" in junk.why
+    assert state.seed is None and state.hash_seed() == default_seed("c")
+    state.apply(KEYS.seed, None)
+    assert KEYS.seed not in state.junk
 
 
 # -- rollout: which live routers run a config ---------------------------------------------

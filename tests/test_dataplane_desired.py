@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from agent.dataplane.desired import (
     Health,
     desired_table,
+    midstream_protocols,
     sync_daemon,
     timeouts,
 )
-from agent.dataplane.table import DestKey, DestSpec, ServiceKey, ServiceSpec
+from agent.dataplane.table import DestKey, DestSpec, Maglev, ServiceKey, ServiceSpec
 from cluster.model import LvsConfig
 
 WEB = ServiceKey("tcp", "10.0.0.100", 80)
@@ -46,6 +47,56 @@ def dests(cfg: LvsConfig, health: dict | None = None, admin: dict | None = None,
 
 def both_up() -> dict:
     return {("web", "a"): UP, ("web", "b"): UP}
+
+
+# ---------------------------------------------------------------- mh (Maglev)
+
+
+def test_mh_spec_carries_flags_and_a_base_of_the_configured_servers():
+    cfg = config(web(server("a", "10.0.1.1", weight=3), server("b", "10.0.1.2", port=8080),
+                     server("c", "10.0.1.1", weight=2), server("off", "10.0.1.9", active=False),
+                     server("zero", "10.0.1.8", weight=0),
+                     scheduler="mh", scheduler_flags="mh-port,mh-fallback"))
+    spec = desired_table(cfg, {("web", "b"): UP}, {("web", "a"): "disable"}, seed=77)[WEB].spec
+    assert spec.flags == {"mh-fallback", "mh-port"}
+    # health and admin flags change the live weights, never the base: a and c (one
+    # address:port) summed, the weight-0 server counted in the size but holding no slots.
+    assert spec.maglev == Maglev(8191, 77, ((DestKey("10.0.1.1", 80), 5),
+                                             (DestKey("10.0.1.2", 8080), 1)))
+
+
+def test_mh_table_size_follows_the_configured_servers_not_their_health():
+    many = web(*(server(f"s{i}", f"10.0.{i // 200}.{i % 200 + 1}") for i in range(90)),
+               scheduler="mh")
+    assert desired_table(config(many), {}, {})[WEB].spec.maglev.size == 16381
+
+
+def test_mh_with_nothing_serving_keeps_its_base_and_takes_the_sorry_server():
+    from agent.dataplane.nft.layout import layout
+
+    mh = web(*TWO["servers"], scheduler="mh")
+    for health, admin in (({}, {}), (both_up(), {("web", "a"): "drain", ("web", "b"): "drain"})):
+        service = desired_table(config(mh), health, admin, seed=3)[WEB]
+        assert not any(d.weight for d in service.dests.values())
+        assert service.spec.maglev.base == ((DestKey("10.0.1.1", 80), 3),
+                                            (DestKey("10.0.1.2", 80), 2))
+        rule = layout(WEB, service)  # every configured server parked: every lookup misses
+        assert rule is not None and all(slot.lo >= rule.mod for slot in rule.slots)
+    sorry = desired_table(config(web(*TWO["servers"], scheduler="mh",
+                                     sorry_server="10.9.9.9")), {}, {}, seed=3)[WEB]
+    assert sorry.dests == {DestKey("10.9.9.9", 80): DestSpec(1)}
+    rule = layout(WEB, sorry)
+    assert {s.address for s in rule.slots if s.lo < rule.mod} == {"10.9.9.9"}
+    assert sum(s.lo < rule.mod for s in rule.slots) == rule.mod == 8191
+
+
+def test_other_schedulers_have_no_maglev_inputs():
+    assert desired_table(config(TWO), both_up(), {}, seed=5)[WEB].spec == ServiceSpec("wlc")
+
+
+def test_a_bad_seed_is_refused():
+    with pytest.raises(ValueError, match="seed"):
+        desired_table(config(web(scheduler="mh")), {}, {}, seed=-1)
 
 
 # ---------------------------------------------------------------- services
@@ -211,6 +262,34 @@ def test_sync_daemon_master_on_active_backup_elsewhere():
     assert sync_daemon(cfg, True) == ("master", "eth1", 9)
     assert sync_daemon(cfg, False) == ("backup", "eth1", 9)
     assert sync_daemon(config(), True) == (None, "eth0", 0)
+
+
+def test_midstream_protocols_of_active_stateless_virtuals_only():
+    udp = web(name="dns", address="10.0.0.53 eth0:2", protocol="udp", scheduler="mh")
+    assert midstream_protocols(config(TWO)) == frozenset()  # wlc: nothing to take up
+    assert midstream_protocols(config(web(scheduler="mh"))) == {"tcp"}
+    assert midstream_protocols(config(web(scheduler="sh"), udp)) == {"tcp", "udp"}
+    assert midstream_protocols(config(web(scheduler="mh", active=False))) == frozenset()
+    assert midstream_protocols(config(web(scheduler="mh"), service="fos")) == frozenset()
+
+
+def test_backends_name_the_sysctls_a_new_active_needs():
+    from agent.dataplane.ipvs.backend import IpvsBackend
+    from agent.dataplane.nft.backend import NftBackend
+
+    ipvs = IpvsBackend()
+    try:
+        assert ipvs.midstream_sysctls({"tcp", "udp"}) == {"net.ipv4.vs.sloppy_tcp": "1"}
+        assert ipvs.midstream_sysctls({"sctp"}) == {"net.ipv4.vs.sloppy_sctp": "1"}
+        assert ipvs.midstream_sysctls({"udp"}) == {}  # IPVS schedules any UDP packet
+    finally:
+        ipvs.close()
+    nft = NftBackend(compact_delay=None)
+    try:
+        assert nft.midstream_sysctls({"tcp"}) == {"net.netfilter.nf_conntrack_tcp_loose": "1"}
+        assert nft.midstream_sysctls({"udp"}) == {}
+    finally:
+        nft.close()
 
 
 # ---------------------------------------------------------------- property

@@ -63,3 +63,38 @@ async def test_refused_configuration_keeps_the_running_table(caplog) -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             plane.close()
+
+
+async def test_the_hash_seed_and_midstream_sysctl_follow_the_mh_service(caplog) -> None:
+    cfg = lvscf.parse(CFG.format(network="nat", server="10.0.1.1").replace(
+        "    server a", "    scheduler = mh\n    server a"), "t.cf").config
+    with netlab.Lab("dps") as lab:
+        plane = DataPlane("nftables", netns=lab.add_ns("r"))
+        lab.sysctl("r", "net.netfilter.nf_conntrack_tcp_loose", 0)
+        plane.start()
+        task = asyncio.create_task(plane.run())
+        caplog.set_level(logging.WARNING)
+        try:
+            up = {("web", "a"): Health("up")}
+            plane.update(cfg, up, {}, active=True, seed=11)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            (service,) = (await plane.backend.read()).values()
+            assert service.spec.maglev.seed == 11
+            loose = lab.run("r", "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")
+            assert loose.stdout.strip() == "1"  # mh: a new active takes flows mid-stream
+            assert "nf_conntrack_tcp_loose was 0, now 1" in caplog.text
+            plane.applied.clear()
+            plane.update(cfg, up, {}, active=True, seed=12)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            (service,) = (await plane.backend.read()).values()
+            assert service.spec.maglev.seed == 12
+            assert "hash seed 11 -> 12" in caplog.text
+            plane.applied.clear()  # no stateless scheduler left: the old value comes back
+            plane.update(config("nat", "10.0.1.1"), up, {}, active=True, seed=12)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            loose = lab.run("r", "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")
+            assert loose.stdout.strip() == "0"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            plane.close()

@@ -20,6 +20,7 @@ from cluster.documents import (
     Document,
     DocumentError,
     EvictionVote,
+    HashSeed,
     HealthVerdict,
     LeaderDoc,
     LeaderKey,
@@ -47,6 +48,7 @@ FIELDS = {
     ReleasedMarker: ("node", "term", "at"),
     EvictionVote: ("term", "node", "at"),
     ConfigHistoryEntry: ("serial_no", "pushed_at", "pushed_by", "changes"),
+    HashSeed: ("seed", "created_at", "created_by"),
     ConfigEnvelope: ("format", "serial_no", "pushed_at", "pushed_by", "sha256", "config",
                      "source"),
 }

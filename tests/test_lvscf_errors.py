@@ -45,6 +45,8 @@ def one(text: str) -> str:
     (V.format(body="    scheduler = fastest"),
      "e.cf:3: bad scheduler 'fastest' (valid: rr, wrr, lc, wlc, lblc, lblcr, dh, sh,"),
     (V.format(body="    protocol = sctp"), "bad protocol 'sctp' (valid: tcp or udp)"),
+    (V.format(body="    scheduler = mh\n    scheduler_flags = mh-port,sh-port"),
+     "e.cf:4: 'scheduler_flags': unknown scheduler flag 'sh-port' (valid: mh-fallback, mh-port"),
     ("network = bridge\n", "bad network 'bridge' (valid: nat, direct or tunnel)"),
     (S.format(body="        weight = 65536"), "e.cf:5: 'weight' must be at most 65535, got 65536"),
     (S.format(body="        weight = -1"), "'weight' must be at least 0"),
@@ -130,6 +132,8 @@ def test_same_fwmark_is_an_error() -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     (V.format(body="    pmask = 255.255.255.0"), "e.cf:3: pmask needs persistent > 0"),
     (V.format(body="    sorry_server = 10.0.0.1"), "e.cf:3: sorry_server is the virtual address"),
+    (V.format(body="    scheduler = sh\n    scheduler_flags = mh-port"),
+     "e.cf:4: scheduler flag mh-port needs scheduler = mh"),
     (S.format(body="").replace("10.0.1.1", "10.0.0.1"),
      "e.cf:4: real server address is the virtual address"),
     (S.format(body="").replace("10.0.1.1", "fd00::1"), "only network = tunnel can mix"),

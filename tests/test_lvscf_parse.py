@@ -66,7 +66,8 @@ virtual web {
     fwmark = 80
     protocol = udp
     port = https
-    scheduler = lblcr
+    scheduler = mh
+    scheduler_flags = mh-port
     persistent = 600
     pmask = 255.255.255.0
     send = "GET / HTTP/1.0\r\n\r\n"
@@ -157,7 +158,8 @@ def test_full_file_values() -> None:
 
     v = cfg.virtual("web")
     assert v.address.interface == "eth0" and v.address.label == "eth0:1"
-    assert (v.active, v.fwmark, v.protocol, v.port, v.scheduler) == (False, 80, "udp", 443, "lblcr")
+    assert (v.active, v.fwmark, v.protocol, v.port, v.scheduler) == (False, 80, "udp", 443, "mh")
+    assert v.scheduler_flags == "mh-port"
     assert (str(v.vip_nmask), str(v.pmask), v.persistent) == ("255.255.255.0",) * 2 + (600,)
     assert v.sorry_server == ip_address("10.0.0.50")
     assert v.send == "GET / HTTP/1.0\r\n\r\n"
@@ -331,3 +333,15 @@ def test_every_directive_is_documented() -> None:
     for keyword, spec in all_blocks().items():
         for name in spec.directives:
             assert f"`{name}`" in doc, f"{keyword}.{name} missing from docs/lvs-cf.md"
+
+
+def test_scheduler_flags_are_read_as_ipvsadm_writes_them_and_written_canonically() -> None:
+    text = ("virtual v {\n    address = 10.0.0.1 eth0:1\n    scheduler = mh\n"
+            "    scheduler_flags = mh-port, mh-fallback,mh-port\n}\n")
+    result = parse(text, "f.cf")
+    assert result.errors == []
+    (v,) = result.config.virtuals
+    assert v.scheduler_flags == "mh-fallback,mh-port"
+    assert v.sched_flags == {"mh-fallback", "mh-port"}
+    assert "    scheduler_flags = mh-fallback,mh-port\n" in write(result.config)
+    assert parse(write(result.config), "g.cf").config == result.config

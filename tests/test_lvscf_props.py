@@ -56,13 +56,16 @@ def virtuals(draw: Any) -> Virtual:
     vip = draw(family)
     v4 = vip.version == 4
     persistent = draw(st.sampled_from([0, 0, 300]) | st.integers(0, 10**6))
+    scheduler = draw(st.sampled_from(SCHEDULERS))
+    flags = st.sampled_from(["mh-fallback", "mh-port", "mh-fallback,mh-port"])
     return Virtual(
         name=draw(names), address=AddrDev(ip=vip, device=draw(devices)),
         vip_nmask=draw(opt() | netmasks) if v4 else None, active=draw(st.booleans()),
         sorry_server=draw(opt() | family.filter(lambda a: a != vip)),
         fwmark=draw(opt() | st.integers(1, 2**32 - 1)),
         protocol=draw(st.sampled_from(["tcp", "udp"])),
-        port=draw(ports), scheduler=draw(st.sampled_from(SCHEDULERS)), persistent=persistent,
+        port=draw(ports), scheduler=scheduler, persistent=persistent,
+        scheduler_flags=draw(opt() | flags) if scheduler == "mh" else None,
         pmask=draw(opt() | netmasks) if v4 and persistent else None,
         send=draw(opt() | texts), expect=draw(opt() | texts), use_regex=draw(st.booleans()),
         send_program=draw(opt() | texts), timeout=draw(seconds), reentry=draw(delays),

@@ -174,3 +174,35 @@ def test_status_says_when_the_stored_config_cannot_run(etcd_server: LocalEtcd,
     assert all("needs a device" in p for p in data["config_problems"])
     table = lvsctl("status", etcd=etcd_server.url, cluster=cluster_name)
     assert "stored config cannot run (agents refuse it)" in table.stdout
+
+
+def test_the_first_push_creates_the_hash_seed_once(tmp_path: Path, etcd_server: LocalEtcd,
+                                                   cluster_name: str) -> None:
+    from cluster.documents import default_seed
+
+    url = etcd_server.url
+    none = lvsctl("seed", etcd=url, cluster=cluster_name)
+    assert none.returncode == 0
+    assert f"none stored; routers use {default_seed(cluster_name)}" in none.stdout
+    first = lvsctl("config", "push", str(EXAMPLE), etcd=url, cluster=cluster_name)
+    assert "created the cluster's hash seed" in first.stdout
+    shown = lvsctl("seed", etcd=url, cluster=cluster_name).stdout
+    stored = json.loads(etcd_server.etcdctl("get", "--print-value-only",
+                                            f"/lvs/{cluster_name}/seed"))
+    assert shown.startswith(f"seed {stored['seed']} (created ")
+    assert "(config push)" in stored["created_by"]
+    second = lvsctl("config", "push", str(bumped(tmp_path, 2)), etcd=url, cluster=cluster_name)
+    assert second.returncode == 0 and "hash seed" not in second.stdout  # never changed again
+    assert lvsctl("seed", etcd=url, cluster=cluster_name).stdout == shown
+
+    refused = lvsctl("seed", "--new", etcd=url, cluster=cluster_name)
+    assert refused.returncode == 1 and "add --yes" in refused.stderr
+    renewed = lvsctl("seed", "--new", "--yes", etcd=url, cluster=cluster_name)
+    assert renewed.returncode == 0 and renewed.stdout.startswith("new seed ")
+    assert lvsctl("seed", etcd=url, cluster=cluster_name).stdout != shown
+
+    etcd_server.etcdctl("put", f"/lvs/{cluster_name}/seed", "junk")
+    junk = lvsctl("seed", etcd=url, cluster=cluster_name)
+    assert "junk in etcd" in junk.stdout
+    third = lvsctl("config", "push", str(bumped(tmp_path, 3)), etcd=url, cluster=cluster_name)
+    assert "the hash seed in etcd is junk" in third.stderr  # left alone, but said

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 from support import netlab
@@ -20,6 +21,8 @@ from agent.dataplane.table import (
     DestKey,
     DestSpec,
     EditDest,
+    EditService,
+    Maglev,
     Service,
     ServiceKey,
     ServiceSpec,
@@ -319,3 +322,68 @@ async def test_reply_guard_set_follows_services_and_drift_is_repaired(backend, r
     assert guard_set(router) == want
     await backend.read()
     assert backend.problems == ()
+
+
+# ---------------------------------------------------------------- mh: Maglev tables
+
+MH = ServiceKey("tcp", "10.0.0.5", 80)
+MH6 = ServiceKey("udp", "2001:db8::5", 53, family=6)
+MH_BASE = tuple((DestKey(f"10.5.0.{i}", 8080), i) for i in range(1, 5))
+MH_WANT = {
+    MH: Service(ServiceSpec("mh", flags=frozenset({"mh-port"}),
+                            maglev=Maglev(8191, 4242, MH_BASE)),
+                {DestKey("10.5.0.1", 8080): DestSpec(1), DestKey("10.5.0.2", 8080): DestSpec(2),
+                 DestKey("10.5.0.3", 8080): DestSpec(0)}),  # 10.5.0.4: down, configured
+    MH6: Service(ServiceSpec("mh", 0, "128", maglev=Maglev(8191, 7, ())),
+                 {DestKey("2001:db8::50", 53): DestSpec(1)}),
+}  # fmt: skip
+
+
+async def test_mh_tables_are_programmed_and_read_back(backend, router):
+    await converge(backend, MH_WANT | {WEB: WANT[WEB]})
+    assert diff(await read_fresh(router), MH_WANT | {WEB: WANT[WEB]}) == []
+    assert backend.problems == ()
+    text = nft(router, "list", "chain", "inet", "piranha", chain_name(MH))
+    assert "jhash ip saddr . tcp sport mod 8191 seed 0x1092 map" in text
+    assert text.count(" : 10.5.0.") == 8191 + 2  # every slot, and two parked servers
+    # a server going down rewrites that service only
+    before = handles(router)
+    want = MH_WANT | {WEB: WANT[WEB]}
+    want[MH] = Service(MH_WANT[MH].spec, {DestKey("10.5.0.2", 8080): DestSpec(2)})
+    await converge(backend, want)
+    after = handles(router)
+    assert {c: h for c, h in after.items() if c != chain_name(MH)} == {
+        c: h for c, h in before.items() if c != chain_name(MH)}
+    assert diff(await read_fresh(router), want) == []
+    # a new seed (lvsctl seed --new) edits the services that use it
+    reseeded = {k: Service(replace(s.spec, maglev=replace(s.spec.maglev, seed=99)), s.dests)
+                if s.spec.maglev else s for k, s in want.items()}
+    assert [type(op) for op in diff(await backend.read(), reseeded)] == [EditService] * 2
+    await converge(backend, reseeded)
+    assert diff(await read_fresh(router), reseeded) == []
+
+
+async def test_a_tampered_mh_table_is_repaired(backend, router):
+    await converge(backend, MH_WANT)
+    chain = chain_name(MH)
+    dnat, reject = handles(router)[chain]
+    nft(router, "delete", "rule", "inet", "piranha", chain, "handle", str(dnat))
+    nft(router, "insert", "rule", "inet", "piranha", chain, "position", str(reject),
+        "meta", "l4proto", "tcp", "ct", "mark", "set", "ct", "mark", "|", "0x40000000",
+        "dnat", "ip", "to", "jhash", "ip", "saddr", ".", "tcp", "sport", "mod", "8191", "seed",
+        "0x1", "map", "{", "0", ":", "10.5.0.1", ".", "8080", "}")  # another seed, one slot
+    have = await backend.read()
+    assert MH not in have and MH6 in have
+    assert any(str(MH) in p and "DNAT rule differs" in p for p in backend.problems)
+    await converge(backend, MH_WANT)
+    assert diff(await backend.read(), MH_WANT) == []
+    assert backend.problems == ()
+    assert diff(await read_fresh(router), MH_WANT) == []
+
+
+async def test_mh_with_no_server_up_keeps_its_configured_servers_parked(backend, router):
+    down = {MH: Service(MH_WANT[MH].spec, {})}
+    await converge(backend, down)
+    assert diff(await read_fresh(router), down) == []
+    listing = nft(router, "list", "chain", "inet", "piranha", chain_name(MH))
+    assert "8191" in listing and " 0 : " not in listing  # no slot: every lookup misses

@@ -13,7 +13,9 @@ from agent.dataplane.nft import guard
 from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft import rules as nft_rules
 from agent.dataplane.nft.layout import (
+    COMMENT_MAX,
     MOD,
+    SEED,
     NftInputError,
     chain_name,
     check_service,
@@ -34,6 +36,7 @@ from agent.dataplane.table import (
     DestKey,
     DestSpec,
     EditDest,
+    Maglev,
     Service,
     ServiceKey,
     ServiceSpec,
@@ -137,17 +140,22 @@ def test_layout_round_trips(key, scheduler, persistent, dests):
     service = Service(ServiceSpec(scheduler, persistent), dests)
     rule = layout(key, service)
     assert service_from_rule(service.spec, rule) == service
-    if rule is not None:  # ranges never overlap and cover 0..MOD-1 iff someone is live
+    if rule is not None:  # ranges never overlap and cover 0..mod-1 iff someone is live
+        assert rule.mod == (MOD if scheduler != "mh" else 8191)
         spans = sorted((s.lo, s.hi) for s in rule.slots)
         assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
-        live = sum(s.hi - s.lo + 1 for s in rule.slots if s.lo < MOD)
-        assert live in (0, MOD)
+        live = sum(s.hi - s.lo + 1 for s in rule.slots if s.lo < rule.mod)
+        assert live in (0, rule.mod)
 
 
 def test_spec_comment_round_trip_and_junk():
     spec = ServiceSpec("wlc", 300, "255.255.255.0")
     assert spec_from_comment(spec_comment(spec)) == spec
     assert len(spec_comment(ServiceSpec("lblcr", 86400, "ffff:ffff:ffff:ffff::"))) < 128
+    mh = ServiceSpec("mh", 86400, "255.255.255.255", frozenset({"mh-port", "mh-fallback"}),
+                     Maglev(1048573, 2**32 - 1))
+    assert spec_from_comment(spec_comment(mh)) == mh
+    assert len(spec_comment(mh)) <= COMMENT_MAX
     for junk in (None, "", "x", '{"v":2}', '{"v":1,"s":"rr","p":-1,"m":"x"}'):
         with pytest.raises(ValueError):
             spec_from_comment(junk)
@@ -192,10 +200,79 @@ def test_bad_settings_are_a_clear_error(spec, message):
         check_service(V4, Service(spec))
 
 
+# ---------------------------------------------------------------- Maglev (mh)
+
+RS = [DestKey(f"10.1.0.{i}", 8080) for i in range(1, 6)]
+
+
+def mh_service(live: dict[int, int], flags: frozenset[str] = frozenset()) -> Service:
+    """Five configured real servers (weights 1..5); ``live``: index -> live weight."""
+    base = tuple((RS[i], i + 1) for i in range(5))
+    spec = ServiceSpec("mh", flags=flags, maglev=Maglev(8191, 12345, base))
+    return Service(spec, {RS[i]: DestSpec(w) for i, w in live.items()})
+
+
+def test_mh_is_one_element_per_slot_of_its_maglev_table():
+    service = mh_service({0: 1, 1: 2, 2: 0})  # 2 drained, 3 and 4 down
+    rule = layout(V4, service)
+    assert (rule.hash, rule.mod, rule.seed, rule.sport, rule.l4proto) == (
+        "saddr", 8191, 12345, False, "tcp")
+    table = [s for s in rule.slots if s.lo < rule.mod]
+    assert [s.lo for s in table] == list(range(8191)) and all(s.lo == s.hi for s in table)
+    assert {s.address for s in table} == {"10.1.0.1", "10.1.0.2"}
+    # a comment on the first slot of each real server; the rest parked, base weight kept
+    commented = {s.address: s.comment for s in rule.slots if s.comment}
+    assert commented == {"10.1.0.1": '{"b":1,"w":1}', "10.1.0.2": '{"b":2,"w":2}',
+                         "10.1.0.3": '{"b":3,"w":0}', "10.1.0.4": '{"b":4}',
+                         "10.1.0.5": '{"b":5}'}
+    assert all(s.lo >= rule.mod for s in rule.slots if s.address in ("10.1.0.4", "10.1.0.5"))
+    assert service_from_rule(service.spec, rule) == service
+
+
+@given(st.dictionaries(st.integers(0, 4), st.integers(0, 9)), st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_mh_layout_round_trips(live, port):
+    service = mh_service(live, frozenset({"mh-port"}) if port else frozenset())
+    rule = layout(V4, service)
+    assert rule.sport == port
+    assert service_from_rule(spec_from_comment(spec_comment(service.spec)), rule) == service
+
+
+def test_mh_without_maglev_inputs_sizes_its_table_by_its_real_servers():
+    service = Service(ServiceSpec("mh"), {RS[0]: DestSpec(1)})
+    rule = layout(V4, service)
+    assert (rule.mod, rule.seed) == (8191, SEED)
+    assert service_from_rule(service.spec, rule) == service
+
+
+def test_mh_with_no_server_at_all_has_no_dnat_rule():
+    assert layout(V4, Service(ServiceSpec("mh", maglev=Maglev(8191, 1)))) is None
+    assert layout(V4, mh_service({})) is not None  # configured servers are kept, parked
+
+
+def test_mh_persistence_ignores_mh_port_and_says_so():
+    sel = selector(ServiceSpec("mh", 300, flags=frozenset({"mh-port", "mh-fallback"})))
+    assert sel.maglev and not sel.sport
+    assert any("mh-port ignored with persistence" in w for w in sel.warnings)
+    assert selector(ServiceSpec("mh", flags=frozenset({"mh-fallback"}))).warnings == ()
+    (warning,) = selector(ServiceSpec("sh", flags=frozenset({"sh-port"}))).warnings
+    assert "'sh-port' not supported" in warning
+
+
+@pytest.mark.parametrize(("maglev_in", "message"), [
+    (Maglev(8190, 1), "size 8190 is not one of"),
+    (Maglev(8191, -1), "seed"),
+    (Maglev(8191, 1, ((DestKey("10.0.0.300", 80), 1),)), "not an IP address"),
+])
+def test_bad_maglev_inputs_are_a_clear_error(maglev_in, message):
+    with pytest.raises(NftInputError, match=message):
+        check_service(V4, Service(ServiceSpec("mh", maglev=maglev_in)))
+
+
 # ---------------------------------------------------------------- schedulers
 
 
-@pytest.mark.parametrize("scheduler", ["lc", "wlc", "sed", "nq", "ovf", "mh", "lblc", "lblcr"])
+@pytest.mark.parametrize("scheduler", ["lc", "wlc", "sed", "nq", "ovf", "lblc", "lblcr"])
 def test_fallback_schedulers_warn_by_name(scheduler):
     (warning,) = selector(ServiceSpec(scheduler)).warnings
     assert repr(scheduler) in warning

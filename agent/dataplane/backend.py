@@ -7,7 +7,7 @@ sync daemon) accepts the call and does nothing, saying so in its docstring.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol
 
 from .table import Op, Table
@@ -19,6 +19,12 @@ class Backend(Protocol):
     """A data plane in the kernel: its virtual service table and kernel-wide settings."""
 
     name: str
+
+    def programmable(self, table: Table) -> Table:
+        """``table`` as this backend programs and reads it back: settings its kernel has no
+        place for are dropped (IPVS: the Maglev inputs; its mh has its own). The data plane
+        hands the reconciler this, so that a read of the kernel can equal it."""
+        ...
 
     async def read(self) -> Table:
         """The virtual services the kernel holds now."""
@@ -38,6 +44,17 @@ class Backend(Protocol):
 
     async def sync_daemon(self, state: SyncState | None, iface: str, syncid: int) -> None:
         """Run exactly this connection-sync daemon (None: none)."""
+        ...
+
+    def midstream_sysctls(self, protocols: Collection[str]) -> dict[str, str]:
+        """The sysctls (name -> value) that make this kernel take up connections of
+        ``protocols`` ("tcp", "udp", "sctp") it never saw, from their mid-stream packets: a
+        new active must, for stateless schedulers (mh, sh). Pure; empty if none needed."""
+        ...
+
+    async def set_sysctls(self, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Set these sysctls in the backend's namespace where they differ; returns {name:
+        value it had} for those it changed (OSError if one cannot be read or written)."""
         ...
 
     def close(self) -> None:

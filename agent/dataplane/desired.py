@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from agent.dataplane.table import DestKey, DestSpec, Forward, Service, ServiceKey, ServiceSpec
+from agent.dataplane import maglev
+from agent.dataplane.table import (
+    DestKey,
+    DestSpec,
+    Forward,
+    Maglev,
+    Service,
+    ServiceKey,
+    ServiceSpec,
+)
 from cluster.health import NOT_CHECKED, Health, ServerKey
 from cluster.model import LvsConfig, Server, Virtual
 
@@ -27,12 +36,14 @@ def desired_table(
     cfg: LvsConfig,
     health: Mapping[ServerKey, Health],
     admin: Mapping[ServerKey, str],
+    seed: int = 0,
 ) -> dict[ServiceKey, Service]:
     """The virtual services this router should program, with their real servers.
 
     ``health`` and ``admin`` are keyed by :class:`ServerKey` (virtual, server); a server missing
     from ``health`` has never been checked ("unknown": not serving). ``admin`` values are
     "drain" or "disable" (ValueError for anything else: validate where they come from).
+    ``seed``: the cluster's hash seed (``mh`` tables; cluster.documents.HashSeed).
     """
     if cfg.service != "lvs":
         return {}
@@ -41,7 +52,7 @@ def desired_table(
     for virtual in cfg.virtuals:
         if virtual.active:
             dests = virtual_dests(virtual, forward, health, admin)
-            table[service_key(virtual)] = Service(service_spec(virtual), dests)
+            table[service_key(virtual)] = Service(service_spec(virtual, forward, seed), dests)
     return table
 
 
@@ -53,12 +64,28 @@ def service_key(virtual: Virtual) -> ServiceKey:
     return ServiceKey(virtual.protocol, str(ip), virtual.port, family=ip.version)
 
 
-def service_spec(virtual: Virtual) -> ServiceSpec:
-    """Scheduler, persistence and its netmask (pmask; the host mask when not given)."""
+def service_spec(virtual: Virtual, forward: Forward = "masq", seed: int = 0) -> ServiceSpec:
+    """Scheduler, persistence and its netmask (pmask; the host mask when not given), the
+    scheduler flags, and for ``mh`` what its Maglev table is computed from."""
     mask = HOST_MASK[virtual.address.ip.version]
     if virtual.pmask is not None:
         mask = str(virtual.pmask)
-    return ServiceSpec(virtual.scheduler, virtual.persistent, mask)
+    table = maglev_spec(virtual, forward, seed) if virtual.scheduler == "mh" else None
+    return ServiceSpec(virtual.scheduler, virtual.persistent, mask, virtual.sched_flags, table)
+
+
+def maglev_spec(virtual: Virtual, forward: Forward, seed: int) -> Maglev:
+    """An ``mh`` virtual's Maglev inputs: the table size from its configured (active) real
+    servers, the seed, and those servers with their configured weights, merged by
+    address:port as :func:`virtual_dests` merges them. Health and admin flags play no part:
+    they change the live weights, never the base (docs/nftables-backend.md, "Maglev")."""
+    base: dict[DestKey, int] = {}
+    for server in virtual.servers:
+        if server.active:
+            key = DestKey(str(server.address), dest_port(virtual, server, forward))
+            base[key] = min(base.get(key, 0) + server.weight, MAX_WEIGHT)
+    positive = tuple(sorted((key, w) for key, w in base.items() if w > 0))
+    return Maglev(maglev.table_size(len(base)), maglev.check_seed(seed), positive)
 
 
 def dest_port(virtual: Virtual, server: Server, forward: Forward) -> int:
@@ -119,6 +146,23 @@ def virtual_dests(
         port = 0 if virtual.fwmark is not None else virtual.port
         merged[DestKey(str(virtual.sorry_server), port)] = 1  # beside quiesced ones
     return {key: DestSpec(weight, forward) for key, weight in sorted(merged.items())}
+
+
+#: Schedulers that pick a real server from the packet alone (and the configuration, the
+#: health, the seed), so every router picks the same one for a flow.
+STATELESS_SCHEDULERS = ("mh", "sh")
+
+
+def midstream_protocols(cfg: LvsConfig) -> frozenset[str]:
+    """Protocols of the active virtuals with a stateless scheduler. A router that becomes
+    active must take up the mid-stream packets of their connections, which it never saw
+    (IPVS ``sloppy_tcp``/``sloppy_sctp``, conntrack's ``nf_conntrack_tcp_loose``: each
+    backend's ``midstream_sysctls``); other schedulers gain nothing from it, since the new
+    active would pick a real server that does not know the connection."""
+    if cfg.service != "lvs":
+        return frozenset()
+    return frozenset(v.protocol for v in cfg.virtuals
+                     if v.active and v.scheduler in STATELESS_SCHEDULERS)
 
 
 def timeouts(cfg: LvsConfig) -> tuple[int | None, int | None, int | None]:

@@ -103,6 +103,11 @@ def _describe(have: Table, op: Op, added: Mapping[ServiceKey, int]) -> list[str]
             for name in ("scheduler", "persistent", "netmask")
             if getattr(old, name) != getattr(op.spec, name)
         ]
+        if old.flags != op.spec.flags:
+            changes.append(f"flags {','.join(sorted(old.flags)) or '-'} -> "
+                           f"{','.join(sorted(op.spec.flags)) or '-'}")
+        if old.maglev != op.spec.maglev:
+            changes.append("maglev table inputs (size, seed or configured servers)")
         return [f"settings of {op.key}: {', '.join(changes)}"]
     if op.service in added:  # AddDest of a re-added service: counted there
         return []

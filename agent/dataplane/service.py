@@ -1,8 +1,9 @@
 """The data plane of one router: desired state in, minimal kernel changes out.
 
-Inputs (config, health, admin flags, role) arrive as they change; one worker computes the
-desired table from the newest inputs and hands it to the reconciler, so a burst of
-changes costs one apply. Drift is checked periodically and on request (SIGUSR1).
+Inputs (config, health, admin flags, role, the cluster's hash seed) arrive as they change;
+one worker computes the desired table from the newest inputs and hands it to the
+reconciler, so a burst of changes costs one apply. Drift is checked periodically and on
+request (SIGUSR1).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from cluster.model import LvsConfig
 
 from ..latency import DETECT_TO_DATAPLANE
 from .backend import Backend
-from .desired import Health, ServerKey, desired_table, sync_daemon, timeouts
+from .desired import (
+    Health,
+    ServerKey,
+    desired_table,
+    midstream_protocols,
+    sync_daemon,
+    timeouts,
+)
 from .reconcile import Reconciler
 from .select import choose_backend
 
@@ -36,13 +44,15 @@ class DataPlane:
         self.backend: Backend | None = None
         self.reconciler: Reconciler | None = None
         self._inputs: tuple[LvsConfig, Mapping[ServerKey, Health],
-                            Mapping[ServerKey, str], bool] | None = None
+                            Mapping[ServerKey, str], bool, int] | None = None
         self._wake = asyncio.Event()
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
         self._kernel_settings: tuple[object, ...] | None = None
+        self._sysctls_before: dict[str, str] = {}  # sysctls we changed: their old values
         self._cause: float | None = None
         self.full_nat = False
+        self.seed: int | None = None  # the hash seed of the newest inputs
         self.refused = 0  # desired tables the backend could not express
         self._drift: asyncio.Task[None] = None  # type: ignore[assignment]
 
@@ -59,9 +69,10 @@ class DataPlane:
 
     def update(self, cfg: LvsConfig, health: Mapping[ServerKey, Health],
                admin: Mapping[ServerKey, str], active: bool,
-               cause: float | None = None) -> None:
-        """New inputs; ``cause``: when the health change behind them was detected (epoch)."""
-        self._inputs = (cfg, dict(health), dict(admin), active)
+               cause: float | None = None, seed: int = 0) -> None:
+        """New inputs; ``cause``: when the health change behind them was detected (epoch);
+        ``seed``: the cluster's hash seed (``mh`` tables; ClusterView.hash_seed())."""
+        self._inputs = (cfg, dict(health), dict(admin), active, seed)
         if cause is not None:
             self._cause = cause if self._cause is None else min(self._cause, cause)
         self._wake.set()
@@ -79,11 +90,16 @@ class DataPlane:
                 self._wake.clear()
                 if self._inputs is None:
                     continue
-                cfg, health, admin, active = self._inputs
+                cfg, health, admin, active, seed = self._inputs
+                if seed != self.seed:
+                    if self.seed is not None:
+                        log.warning("hash seed %d -> %d: every mh table is re-made, its flows "
+                                    "may move", self.seed, seed)
+                    self.seed = seed
                 if cfg.full_nat != self.full_nat:
                     self._switch_full_nat(cfg.full_nat)
                 try:
-                    table = desired_table(cfg, health, admin)
+                    table = self.backend.programmable(desired_table(cfg, health, admin, seed))
                 except ValueError as exc:
                     log.error("cannot compute the data plane: %s", exc)
                     continue
@@ -102,18 +118,21 @@ class DataPlane:
                              len(result.ops), took * 1000)
                 elif result.ops:
                     log.info("data plane: %d change(s) applied", len(result.ops))
+                await self._kernel(cfg, active)
                 self.last_update = time.monotonic()
                 self.applied.set()
-                await self._kernel(cfg, active)
         finally:
             self._drift.cancel()
             await asyncio.gather(self._drift, return_exceptions=True)
 
     async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
-        """Timeouts and the connection sync daemon (IPVS only), when they change."""
-        settings = (timeouts(cfg), sync_daemon(cfg, active))
+        """Timeouts and the connection sync daemon (IPVS only), and taking up mid-stream
+        flows (stateless schedulers), when they change."""
+        settings = (timeouts(cfg), sync_daemon(cfg, active), midstream_protocols(cfg))
         if settings == self._kernel_settings or self.backend is None:
             return
+        if settings[2] != (self._kernel_settings or (None, None, None))[2]:
+            await self._midstream(settings[2])
         self._kernel_settings = settings
         try:
             tcp, fin, udp = settings[0]
@@ -126,6 +145,29 @@ class DataPlane:
             await self.backend.sync_daemon(state, iface, syncid)
         except (OSError, ValueError, RuntimeError) as exc:
             log.error("data plane kernel settings: %s", exc)
+
+    async def _midstream(self, protocols: frozenset[str]) -> None:
+        """Let the kernel take up connections of ``protocols`` mid-stream (the sysctls the
+        backend names); put back the old value of those we set that are no longer wanted."""
+        assert self.backend is not None
+        wanted = self.backend.midstream_sysctls(protocols)
+        restore = {k: v for k, v in self._sysctls_before.items() if k not in wanted}
+        if not wanted and not restore:
+            return
+        try:
+            changed = await self.backend.set_sysctls({**wanted, **restore})
+        except OSError as exc:
+            log.error("data plane: cannot let the kernel take up mid-stream connections "
+                      "(%s: mh/sh flows may break on failover): %s", ", ".join(wanted), exc)
+            return
+        for name in restore:
+            log.info("data plane: %s back to %s (no mh/sh service needs it)", name,
+                     self._sysctls_before.pop(name))
+        for name, old in changed.items():
+            if name in wanted:
+                self._sysctls_before.setdefault(name, old)
+                log.warning("data plane: %s was %s, now %s: a new active takes up the "
+                            "connections of mh/sh services mid-stream", name, old, wanted[name])
 
     def _switch_full_nat(self, on: bool) -> None:
         """A new backend with masquerade on/off; its first apply adopts the kernel's table."""

@@ -32,12 +32,25 @@ class ServiceKey:
 
 
 @dataclass(frozen=True)
+class Maglev:
+    """What a Maglev (``mh``) table is computed from besides the live real servers
+    (agent/dataplane/maglev.py): the same on every router, so every router computes the
+    same table. The nftables backend programs it; IPVS's mh has its own (fixed) ones."""
+
+    size: int  # table size, a prime (maglev.table_size of the configured servers)
+    seed: int  # the cluster's hash seed, 0..2**32-1
+    base: tuple[tuple[DestKey, int], ...] = ()  # configured real servers, weights; sorted
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """What can change on a service without re-creating it."""
 
     scheduler: str = "wlc"
     persistent: int = 0  # persistence timeout in seconds; 0 = off
     netmask: str = "255.255.255.255"  # persistence granularity (pmask); IPv6: prefix length
+    flags: frozenset[str] = frozenset()  # scheduler flags (ipvsadm -b): mh-fallback, mh-port
+    maglev: Maglev | None = None  # mh: its table's inputs (None: IPVS, or not mh)
 
 
 @dataclass(frozen=True, order=True)

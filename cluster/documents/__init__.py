@@ -14,6 +14,7 @@ from .health import HealthVerdict, Observation, State
 from .leader import LeaderDoc, LeaderKey
 from .node import ConfigRefusal, NodeRecord
 from .released import ReleasedMarker
+from .seed import HashSeed, default_seed
 from .state import ClusterState, Junk, ServerKey
 from .switchover import SwitchoverRequest
 
@@ -27,6 +28,7 @@ __all__ = [
     "Document",
     "DocumentError",
     "EvictionVote",
+    "HashSeed",
     "HealthVerdict",
     "Junk",
     "LeaderDoc",
@@ -39,6 +41,7 @@ __all__ = [
     "StoredConfig",
     "StoredConfigError",
     "SwitchoverRequest",
+    "default_seed",
     "epoch",
     "iso",
     "now_iso",
@@ -56,4 +59,5 @@ DOCUMENTS: dict[str, type[Document]] = {
     "control/evict-<voter>": EvictionVote,
     "config": ConfigEnvelope,
     "history/config/<serial_no>": ConfigHistoryEntry,
+    "seed": HashSeed,
 }

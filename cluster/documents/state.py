@@ -26,6 +26,7 @@ from .health import HealthVerdict, Observation
 from .leader import LeaderDoc, LeaderKey
 from .node import NodeRecord
 from .released import ReleasedMarker
+from .seed import HashSeed, default_seed
 from .switchover import SwitchoverRequest
 
 EVICT = "evict-"
@@ -66,6 +67,8 @@ class ClusterState:
     config: StoredConfig | None = None
     config_error: str | None = None
     """Why the value under ``config`` is not a valid configuration (not listed as junk)."""
+    seed: HashSeed | None = None
+    """The cluster's hash seed (None: none yet, or junk; see :meth:`hash_seed`)."""
     junk: dict[str, str] = field(default_factory=dict)
     """{key: why it was not understood}."""
 
@@ -98,6 +101,10 @@ class ClusterState:
         self.junk[key] = why
         return Junk(key, why)
 
+    def hash_seed(self) -> int:
+        """The seed the Maglev tables use: the stored one, else the cluster's default."""
+        return self.seed.seed if self.seed is not None else default_seed(self.keys.cluster)
+
     def junk_list(self) -> list[Junk]:
         return [Junk(k, why) for k, why in sorted(self.junk.items())]
 
@@ -111,6 +118,13 @@ class ClusterState:
             except StoredConfigError as exc:
                 self.config_error = str(exc)
         return None
+
+    def _seed(self, pk: ParsedKey, kv: KV | None) -> str | None:
+        self.seed = None
+        if kv is None:
+            return None
+        self.seed, why = _decode(HashSeed, kv)
+        return why
 
     def _leader(self, pk: ParsedKey, kv: KV | None) -> str | None:
         self.leader = None
@@ -166,6 +180,7 @@ class ClusterState:
 
 _HANDLERS: dict[str, Callable[[ClusterState, ParsedKey, KV | None], str | None]] = {
     "config": ClusterState._config,
+    "seed": ClusterState._seed,
     "leader": ClusterState._leader,
     "nodes": ClusterState._node,
     "health": ClusterState._health,

@@ -71,6 +71,12 @@ async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float) -> N
             click.echo(f"  {line}")
         if result.previous is not None and not result.changes:
             click.echo("  no change besides serial_no")
+        if result.seed_created:
+            click.echo("created the cluster's hash seed (the routers' mh tables; lvsctl seed)")
+        elif result.seed is not None and result.seed.junk is not None:
+            click.echo(f"warning: the hash seed in etcd is junk ({result.seed.junk}); routers "
+                       "use the cluster's default; 'lvsctl seed --new --yes' writes a new one",
+                       err=True)
         if wait:
             await _wait_rollout(ctx, etcd, cfg.serial_no, wait_s)
 

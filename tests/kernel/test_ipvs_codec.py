@@ -39,11 +39,29 @@ def service_of(op: AddService | EditService | DelService) -> dict[int, bytes]:
         (WEB6, ServiceSpec("wlc", 0, "128")),
         (MARK6, ServiceSpec("mh", 60, "48")),
         (ServiceKey("fwmark", fwmark=7), ServiceSpec("sh")),
+        (WEB, ServiceSpec("mh", flags=frozenset({"mh-fallback", "mh-port"}))),
+        (WEB, ServiceSpec("mh", 300, flags=frozenset({"mh-port"}))),
+        (WEB6, ServiceSpec("sh", 0, "128", frozenset({"sh-fallback"}))),
+        (WEB, ServiceSpec("rr", flags=frozenset({"flag-3"}))),
     ],
 )
 def test_service_round_trip(key: ServiceKey, spec: ServiceSpec) -> None:
     assert c.decode_service(service_of(AddService(key, spec))) == (key, spec)
     assert c.op_request(EditService(key, spec))[0] == c.CMD_SET_SERVICE
+
+
+@pytest.mark.parametrize(("flags", "bits"), [
+    ({"mh-fallback"}, 0x08), ({"mh-port"}, 0x10), ({"mh-fallback", "mh-port"}, 0x18),
+])
+def test_mh_flags_are_the_kernels_sched1_and_sched2_bits(flags: set, bits: int) -> None:
+    attrs = service_of(AddService(WEB, ServiceSpec("mh", 60, flags=frozenset(flags))))
+    value, mask = c._FLAGS.unpack(attrs[c.SVC_FLAGS])
+    assert (value, mask) == (bits | c.SVC_F_PERSISTENT, 0xFFFFFFFF)
+
+
+def test_a_flag_the_scheduler_has_not_is_refused() -> None:
+    with pytest.raises(ValueError, match="scheduler wrr has no flag 'mh-port'"):
+        c.op_request(AddService(WEB, ServiceSpec("wrr", flags=frozenset({"mh-port"}))))
 
 
 @pytest.mark.parametrize("forward", ["masq", "route", "tunnel"])

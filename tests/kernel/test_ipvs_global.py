@@ -37,3 +37,21 @@ async def test_sync_daemon_start_switch_stop(backend: IpvsBackend, witness) -> N
     assert witness.run("ipvsadm -L --daemon").strip() == ""
     with pytest.raises(ValueError, match="syncid"):
         await backend.sync_daemon("master", "sync0", 256)
+
+
+async def test_sloppy_tcp_and_sctp_for_stateless_schedulers(backend: IpvsBackend, witness) -> None:
+    """A new active takes up mh/sh connections mid-stream: the namespace's own sysctls."""
+    witness.run("echo 0 > /proc/sys/net/ipv4/vs/sloppy_tcp"
+                " && echo 0 > /proc/sys/net/ipv4/vs/sloppy_sctp")
+    wanted = backend.midstream_sysctls({"tcp", "udp"})
+    assert wanted == {"net.ipv4.vs.sloppy_tcp": "1"}
+    assert await backend.set_sysctls(wanted) == {"net.ipv4.vs.sloppy_tcp": "0"}
+    assert witness.run("cat /proc/sys/net/ipv4/vs/sloppy_tcp").strip() == "1"
+    assert witness.run("cat /proc/sys/net/ipv4/vs/sloppy_sctp").strip() == "0"  # not asked
+    assert await backend.set_sysctls(wanted) == {}  # already so: nothing changed
+    assert await backend.set_sysctls(backend.midstream_sysctls({"sctp"})) == {
+        "net.ipv4.vs.sloppy_sctp": "0"}
+    assert witness.run("cat /proc/sys/net/ipv4/vs/sloppy_sctp").strip() == "1"
+    assert await backend.set_sysctls({"net.ipv4.vs.sloppy_tcp": "0"}) == {
+        "net.ipv4.vs.sloppy_tcp": "1"}  # put back, as the data plane does when mh goes
+    assert witness.run("cat /proc/sys/net/ipv4/vs/sloppy_tcp").strip() == "0"

@@ -12,6 +12,7 @@ from cluster.documents import (
     ConfigRefusal,
     Document,
     EvictionVote,
+    HashSeed,
     HealthVerdict,
     LeaderDoc,
     NodeRecord,
@@ -44,4 +45,6 @@ STRATEGIES: dict[type[Document], st.SearchStrategy[Any]] = {
     EvictionVote: st.builds(EvictionVote, term=ints, node=text, at=text),
     ConfigHistoryEntry: st.builds(ConfigHistoryEntry, serial_no=ints, pushed_at=text,
                                   pushed_by=text, changes=names),
+    HashSeed: st.builds(HashSeed, seed=st.integers(0, 2**32 - 1), created_at=text,
+                        created_by=text),
 }

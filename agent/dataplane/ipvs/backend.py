@@ -11,14 +11,15 @@ import asyncio
 import errno
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from agent.dataplane.backend import SyncState
 from agent.dataplane.ipvs import codec as c
 from agent.dataplane.ipvs.netlink import FamilyNotFound, GenlSocket
+from agent.dataplane.netns_socket import ensure_sysctls
 from agent.dataplane.table import (
     AddDest,
     AddService,
@@ -31,9 +32,14 @@ from agent.dataplane.table import (
     Op,
     Service,
     ServiceKey,
+    Table,
 )
 
 T = TypeVar("T")
+
+#: Per protocol, the sysctl that lets IPVS schedule a connection from any of its packets,
+#: not only the first (a SYN, an SCTP INIT); UDP needs none.
+SLOPPY = {"tcp": "net.ipv4.vs.sloppy_tcp", "sctp": "net.ipv4.vs.sloppy_sctp"}
 
 
 class IpvsError(Exception):
@@ -237,6 +243,12 @@ class IpvsBackend:
 
     # ---------------------------------------------------------------- event-loop side
 
+    def programmable(self, table: Table) -> Table:
+        """``table`` without the Maglev inputs: the kernel's mh computes its own table (its
+        size is the kernel's CONFIG_IP_VS_MH_TAB_INDEX, its hash keys are fixed)."""
+        return {key: replace(s, spec=replace(s.spec, maglev=None)) if s.spec.maglev else s
+                for key, s in table.items()}
+
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
@@ -284,6 +296,16 @@ class IpvsBackend:
                 raise ValueError(f"sync daemon syncid must be 0..255: {syncid}")
             want = SyncDaemon(state, iface, syncid)
         await self._call(self._set_daemon, want)
+
+    def midstream_sysctls(self, protocols: Collection[str]) -> dict[str, str]:
+        """``net.ipv4.vs.sloppy_tcp`` (TCP), ``sloppy_sctp`` (SCTP) = 1: IPVS then creates a
+        connection for a packet of a flow it does not know, not only for a SYN or an INIT
+        (docs/dataplane.md, "Schedulers that survive a failover")."""
+        return {SLOPPY[p]: "1" for p in sorted(protocols) if p in SLOPPY}
+
+    async def set_sysctls(self, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Set these sysctls of our namespace where they differ; returns the old values."""
+        return await asyncio.to_thread(ensure_sysctls, self._netns, wanted)
 
     async def sync_daemons(self) -> list[SyncDaemon]:
         """The sync daemons running now."""

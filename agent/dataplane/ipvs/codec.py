@@ -57,6 +57,14 @@ DEST_U_THRESH, DEST_L_THRESH, DEST_ADDR_FAMILY = 5, 6, 11
 DAEMON_STATE, DAEMON_MCAST_IFN, DAEMON_SYNC_ID = 1, 2, 3
 
 SVC_F_PERSISTENT = 0x1
+# Scheduler flags (IP_VS_SVC_F_SCHED1..3 in include/uapi/linux/ip_vs.h); what each means is
+# the scheduler's: ip_vs_mh.c and ip_vs_sh.c name SCHED1 "fallback", SCHED2 "port".
+SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3 = 0x0008, 0x0010, 0x0020
+SCHED_FLAG_BITS = {
+    "mh": {"mh-fallback": SVC_F_SCHED1, "mh-port": SVC_F_SCHED2},
+    "sh": {"sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2},
+}
+GENERIC_FLAG_BITS = {"flag-1": SVC_F_SCHED1, "flag-2": SVC_F_SCHED2, "flag-3": SVC_F_SCHED3}
 FWD_MASK = 0x7
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
@@ -235,6 +243,29 @@ def service_key_attrs(key: ServiceKey) -> bytes:
     )
 
 
+def sched_flag_bits(scheduler: str, flags: frozenset[str]) -> int:
+    """The service flag bits of scheduler flags, named as ipvsadm -b names them (mh-port,
+    sh-fallback; flag-1..3 for any scheduler). ValueError for a flag the scheduler has not."""
+    names = {**GENERIC_FLAG_BITS, **SCHED_FLAG_BITS.get(scheduler, {})}
+    bits = 0
+    for flag in sorted(flags):
+        if flag not in names:
+            raise ValueError(f"scheduler {scheduler} has no flag {flag!r} "
+                             f"(valid: {', '.join(names)})")
+        bits |= names[flag]
+    return bits
+
+
+def sched_flags_from_bits(scheduler: str, bits: int) -> frozenset[str]:
+    """Inverse of :func:`sched_flag_bits`: the scheduler's own names where it has them."""
+    names = {**GENERIC_FLAG_BITS, **SCHED_FLAG_BITS.get(scheduler, {})}
+    by_bit: dict[int, str] = {}
+    for name, bit in names.items():
+        if bit not in by_bit or not name.startswith("flag-"):
+            by_bit[bit] = name
+    return frozenset(name for bit, name in by_bit.items() if bits & bit)
+
+
 def service_attrs(key: ServiceKey, spec: ServiceSpec) -> bytes:
     """Key plus every settable attribute; flags are replaced as a whole."""
     if not SCHEDULER_RE.match(spec.scheduler):
@@ -242,6 +273,7 @@ def service_attrs(key: ServiceKey, spec: ServiceSpec) -> bytes:
     if not 0 <= spec.persistent <= MAX_PERSISTENT:
         raise ValueError(f"persistence must be 0..{MAX_PERSISTENT} seconds")
     flags = SVC_F_PERSISTENT if spec.persistent else 0
+    flags |= sched_flag_bits(spec.scheduler, spec.flags)
     return (
         service_key_attrs(key) + string(SVC_SCHED_NAME, spec.scheduler)
         + attr(SVC_FLAGS, _FLAGS.pack(flags, 0xFFFFFFFF)) + u32(SVC_TIMEOUT, spec.persistent)
@@ -306,10 +338,12 @@ def decode_service(attrs: dict[int, bytes]) -> tuple[ServiceKey, ServiceSpec]:
             family,
         )
     flags = _FLAGS.unpack(attrs[SVC_FLAGS][:8])[0] if SVC_FLAGS in attrs else 0
+    scheduler = get_string(attrs, SVC_SCHED_NAME)
     spec = ServiceSpec(
-        scheduler=get_string(attrs, SVC_SCHED_NAME),
+        scheduler=scheduler,
         persistent=get_u32(attrs, SVC_TIMEOUT) if flags & SVC_F_PERSISTENT else 0,
         netmask=netmask_from_kernel(family, attrs.get(SVC_NETMASK, b"\xff" * 4)),
+        flags=sched_flags_from_bits(scheduler, flags),
     )
     return key, spec
 

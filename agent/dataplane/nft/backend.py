@@ -14,11 +14,11 @@ import json
 import logging
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from agent.dataplane.backend import SyncState
-from agent.dataplane.netns_socket import netns_path
+from agent.dataplane.netns_socket import ensure_sysctls, netns_path
 from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft.layout import NftInputError
 from agent.dataplane.nft.libnft import LibNft
@@ -31,6 +31,8 @@ from agent.dataplane.table import Op, Service, ServiceKey, Table
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
 
 log = logging.getLogger(__name__)
+
+LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
 
 
 class NftError(RuntimeError):
@@ -91,6 +93,10 @@ class NftBackend:
 
     # ------------------------------------------------------------ public API
 
+    def programmable(self, table: Table) -> Table:
+        """``table`` as it is: this backend programs every setting (Maglev inputs too)."""
+        return table
+
     async def read(self) -> Table:
         """The services the kernel holds in our table, as ``diff`` compares them."""
         async with self._lock:
@@ -138,6 +144,17 @@ class NftBackend:
 
     async def sync_daemon(self, state: SyncState | None, iface: str, syncid: int) -> None:
         """The IPVS sync daemon: nftables has none; connection state is conntrack's."""
+
+    def midstream_sysctls(self, protocols: Collection[str]) -> dict[str, str]:
+        """TCP: ``net.netfilter.nf_conntrack_tcp_loose`` = 1 (the kernel's default):
+        conntrack then tracks a connection from a mid-stream packet, and our DNAT picks its
+        real server, instead of marking the packet invalid. UDP needs nothing (and this
+        backend programs no SCTP)."""
+        return {LOOSE: "1"} if "tcp" in protocols else {}
+
+    async def set_sysctls(self, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Set these sysctls of our namespace where they differ; returns the old values."""
+        return await asyncio.to_thread(ensure_sysctls, self._path, wanted)
 
     def fallbacks(self, key: ServiceKey, service: Service) -> list[str]:
         """What this backend does differently from IPVS for ``service`` (for status)."""

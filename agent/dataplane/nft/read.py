@@ -16,7 +16,6 @@ from typing import Any
 
 from agent.dataplane.nft import guard
 from agent.dataplane.nft.layout import (
-    MOD,
     SEED,
     ServiceRule,
     Slot,
@@ -224,28 +223,43 @@ def parse_dnat(expr: list[dict], key: ServiceKey, cfg: Config) -> ServiceRule:
     if dnat.get("family") != ("ip" if key.family == 4 else "ip6"):
         raise ValueError("dnat family differs from the service's")
     mapping = dnat["addr"]["map"]
-    return ServiceRule(_parse_selector(mapping["key"]), l4proto, _parse_slots(mapping["data"]))
+    hash_, mod, seed, sport = _parse_selector(mapping["key"])
+    return ServiceRule(hash_, l4proto, _parse_slots(mapping["data"]), mod, seed, sport)
 
 
-def _parse_selector(expr: dict) -> str:
+# nft lists `th sport` as `tcp sport` after a `meta l4proto tcp` match
+_SPORTS = [{"payload": {"protocol": p, "field": "sport"}} for p in ("th", "tcp", "udp", "sctp")]
+
+
+def _parse_selector(expr: dict) -> tuple[str, int, int, bool]:
+    """(hash, mod, seed, source port hashed too) of a selector; whether they are the ones
+    the service should have is for the layout check to say."""
     if "numgen" in expr:
         ng = expr["numgen"]
-        if ng.get("mode") == "random" and ng.get("mod") == MOD and not ng.get("offset"):
-            return "random"
+        if ng.get("mode") == "random" and type(ng.get("mod")) is int and not ng.get("offset"):
+            return "random", ng["mod"], SEED, False
     elif "jhash" in expr:
         jh = expr["jhash"]
-        field = jh["expr"]["payload"]["field"]
-        exact = jh.get("mod") == MOD and jh.get("seed") == SEED and not jh.get("offset")
-        if exact and field in ("saddr", "daddr"):
-            return field
+        mod, seed, inner = jh.get("mod"), jh.get("seed", 0), jh["expr"]
+        sport = "concat" in inner
+        if sport:
+            inner, port = inner["concat"]
+            if port not in _SPORTS:
+                raise ValueError(f"unexpected selector {expr!r}")
+        field = inner["payload"]["field"]
+        if type(mod) is int and type(seed) is int and not jh.get("offset") and \
+                field in ("saddr", "daddr"):
+            return field, mod, seed, sport
     raise ValueError(f"unexpected selector {expr!r}")
 
 
 def _parse_slots(data: dict) -> tuple[Slot, ...]:
     slots = []
     for key_json, target in data["set"]:
-        elem = key_json["elem"]
-        val, comment = elem["val"], elem["comment"]
+        if isinstance(key_json, dict) and "elem" in key_json:
+            val, comment = key_json["elem"]["val"], key_json["elem"]["comment"]
+        else:
+            val, comment = key_json, ""
         lo, hi = val["range"] if isinstance(val, dict) else (val, val)
         if isinstance(target, dict):
             address, port = target["concat"]

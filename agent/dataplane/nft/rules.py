@@ -12,6 +12,7 @@ kernels >= 5.2)::
         from a real server endpoint
     chain postrouting (nat, srcnat): masquerade our DNATed connections when full NAT is on
     chain svc4_tcp_10_0_0_1_80 { dnat ... map {ranges : server}; reject comment SPEC }
+    (mh: dnat ... jhash ip saddr [. th sport] mod SIZE seed S map {slot : server, ...})
 
 nft 1.0.6's JSON parser cannot declare a named map keyed by ``numgen``/``jhash`` (no
 ``typeof``) nor with address . port data, so a service's ranges live in an anonymous map
@@ -25,8 +26,6 @@ from typing import Any
 
 from agent.dataplane.nft import guard
 from agent.dataplane.nft.layout import (
-    MOD,
-    SEED,
     ServiceRule,
     chain_name,
     dispatch_map,
@@ -156,9 +155,12 @@ def dispatch_key(key: ServiceKey) -> Any:
 
 def _selector_expr(rule: ServiceRule, family: int) -> Json:
     if rule.hash == "random":
-        return {"numgen": {"mode": "random", "mod": MOD}}
+        return {"numgen": {"mode": "random", "mod": rule.mod}}
     field = "saddr" if rule.hash == "saddr" else "daddr"
-    return {"jhash": {"mod": MOD, "seed": SEED, "expr": _payload(_ip(family), field)}}
+    expr = _payload(_ip(family), field)
+    if rule.sport:
+        expr = {"concat": [expr, _payload("th", "sport")]}
+    return {"jhash": {"mod": rule.mod, "seed": rule.seed, "expr": expr}}
 
 
 def _elements(rule: ServiceRule) -> list[list[Any]]:
@@ -166,7 +168,9 @@ def _elements(rule: ServiceRule) -> list[list[Any]]:
     for slot in rule.slots:
         val: Any = slot.lo if slot.lo == slot.hi else {"range": [slot.lo, slot.hi]}
         data: Any = slot.address if slot.port is None else {"concat": [slot.address, slot.port]}
-        elems.append([{"elem": {"val": val, "comment": slot.comment}}, data])
+        if slot.comment:
+            val = {"elem": {"val": val, "comment": slot.comment}}
+        elems.append([val, data])
     return elems
 
 

@@ -2,9 +2,9 @@
 
 nftables can pick a real server per new connection by a random number (``numgen random``)
 or by a hash of the source or destination address (``jhash``); the chosen value is looked
-up in ranges sized by weight. Connection-counting schedulers (lc, wlc, sed, nq, ...) have no
-counterpart: they fall back to the nearest selector and say so in a warning that names the
-scheduler. Everything here is pure.
+up in ranges sized by weight, or for ``mh`` in a Maglev table. Connection-counting
+schedulers (lc, wlc, sed, nq, ...) have no counterpart: they fall back to the nearest
+selector and say so in a warning that names the scheduler. Everything here is pure.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Selector:
     hash: Hash
     shares: Shares  # weighted: by weight; equal: every live server alike; highest: one gets all
     warnings: tuple[str, ...] = ()
+    sport: bool = False  # the source port is hashed too (mh-port)
+    maglev: bool = False  # the hash indexes a Maglev table (mh), not ranges sized by weight
 
 
 # Schedulers nftables expresses with the same meaning (only the hash function differs).
@@ -35,6 +37,7 @@ _NATIVE: dict[str, tuple[Hash, Shares]] = {
     "sh": ("saddr", "weighted"),
     "dh": ("daddr", "equal"),  # IPVS dh ignores weights other than 0
     "fo": ("random", "highest"),
+    "mh": ("saddr", "weighted"),  # a Maglev table (agent/dataplane/maglev.py)
 }
 
 # Schedulers that need connection counts or lookup tables: the nearest selector, and why.
@@ -44,10 +47,13 @@ _FALLBACK: dict[str, tuple[Hash, Shares, str]] = {
     "sed": ("random", "weighted", "weighted random (no connection counts in nftables)"),
     "nq": ("random", "weighted", "weighted random (no connection counts in nftables)"),
     "ovf": ("random", "highest", "highest weight only, like fo (no overflow counts)"),
-    "mh": ("saddr", "weighted", "weighted source hash (not Maglev: more remapping on changes)"),
     "lblc": ("daddr", "weighted", "weighted destination hash (no locality tables)"),
     "lblcr": ("daddr", "weighted", "weighted destination hash (no locality tables)"),
 }
+
+#: mh's flags: mh-port (hash the source port too) and mh-fallback (always in effect: the
+#: table holds only servers that take connections; docs/nftables-backend.md, "Maglev").
+MH_FLAGS = frozenset({"mh-fallback", "mh-port"})
 
 HOST_MASKS = frozenset(
     {"255.255.255.255", "128", "/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}
@@ -65,18 +71,26 @@ def selector(spec: ServiceSpec) -> Selector:
     else:
         hash_, shares = "random", "weighted"
         warnings.append(f"scheduler {spec.scheduler!r} unknown: using weighted random")
+    maglev = spec.scheduler == "mh"
+    sport = maglev and "mh-port" in spec.flags
+    for flag in sorted(spec.flags - MH_FLAGS if maglev else spec.flags):
+        warnings.append(f"scheduler flag {flag!r} not supported by nftables: ignored")
     if spec.persistent > 0:
         hash_ = "saddr"
         warnings.append(
             f"persistence {spec.persistent}s emulated by source-address hashing: "
             "no timeout, clients move when real servers or weights change"
         )
+        if sport:
+            sport = False
+            warnings.append("mh-port ignored with persistence: the source address alone "
+                            "is hashed, so that a client sticks to its real server")
         if spec.netmask not in HOST_MASKS:
             warnings.append(
                 f"persistence netmask {spec.netmask} not supported by nft 1.0 jhash: "
                 "hashing the whole source address"
             )
-    return Selector(hash_, shares, tuple(warnings))
+    return Selector(hash_, shares, tuple(warnings), sport, maglev)
 
 
 def effective_weights(dests: Mapping[DestKey, DestSpec], shares: Shares) -> dict[DestKey, int]:
