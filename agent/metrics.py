@@ -96,6 +96,7 @@ class PulseCollector(Collector):
             yield _counter("lvs_dataplane_errors", "kernel errors", st.errors)
             yield _counter("lvs_dataplane_refused", "configurations the backend cannot "
                            "express (the running table stayed)", p.dataplane.refused)
+        yield from _ctsync(p)
         es = p.health.engine.stats()
         yield _counter("lvs_checks", "health checks run", es.checks)
         yield _counter("lvs_checks_failed", "health checks failed", es.failed)
@@ -125,6 +126,43 @@ class PulseCollector(Collector):
             for peer in hb.config.peers:
                 alive.add_metric([peer], 1.0 if hb.alive(peer) else 0.0)
             yield alive
+
+
+def _ctsync(p: Pulse) -> Iterator[object]:
+    """conntrackd (connection state sync, nftables): only where it is configured."""
+    sync = p.ctsync
+    d = sync.daemon.stats
+    if not sync.enabled and not sync.stats.config_error and not d.starts:
+        return
+    info = InfoMetricFamily("lvs_ctsync", "connection state sync (conntrackd)")
+    info.add_metric([], {"transport": sync.settings.transport if sync.settings else "",
+                         "last_error": sync.stats.config_error or d.last_error})
+    yield info
+    yield _gauge("lvs_ctsync_up", "1 if conntrackd runs and answers", 1.0 if d.up else 0.0)
+    yield _counter("lvs_ctsync_restarts", "conntrackd starts after the first", d.restarts)
+    yield _counter("lvs_ctsync_failures", "conntrackd starts that failed or daemons that "
+                   "died", d.failures)
+    yield _gauge("lvs_ctsync_last_error_timestamp_seconds", "when conntrackd last failed "
+                 "(epoch; 0: never)", d.last_error_at)
+    commits = CounterMetricFamily("lvs_ctsync_commits", "commits of the synced state at "
+                                  "takeover, by result", labels=["result"])
+    for result, n in sorted(sync.stats.commits.items()):
+        commits.add_metric([result], n)
+    yield commits
+    yield _gauge("lvs_ctsync_commit_seconds", "duration of the newest commit",
+                 sync.stats.commit_seconds)
+    yield _gauge("lvs_ctsync_commit_seconds_max", "the longest commit",
+                 sync.stats.commit_seconds_max)
+    yield _gauge("lvs_ctsync_commit_entries", "entries the newest commit put in the kernel",
+                 d.commit_entries)
+    yield _gauge("lvs_ctsync_link_up", "1 if the sync link runs (as conntrackd sees it)",
+                 1.0 if d.link_up else 0.0)
+    yield _counter("lvs_ctsync_link_down", "times the sync link went down (never a reason "
+                   "to fail over)", d.link_down)
+    yield _counter("lvs_ctsync_send_errors", "sync messages conntrackd failed to send",
+                   d.send_errors)
+    yield _counter("lvs_ctsync_resync_requests", "resyncs asked of the active",
+                   sync.stats.resync_requests)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
