@@ -32,11 +32,13 @@ from .daemon import CommandResult, Conntrackd
 log = logging.getLogger(__name__)
 
 #: Longest wait for the commit before the VIPs are added anyway (seconds). conntrackd
-#: commits about 100k entries in well under this (docs/benchmarks.md); a commit still
-#: running past it is a daemon in trouble, and every further wait keeps every client of
-#: the VIPs waiting. The commit goes on in conntrackd; connections whose state is not in
-#: the kernel yet when their next packet arrives may be reset.
-COMMIT_BOUND = 1.0
+#: commits about 115,000 entries a second here (100k in 0.86 s, docs/benchmarks.md), so a
+#: full conntrack table of the kernel's default size (262,144) takes about 2.3 s; the bound
+#: leaves twice that. A commit still running past it is a daemon in trouble, and a longer
+#: wait keeps every client of the VIPs waiting: the VIPs go up, the commit goes on in
+#: conntrackd, and connections whose state is not in the kernel yet when their next packet
+#: arrives may be reset.
+COMMIT_BOUND = 5.0
 COMMIT_HARD = 60.0  # the commit client is killed after this
 RESOLVE_EVERY = 5.0  # seconds between looks for the sync link while it is missing
 CONNTRACK_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
