@@ -69,7 +69,7 @@ stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
 results = [None] * n
 def conn(i, sock):
-    f, seq, server, stall, error = sock.makefile("rb"), 0, None, 0.0, None
+    f, seq, server, stall, error, at = sock.makefile("rb"), 0, None, 0.0, None, None
     try:
         while not stop.is_set():
             sent = time.monotonic()
@@ -88,8 +88,8 @@ def conn(i, sock):
             seq += 1
             time.sleep(max(0.0, sent + every - time.monotonic()))
     except (OSError, ConnectionError) as exc:
-        error = "%s: %s" % (type(exc).__name__, exc)
-    results[i] = {"server": server, "lines": seq, "stall": stall, "error": error}
+        error, at = "%s: %s" % (type(exc).__name__, exc), time.monotonic()
+    results[i] = {"server": server, "lines": seq, "stall": stall, "error": error, "at": at}
 socks = [socket.create_connection((vip, port), timeout=30) for _ in range(n)]
 threads = [threading.Thread(target=conn, args=(i, s)) for i, s in enumerate(socks)]
 for t in threads:
@@ -188,6 +188,7 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
             started(client, "the echo client")
             time.sleep(1.0)  # lines flow; conntrackd syncs the states
 
+            kill_at = 0.0
             first = c.wait_healthy()
             crash_at = time.monotonic()
             c.lab.kill(first, link_down=True)  # a crash: links down, SIGKILL...
@@ -207,6 +208,7 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
             time.sleep(3.0)
 
             if sync:  # conntrackd dies on the active: restarted; new connections work
+                kill_at = time.monotonic()
                 pid = conntrackd_pid(c, third)
                 assert pid is not None
                 os.kill(pid, signal.SIGKILL)
@@ -216,6 +218,9 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
                          what="conntrackd restarted on the active")
                 time.sleep(1.0)
         finally:
+            for r in c.routers:  # kept with the lab's logs, for a post-mortem
+                table = c.lab.exec(r, "conntrack", "-L", timeout=10).stdout
+                (c.lab.state_dir / f"conntrack-{r}.txt").write_text(table)
             results = []
             if client is not None:
                 client.send_signal(signal.SIGTERM)
@@ -227,7 +232,11 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
         survived = [r for r in results if r["error"] is None]
         stall = max(r["stall"] for r in survived) if survived else 0.0
         servers = {r["server"] for r in results}
+        errors = [f"{r['server']} {r['error']} at crash+{r['at'] - crash_at:.3f}s"
+                  for r in results if r["error"]]
         measured(f"wrr crash+switchover, {'conntrackd' if sync else 'no sync'}",
+                 switch_after=switch_at - crash_at,
+                 kill_after=(kill_at - crash_at) if sync else -1.0,
                  connections=len(results),
                  survived=len(survived), longest_stall=stall, crash_gap=crash_gap,
                  switch_gap=switch_gap, servers="+".join(sorted(map(str, servers))))
@@ -237,7 +246,7 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
             assert len(survived) < CONNECTIONS
             assert "lvs_ctsync_up" not in c.metrics(second)
             return
-        assert [r["error"] for r in results if r["error"]] == []
+        assert errors == []
         assert all(r["lines"] > (crash_gap + switch_gap + 6) / EVERY / 2 for r in results)
         m2, m3 = c.metrics(second), c.metrics(third)
         assert m2.get('lvs_ctsync_commits_total{result="ok"}') == 1.0

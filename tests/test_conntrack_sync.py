@@ -34,6 +34,11 @@ def ns_name(side: str) -> str:
 def pair() -> Iterator[dict[str, str]]:
     """Namespaces ``a`` and ``b``, each with one end of a veth (``sync``) on 10.99.0.0/24."""
     names = {side: ns_name(side) for side in "ab"}
+    for ns in netns.namespaces():  # left by a killed run
+        m = re.match(r"^ct(\d+)[ab]$", ns)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            netns.kill_all(ns)
+            netns.delete_ns(ns)
     for ns in names.values():
         if netns.exists(ns):
             netns.delete_ns(ns)

@@ -175,7 +175,7 @@ class Conntrackd:
             ready.cancel()
             if not run.ready.is_set():
                 if waiter.done():
-                    await reader
+                    await _drain(reader)
                     return self._exit_reason(run, "refused to start")
                 return f"not initialised within {READY_WITHIN:.0f} s"
             _normal_scheduling(proc.pid)
@@ -187,7 +187,7 @@ class Conntrackd:
             await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
             changed.cancel()
             if waiter.done():
-                await reader
+                await _drain(reader)
                 return self._exit_reason(run, "died")
             log.info("conntrackd: new configuration, restarting")
             return None
@@ -351,6 +351,12 @@ class Conntrackd:
         self.configure(None, None)
         if self._run is not None:
             await self._stop(self._run)
+
+
+async def _drain(reader: asyncio.Task[None]) -> None:
+    """Let the relay read a dead daemon's last lines (bounded: a child could hold the pipe)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(reader), 2.0)
 
 
 def _write_config(text: str, path: Path) -> Path | None:

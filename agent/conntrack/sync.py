@@ -198,10 +198,9 @@ class ConntrackSync:
         self.stats.commits["ok" if ok else "failed"] += 1
         self.stats.commit_seconds = took
         self.stats.commit_seconds_max = max(self.stats.commit_seconds_max, took)
-        if ok:
-            log.info("conntrackd: committed the synced connection state in %.1f ms (%d "
-                     "entries by conntrackd's count)", took * 1000,
-                     self.daemon.stats.commit_entries)
+        if ok:  # (conntrackd logs how many entries: "conntrackd: Committed N ...")
+            log.info("conntrackd: the synced connection state is in the kernel (commit: "
+                     "%.1f ms): adding the VIPs", took * 1000)
 
     async def _after_commit(self, commit: asyncio.Task[CommandResult], start: float,
                             done: bool) -> None:
