@@ -41,52 +41,60 @@ def config(*routers: dict[str, Any], virtuals: tuple[dict[str, Any], ...] = (WEB
 
 
 def make(cfg: LvsConfig, node: str = "r1", **kw: Any) -> SyncSettings:
-    s = settings(cfg, node, interface="eth1", state_dir=STATE, **kw)
-    assert s is not None
+    """The settings of the only peer (two routers)."""
+    (s,) = settings(cfg, node, interface="eth1", state_dir=STATE, **kw)
     return s
 
 
 def test_two_routers_unicast_udp_over_the_private_link() -> None:
     s = make(config(router("r1", 11), router("r2", 12)))
-    assert s is not None and s.transport == "udp"
-    assert (s.local, s.peers) == (ip_address("10.0.1.11"), (ip_address("10.0.1.12"),))
+    assert (s.local, s.peer, s.peer_name) == (ip_address("10.0.1.11"),
+                                              ip_address("10.0.1.12"), "r2")
     text = render(s)
     assert "    Mode FTFW {" in text
     assert "UDP {\n        IPv4_address 10.0.1.11\n        IPv4_Destination_Address 10.0.1.12\n" \
            "        Port 3780\n        Interface eth1\n" in text
-    assert f"LockFile {STATE}/conntrackd.lock" in text
-    assert f"Path {STATE}/conntrackd.ctl" in text
+    assert f"LockFile {STATE}/r2/conntrackd.lock" in text
+    assert f"Path {STATE}/r2/conntrackd.ctl" in text
     assert "DisableExternalCache no" in text and "Multicast" not in text
 
 
-def test_three_routers_multicast_on_the_link_of_our_address() -> None:
-    s = make(config(router("r1", 11), router("r2", 12), router("r3", 13), syncd_id=4), "r2")
-    assert s is not None and s.transport == "multicast"
-    assert s.peers == (ip_address("10.0.1.11"), ip_address("10.0.1.13"))
-    text = render(s)
-    assert "Multicast {\n        IPv4_address 225.0.0.50\n        Group 3784\n" \
-           "        IPv4_interface 10.0.1.12\n        Interface eth1\n" in text
-    assert "UDP {" not in text
+def test_three_routers_one_conntrackd_per_peer_each_pair_its_own_port() -> None:
+    cfg = config(router("r1", 11), router("r2", 12), router("r3", 13), syncd_id=4)
+    mesh = {node: settings(cfg, node, interface="eth1", state_dir=STATE)
+            for node in ("r1", "r2", "r3")}
+    assert [(s.peer_name, str(s.peer), s.port) for s in mesh["r2"]] == [
+        ("r1", "10.0.1.11", 3784), ("r3", "10.0.1.13", 3784 + 512)]
+    assert [(s.peer_name, s.port) for s in mesh["r1"]] == [("r2", 3784), ("r3", 3784 + 256)]
+    assert [(s.peer_name, s.port) for s in mesh["r3"]] == [("r1", 3784 + 256),
+                                                          ("r2", 3784 + 512)]
+    assert {s.state_dir for s in mesh["r2"]} == {STATE / "r1", STATE / "r3"}
+    assert all("Multicast" not in render(s) for s in mesh["r2"])
+
+
+def test_too_many_routers_for_the_ports() -> None:
+    many = [router(f"r{i}", i) for i in range(1, 25)]
+    with pytest.raises(SyncConfigError, match="more ports than there are"):
+        settings(config(*many), "r1", interface="eth1", state_dir=STATE)
 
 
 def test_public_addresses_unless_every_router_has_a_private_one() -> None:
     s = make(config(router("r1", 11), router("r2", 12, private=False)))
-    assert s is not None
-    assert (s.local, s.peers) == (ip_address("10.0.0.11"), (ip_address("10.0.0.12"),))
+    assert (s.local, s.peer) == (ip_address("10.0.0.11"), ip_address("10.0.0.12"))
 
 
 def test_inactive_routers_are_no_peers() -> None:
     cfg = config(router("r1", 11), router("r2", 12), router("r3", 13, active=False))
-    s = make(cfg)
-    assert s is not None and s.transport == "udp" and s.peers == (ip_address("10.0.1.12"),)
+    assert make(cfg).peer == ip_address("10.0.1.12")
+    assert settings(cfg, "r3", interface="eth1", state_dir=STATE) == ()  # not in use
 
 
 def test_primary_backup_globals() -> None:
     cfg = LvsConfig(syncdaemon=True, primary="10.0.0.1", primary_private="10.0.1.1",
-                    backup="10.0.0.2", backup_private="10.0.1.2", virtuals=(WEB,))
+                    backup="10.0.0.2", backup_private="10.0.1.2", backup_active=True,
+                    virtuals=(WEB,))
     s = make(cfg, "backup")
-    assert s is not None and (s.local, s.peers) == (ip_address("10.0.1.2"),
-                                                    (ip_address("10.0.1.1"),))
+    assert (s.local, s.peer) == (ip_address("10.0.1.2"), ip_address("10.0.1.1"))
 
 
 @pytest.mark.parametrize("cfg", [
@@ -96,7 +104,7 @@ def test_primary_backup_globals() -> None:
     config(router("r1", 11), router("r2", 12), service="fos", virtuals=()),
 ])
 def test_nothing_to_sync(cfg: LvsConfig) -> None:
-    assert settings(cfg, "r1", interface="eth1", state_dir=STATE) is None
+    assert settings(cfg, "r1", interface="eth1", state_dir=STATE) == ()
 
 
 def test_unknown_node_is_an_error() -> None:
@@ -121,14 +129,12 @@ def test_fwmark_services_sync_every_protocol_a_mark_may_carry() -> None:
                                    virtuals=(mark,))) == ("tcp", "udp", "sctp")
 
 
-def test_ipv6_pair_and_the_refused_ipv6_multicast() -> None:
+def test_ipv6_sync_links() -> None:
     v6 = [{"name": f"r{i}", "address": f"fd00::{i}", "private": f"fd01::{i}"}
           for i in (1, 2, 3)]
     s = make(config(*v6[:2]))
-    assert s is not None
     assert "IPv6_address fd01::1\n        IPv6_Destination_Address fd01::2\n" in render(s)
-    with pytest.raises(SyncConfigError, match=r"multicast.*IPv4 only"):
-        make(config(*v6))
+    assert len(settings(config(*v6), "r1", interface="eth1", state_dir=STATE)) == 2
     with pytest.raises(SyncConfigError, match="mix IPv4 and IPv6"):
         make(config(router("r1", 11), v6[1]))
 

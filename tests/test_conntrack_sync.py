@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.conntrack import Conntrackd, ConntrackSync, render
+from agent.conntrack import Conntrackd, ConntrackSync, render, settings
 from cluster.model import LvsConfig
 from lvslab import netns
 
@@ -89,12 +89,21 @@ def kernel(ns: str) -> list[str]:
     return [ln for ln in proc.stdout.splitlines() if ln.startswith("tcp")]
 
 
-def external(sync: ConntrackSync) -> int:
+def external(sync: ConntrackSync, peer: str | None = None) -> int:
+    """Entries in the external cache of our conntrackd paired with ``peer`` (default: the
+    only one)."""
+    (s,) = [s for s in sync.settings if peer in (None, s.peer_name)]
     out = subprocess.run(["ip", "netns", "exec", sync.netns or "", "conntrackd", "-C",
-                          str(sync.settings.config_path), "-s", "cache"],
+                          str(s.config_path), "-s", "cache"],
                          capture_output=True, text=True, check=False).stdout
     m = re.search(r"cache:external\s+active objects:\s+(\d+)", out)
     return int(m.group(1)) if m else -1
+
+
+def one(sync: ConntrackSync) -> Conntrackd:
+    """The daemon of a two-router cluster (once configured)."""
+    (daemon,) = sync.daemons.values()
+    return daemon
 
 
 async def until(probe: Callable[[], object], within: float = 10.0, what: str = "") -> None:
@@ -106,9 +115,16 @@ async def until(probe: Callable[[], object], within: float = 10.0, what: str = "
 
 
 def make_sync(pair: dict[str, str], side: str, tmp: Path, **kw: object) -> ConntrackSync:
-    sync = ConntrackSync(side, tmp / side, netns=pair[side], **kw)  # type: ignore[arg-type]
-    sync.daemon.backoff_first, sync.daemon.link_poll = 0.2, 0.2
-    return sync
+    return ConntrackSync(side, tmp / side, netns=pair[side], **kw)  # type: ignore[arg-type]
+
+
+async def started(sync: ConntrackSync) -> asyncio.Task[None]:
+    """``sync.run()`` as a task, once its daemons exist (fast backoff and link polls)."""
+    task = asyncio.create_task(sync.run())
+    await asyncio.wait_for(sync.resolved.wait(), 5)
+    for daemon in sync.daemons.values():
+        daemon.backoff_first, daemon.link_poll = 0.2, 0.2
+    return task
 
 
 async def test_takeover_commits_the_synced_state_before_returning(pair, tmp_path) -> None:
@@ -117,13 +133,11 @@ async def test_takeover_commits_the_synced_state_before_returning(pair, tmp_path
     tasks = []
     for sync in (a, b):
         sync.configure(cfg)
-        tasks.append(asyncio.create_task(sync.run()))
+        tasks.append(await started(sync))
     try:
         for sync in (a, b):
-            await asyncio.wait_for(sync.resolved.wait(), 5)
-            assert sync.settings is not None and sync.settings.interface == "sync"
-            assert sync.settings.transport == "udp"
-        await until(lambda: a.daemon.up and b.daemon.up, what="both daemons up")
+            assert [s.interface for s in sync.settings] == ["sync"]
+        await until(lambda: one(a).up and one(b).up, what="both daemons up")
         await a.activate()  # a is the active: nothing to commit yet
         assert a.stats.commits["ok"] == 1
         load(pair["a"], entries(300), tmp_path)
@@ -137,7 +151,7 @@ async def test_takeover_commits_the_synced_state_before_returning(pair, tmp_path
         assert len(rows) == 300, "the state must be in the kernel when activate() returns"
         assert all(f"src={RS} dst=10.1" in r for r in rows), rows[:2]  # the DNAT is kept
         assert b.stats.commits["ok"] == 1 and took < b.commit_bound
-        assert b.daemon.stats.commit_entries == 300
+        assert one(b).stats.commit_entries == 300
         a.deactivate()  # graceful hand-over: a resyncs from b, its kernel entries expire
         await until(lambda: a.stats.resync_requests >= 2, what="a's resync request")
         await until(lambda: external(a) == 300, what="b's state in a's external cache")
@@ -154,18 +168,18 @@ async def test_missing_conntrackd_is_logged_counted_and_takeover_goes_on(
         pair, tmp_path, caplog) -> None:
     sync = make_sync(pair, "a", tmp_path, binary="/nonexistent/conntrackd")
     sync.configure(lvs_config())
-    task = asyncio.create_task(sync.run())
+    task = await started(sync)
     try:
-        await until(lambda: sync.daemon.stats.failures >= 2, what="two failed starts")
+        await until(lambda: one(sync).stats.failures >= 2, what="two failed starts")
         assert "not found (install the Debian package conntrackd)" in \
-            sync.daemon.stats.last_error
-        assert not sync.daemon.up
+            one(sync).stats.last_error
+        assert not one(sync).up
         start = time.monotonic()
         await sync.activate()
         assert time.monotonic() - start < 0.1  # no wait: the VIPs go up at once
         assert sync.stats.commits["skipped"] == 1
         assert "conntrackd: /nonexistent/conntrackd not found" in caplog.text
-        assert "taking over without the old active's connection state" in caplog.text
+        assert "taking over without the connection state it holds" in caplog.text
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -183,11 +197,8 @@ async def test_a_config_conntrackd_refuses_is_retried_with_backoff(pair, tmp_pat
             "'NoSuchOption': syntax error" in daemon.stats.last_error
         assert daemon.stats.last_error_at > 0
         # the right config: it runs at once, without waiting for the backoff
-        good = make_sync(pair, "a", tmp_path)
-        good.configure(lvs_config())
-        await good._resolve()
-        assert good.settings is not None
-        daemon.configure(render(good.settings), good.settings.config_path)
+        (good,) = settings(lvs_config(), "a", interface="sync", state_dir=tmp_path / "a")
+        daemon.configure(render(good), good.config_path)
         await until(lambda: daemon.up, what="conntrackd up with a good config")
     finally:
         task.cancel()
@@ -199,18 +210,19 @@ async def test_a_dying_conntrackd_is_restarted_and_its_stale_lock_removed(
         pair, tmp_path, caplog) -> None:
     sync = make_sync(pair, "a", tmp_path)
     sync.configure(lvs_config())
-    task = asyncio.create_task(sync.run())
+    task = await started(sync)
     try:
-        await until(lambda: sync.daemon.up, what="conntrackd up")
-        pid = sync.daemon.pid
+        daemon = one(sync)
+        await until(lambda: daemon.up, what="conntrackd up")
+        pid = daemon.pid
         assert pid is not None
         assert os.sched_getscheduler(pid) == os.SCHED_OTHER  # not SCHED_RR 99
         os.kill(pid, signal.SIGKILL)  # leaves its lock file behind
-        await until(lambda: sync.daemon.stats.restarts == 1 and sync.daemon.up,
+        await until(lambda: daemon.stats.restarts == 1 and daemon.up,
                     what="a new conntrackd")
-        assert sync.daemon.pid != pid
-        assert "died (killed by signal 9)" in sync.daemon.stats.last_error
-        assert sync.daemon.stats.failures == 1
+        assert daemon.pid != pid
+        assert "died (killed by signal 9)" in daemon.stats.last_error
+        assert daemon.stats.failures == 1
         assert "removed the stale lock file" in caplog.text
         await sync.activate()  # and it works
         assert sync.stats.commits["ok"] == 1
@@ -223,15 +235,16 @@ async def test_a_dying_conntrackd_is_restarted_and_its_stale_lock_removed(
 async def test_sync_link_down_is_counted_never_more(pair, tmp_path) -> None:
     sync = make_sync(pair, "a", tmp_path)
     sync.configure(lvs_config())
-    task = asyncio.create_task(sync.run())
+    task = await started(sync)
     try:
-        await until(lambda: sync.daemon.stats.link_up, what="link seen up")
+        daemon = one(sync)
+        await until(lambda: daemon.stats.link_up, what="link seen up")
         netns.link(pair["a"], "set", "sync", "down")
-        await until(lambda: sync.daemon.stats.link_down == 1, what="link down counted")
-        assert sync.daemon.up and sync.daemon.stats.failures == 0
+        await until(lambda: daemon.stats.link_down == 1, what="link down counted")
+        assert daemon.up and daemon.stats.failures == 0
         netns.link(pair["a"], "set", "sync", "up")
-        await until(lambda: sync.daemon.stats.link_up, what="link up again")
-        assert sync.daemon.stats.link_down == 1
+        await until(lambda: daemon.stats.link_up, what="link up again")
+        assert daemon.stats.link_down == 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -241,10 +254,10 @@ async def test_sync_link_down_is_counted_never_more(pair, tmp_path) -> None:
 async def test_a_commit_past_the_bound_does_not_hold_the_takeover(pair, tmp_path) -> None:
     sync = make_sync(pair, "a", tmp_path, commit_bound=0.3)
     sync.configure(lvs_config())
-    task = asyncio.create_task(sync.run())
+    task = await started(sync)
     try:
-        await until(lambda: sync.daemon.up, what="conntrackd up")
-        pid = sync.daemon.pid
+        await until(lambda: one(sync).up, what="conntrackd up")
+        pid = one(sync).pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # a hung daemon: the commit gets no answer
         try:

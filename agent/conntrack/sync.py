@@ -18,6 +18,7 @@ before and established ones may be reset at a failover, which is logged and coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -57,30 +58,38 @@ class SyncStats:
 
 
 class ConntrackSync:
-    """conntrackd for one router: its config from lvs.cf, its process, the transitions."""
+    """conntrackd for one router: one daemon per peer (their configs from lvs.cf), their
+    processes, the transitions."""
 
     def __init__(self, node: str, state_dir: Path, *, binary: str = "conntrackd",
                  commit_bound: float = COMMIT_BOUND, external_cache: bool = True,
-                 netns: str | None = None, daemon: Conntrackd | None = None) -> None:
+                 netns: str | None = None) -> None:
         self.node = node
+        self.binary = binary
         self.netns = netns  # a named network namespace to work in (tests; None: ours)
         self.state_dir = state_dir
         self.commit_bound = commit_bound
         self.external_cache = external_cache
-        self.daemon = daemon or Conntrackd(binary, netns=netns)
         self.stats = SyncStats()
-        self.settings: SyncSettings | None = None
+        self.settings: tuple[SyncSettings, ...] = ()
+        self.daemons: dict[str, Conntrackd] = {}  # by peer
         self.active = False
         self._cfg: LvsConfig | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._supervisors: dict[str, asyncio.Task[None]] = {}
+        self._handled: dict[str, int] = {}  # the daemon start brought up to date, by peer
+        self._wake = asyncio.Event()  # a new config, or a daemon came up or went down
         self._pending = False
         self.resolved = asyncio.Event()  # set once the newest config was applied
 
     @property
     def enabled(self) -> bool:
-        return self.settings is not None
+        return bool(self.settings)
+
+    def up(self) -> list[Conntrackd]:
+        """The daemons running now."""
+        return [d for d in self.daemons.values() if d.up]
 
     # -- configuration ----------------------------------------------------------------
 
@@ -92,9 +101,9 @@ class ConntrackSync:
         self._wake.set()
 
     async def _resolve(self) -> None:
-        """Settings from the config and the link holding our sync address; the daemon
-        follows them."""
-        cfg, new = self._cfg, None
+        """Settings from the config and the link holding our sync address; the daemons
+        follow them (one started or stopped per peer that came or went)."""
+        cfg, new = self._cfg, ()
         error = ""
         self._pending = False
         if cfg is not None:
@@ -115,54 +124,62 @@ class ConntrackSync:
         self.stats.config_error = error
         if new != self.settings:
             self.settings = new
-            if new is None:
-                self.daemon.configure(None, None)
-            else:
-                log.info("connection sync: conntrackd over %s (%s) from %s to %s",
-                         new.interface, new.transport, new.local,
-                         ", ".join(map(str, new.peers)))
-                self.daemon.configure(render(new), new.config_path)
+            if new:
+                log.info("connection sync: conntrackd over %s from %s to %s", new[0].interface,
+                         new[0].local, ", ".join(f"{s.peer_name} {s.peer}:{s.port}"
+                                                 for s in new))
+            await self._apply({s.peer_name: s for s in new})
         self.resolved.set()
+
+    async def _apply(self, wanted: dict[str, SyncSettings]) -> None:
+        for peer in [p for p in self.daemons if p not in wanted]:
+            task = self._supervisors.pop(peer)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.daemons.pop(peer).close()
+            self._handled.pop(peer, None)
+        for peer, s in wanted.items():
+            daemon = self.daemons.get(peer)
+            if daemon is None:
+                daemon = self.daemons[peer] = Conntrackd(self.binary, netns=self.netns)
+                daemon.changed = self._wake
+                self._supervisors[peer] = asyncio.create_task(daemon.run(),
+                                                              name=f"conntrackd-{peer}")
+            daemon.configure(render(s), s.config_path)
 
     # -- running ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Supervise conntrackd; after every (re)start, bring it up to date with our role."""
-        supervisor = asyncio.create_task(self.daemon.run(), name="conntrackd")
-        handled = 0  # the daemon start brought up to date
+        """Supervise the daemons; after every (re)start, bring each up to date with our
+        role."""
         try:
             while True:
-                events = [asyncio.create_task(e.wait()) for e in (self.daemon.changed,
-                                                                   self._wake)]
-                await asyncio.wait(events, timeout=RESOLVE_EVERY,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                for task in events:
-                    task.cancel()
-                self.daemon.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RESOLVE_EVERY)
                 self._wake.clear()
                 try:
                     if self._pending or self.stats.config_error:  # (the address may be up)
                         await self._resolve()
-                    if self.daemon.up and self.daemon.stats.starts != handled:
-                        handled = self.daemon.stats.starts
-                        await self._after_start()
+                    for peer, daemon in list(self.daemons.items()):
+                        if daemon.up and daemon.stats.starts != self._handled.get(peer):
+                            self._handled[peer] = daemon.stats.starts
+                            await self._after_start(daemon)
                 except Exception:  # never stop the agent for state sync
                     log.exception("connection sync")
                     await asyncio.sleep(RESOLVE_EVERY)
         finally:
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+            await self._apply({})
 
-    async def _after_start(self) -> None:
+    async def _after_start(self, daemon: Conntrackd) -> None:
         async with self._lock:
             if self.active:
-                await self.daemon.command("-R")
-                await self.daemon.command("-B")
+                await daemon.command("-R")
+                await daemon.command("-B")
             else:
-                await self._request_resync()
+                await self._request_resync(daemon)
 
-    async def _request_resync(self) -> None:
-        if (await self.daemon.command("-n")).ok:
+    async def _request_resync(self, daemon: Conntrackd) -> None:
+        if (await daemon.command("-n")).ok:
             self.stats.resync_requests += 1
 
     # -- transitions ------------------------------------------------------------------
@@ -172,27 +189,34 @@ class ConntrackSync:
         self.active = True
         if not self.enabled:
             return
-        if not self.daemon.up:
-            self.stats.commits["skipped"] += 1
-            log.warning("conntrackd is not running (%s): taking over without the old "
-                        "active's connection state; its connections may be reset",
-                        self.daemon.stats.last_error or "starting")
-            return
+        daemons = self.up()
+        if len(daemons) < len(self.daemons):
+            down = [p for p, d in self.daemons.items() if not d.up]
+            log.warning("conntrackd for %s is not running (%s): taking over without the "
+                        "connection state it holds; those connections may be reset",
+                        ", ".join(down), "; ".join(self.daemons[p].stats.last_error
+                                                   or "starting" for p in down))
+            if not daemons:  # (some up: their commit counts, ok or not)
+                self.stats.commits["skipped"] += 1
+                return
         start = time.monotonic()
-        commit = asyncio.create_task(self._commit())
+        commit = asyncio.create_task(self._commit(daemons))
         done, _ = await asyncio.wait({commit}, timeout=self.commit_bound)  # the lock too
         if done:
-            self._commit_done(commit.result().ok, time.monotonic() - start)
+            self._commit_done(all(r.ok for r in commit.result()), time.monotonic() - start)
         else:
             self.stats.commits["timeout"] += 1
             log.error("conntrackd commit still running after %.1f s: adding the VIPs now; "
                       "connections whose state is not in the kernel yet may be reset",
                       self.commit_bound)
-        self._spawn(self._after_commit(commit, start, done=bool(done)))
+        self._spawn(self._after_commit(commit, daemons, start, done=bool(done)))
 
-    async def _commit(self) -> CommandResult:
+    async def _commit(self, daemons: list[Conntrackd]) -> list[CommandResult]:
+        """Every peer's external cache into the kernel, at once (only the old active's
+        holds much)."""
         async with self._lock:
-            return await self.daemon.command("-c", within=COMMIT_HARD)
+            return list(await asyncio.gather(
+                *(d.command("-c", within=COMMIT_HARD) for d in daemons)))
 
     def _commit_done(self, ok: bool, took: float) -> None:
         self.stats.commits["ok" if ok else "failed"] += 1
@@ -202,21 +226,23 @@ class ConntrackSync:
             log.info("conntrackd: the synced connection state is in the kernel (commit: "
                      "%.1f ms): adding the VIPs", took * 1000)
 
-    async def _after_commit(self, commit: asyncio.Task[CommandResult], start: float,
-                            done: bool) -> None:
-        result = await commit
+    async def _after_commit(self, commit: asyncio.Task[list[CommandResult]],
+                            daemons: list[Conntrackd], start: float, done: bool) -> None:
+        results = await commit
         if not done:
             self.stats.commit_seconds = time.monotonic() - start
             self.stats.commit_seconds_max = max(self.stats.commit_seconds_max,
                                                 self.stats.commit_seconds)
             log.warning("conntrackd commit ended after %.1f s (%s)",
-                        self.stats.commit_seconds, "ok" if result.ok else result.output)
+                        self.stats.commit_seconds,
+                        "ok" if all(r.ok for r in results) else "failed")
         async with self._lock:
-            if not self.active:
-                return
-            for step in ("-f", "-R", "-B"):  # flush caches, kernel -> internal, bulk send
-                if not (await self.daemon.command(step)).ok:
-                    break
+            for daemon in daemons:
+                if not self.active:
+                    return
+                for step in ("-f", "-R", "-B"):  # flush caches, kernel -> internal, bulk
+                    if not (await daemon.command(step)).ok:
+                        break
 
     def deactivate(self) -> None:
         """Becoming backup (returns at once; the steps run in order in the background)."""
@@ -226,10 +252,12 @@ class ConntrackSync:
 
     async def _backup_steps(self) -> None:
         async with self._lock:
-            if self.active:
+            daemons = self.up()
+            if self.active or not daemons:
                 return
-            await self.daemon.command("-t")  # our kernel entries expire (PurgeTimeout)
-            await self._request_resync()
+            await daemons[0].command("-t")  # the kernel's entries expire (PurgeTimeout)
+            for daemon in daemons:
+                await self._request_resync(daemon)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.create_task(coro)  # type: ignore[arg-type]
@@ -240,7 +268,7 @@ class ConntrackSync:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.daemon.close()
+        await self._apply({})
 
 
 async def interface_of(address: str, netns: str | None = None) -> str | None:
