@@ -1,6 +1,7 @@
 """conntrackd: external cache + commit against direct injection, for N synced connections.
 
     .venv/bin/python bench/conntrack_commit.py [--sizes 1000,10000,100000] [--json FILE]
+        [--png docs/img/conntrack-commit.png] [--from FILE]   # --from: plot a saved --json
 
 Two network namespaces joined by a veth (the sync link), conntrackd in each with the config
 the agent generates (agent/conntrack/config.py, FTFW over UDP), as a two-router cluster.
@@ -171,24 +172,77 @@ def one(n: int, external: bool, work: Path) -> dict[str, Any]:
             "backup_cpu_commit_s": round(cpu_commit, 3)}
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Sync time and time added to the takeover, per N, for both modes (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["n"] for r in rows})
+    modes = ("external cache + commit", "direct injection")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, title in ((axes[0], "sync_s", "sync: active's kernel -> backup holds all N"),
+                           (axes[1], "commit_s", "added to the takeover (before the VIPs)")):
+        for k, mode in enumerate(modes):
+            ms = [next((r[key] * 1000 for r in rows if r["n"] == n and r["mode"] == mode
+                        and (key == "sync_s" or r["committed"])), 0.0) for n in sizes]
+            xs = [i + (k - 0.5) * 0.38 for i in range(len(sizes))]
+            bars = ax.bar(xs, [max(v, 0.1) for v in ms], 0.38, label=mode)
+            for bar, v in zip(bars, ms, strict=True):
+                ax.annotate(f"{v:,.0f} ms" if v else "none", (bar.get_x() + 0.19,
+                            bar.get_height()), ha="center", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(sizes)), [f"{n:,}" for n in sizes])
+        ax.set_xlabel("synced connections (N)")
+        ax.set_ylabel("ms")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("conntrackd (FTFW, two routers): external cache + commit against direct "
+                 "injection", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--png", type=Path, help="plot the results here")
+    ap.add_argument("--from", dest="source", type=Path,
+                    help="no run: the rows of an earlier --json (with --png: plot them)")
     args = ap.parse_args()
+    if args.source:
+        rows = json.loads(args.source.read_text())
+    else:
+        rows = run([int(x) for x in args.sizes.split(",")])
+    report(rows)
+    if args.json and not args.source:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.png:
+        plot(rows, args.png)
+
+
+def run(sizes: list[int]) -> list[dict[str, Any]]:
     work = Path(f"/tmp/conntrack-bench-{os.getpid()}")
     work.mkdir(parents=True)
     teardown()
     build()
     rows = []
     try:
-        for n in (int(x) for x in args.sizes.split(",")):
+        for n in sizes:
             for external in (True, False):
                 row = one(n, external, work)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
         teardown()
+    return rows
+
+
+def report(rows: list[dict[str, Any]]) -> None:
     print("\n| N | mode | sync (create -> backup has it) | commit at takeover | backup's "
           "kernel entries while backup | backup CPU (sync + commit) |")
     print("|---|---|---|---|---|---|")
@@ -198,8 +252,6 @@ def main() -> None:
         print(f"| {r['n']:,} | {r['mode']} | {r['sync_s'] * 1000:.0f} ms | {commit} | "
               f"{r['backup_kernel_entries']:,} | "
               f"{r['backup_cpu_sync_s'] + r['backup_cpu_commit_s']:.2f} s |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
