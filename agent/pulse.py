@@ -77,6 +77,7 @@ class AgentOptions:
     heartbeat_key_file: str | None = None
     vip_guardian: bool = True
     state_dir: Path | None = None  # default: /run/pulse/<cluster>/<node>
+    conntrackd: str = "conntrackd"  # the program (a name on PATH, or a path)
 
     @property
     def run_dir(self) -> Path:
@@ -111,7 +112,8 @@ class Pulse:
         self.stall: StallWatch | None = None
         self.fence: ArpFence | None = None
         self.dataplane = DataPlane(opts.dataplane, licensed=self.licensed)
-        self.ctsync = ConntrackSync(opts.node, opts.run_dir / "conntrackd")
+        self.ctsync = ConntrackSync(opts.node, opts.run_dir / "conntrackd",
+                                    binary=opts.conntrackd)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,

@@ -35,6 +35,7 @@ from support.failover_kit import (
 
 from lvslab import Lab, Topology, netns
 from lvslab.config_file import lab_lvs_cf
+from lvslab.services import default_agent_cmd
 
 pytestmark = pytest.mark.netns
 
@@ -121,7 +122,7 @@ def sync_config(path: Path, sync: bool) -> Path:
 
 
 @contextlib.contextmanager
-def sync_lab(sync: bool) -> Iterator[Cluster]:
+def sync_lab(sync: bool, agent_cmd: list[str] | None = None) -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
     if shutil.which("conntrackd") is None:
@@ -132,7 +133,7 @@ def sync_lab(sync: bool) -> Iterator[Cluster]:
     keep.mkdir(parents=True)
     public, private = subnets(TAG)
     with Lab(prefix(TAG), public, private, routers=3, servers=2,
-             config=sync_config(keep / "lvs.cf", sync)) as lab:
+             config=sync_config(keep / "lvs.cf", sync), agent_cmd=agent_cmd) as lab:
         try:
             cluster = Cluster(lab)
             cluster.wait_healthy()
@@ -252,3 +253,51 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
         assert m2.get('lvs_ctsync_commits_total{result="ok"}') == 1.0
         assert m3.get('lvs_ctsync_commits_total{result="ok"}') == 1.0
         assert m3.get("lvs_ctsync_commit_entries", 0) >= CONNECTIONS
+
+
+REFUSING = """#!/bin/sh
+# conntrackd, but every daemon start gets a config it refuses (its client calls pass)
+if [ "$#" -eq 2 ] && [ "$1" = "-C" ]; then
+    printf 'Sync {\\n    NoSuchOption 1\\n}\\n' > "$2.refused"
+    exec conntrackd -C "$2.refused"
+fi
+exec conntrackd "$@"
+"""
+
+
+@pytest.mark.parametrize("fault", ["missing", "refused"])
+def test_a_broken_conntrackd_never_stops_the_routers_serving(fault: str,
+                                                            tmp_path: Path) -> None:
+    """conntrackd not installed, or refusing its config, on every router: counted and
+    exported, and the cluster serves new connections and fails over as without sync."""
+    program = "/nonexistent/conntrackd"
+    if fault == "refused":
+        program = str(tmp_path / "conntrackd")
+        Path(program).write_text(REFUSING)
+        Path(program).chmod(0o755)
+    with sync_lab(True, [*default_agent_cmd(), "--conntrackd", program]) as c:
+        echo = [c.lab.popen(rs, sys.executable, "-c", ECHO, rs, ECHO_PORT,
+                            stdout=subprocess.PIPE)
+                for rs in c.lab.servers]
+        try:
+            for proc, rs in zip(echo, c.lab.servers, strict=True):
+                started(proc, f"echo on {rs}")
+            for r in c.routers:
+                wait_for(lambda r=r: c.metrics(r).get("lvs_ctsync_failures_total", 0) >= 1,
+                         20, what=f"conntrackd's failure counted on {r}")
+                assert c.metrics(r).get("lvs_ctsync_up") == 0.0
+            wait_for(lambda: echo_once(c) in c.lab.servers, 30, what="a new connection")
+            first = c.wait_healthy()
+            c.lab.kill(first, link_down=True)
+            second = c.wait_one_holder(other_than=first)
+            wait_for(lambda: echo_once(c) in c.lab.servers, 30,
+                     what="a new connection after the failover")
+            wait_for(lambda: c.metrics(second).get('lvs_ctsync_commits_total{result="skipped"}')
+                     == 1.0, 10, what="the takeover without state, counted")
+            log = c.lab.log_path(second).read_text(errors="replace")
+            assert ("not found (install the Debian package conntrackd)" if fault == "missing"
+                    else "NoSuchOption") in log
+        finally:
+            for proc in echo:
+                proc.terminate()
+                proc.wait(5)
