@@ -443,8 +443,9 @@ class Pulse:
         self.health.activate(term)
         self._dataplane_update()
         # The old active's connection state into our kernel BEFORE the VIPs draw its
-        # connections' packets here (bounded; keepalived issue #2254 is the race otherwise).
-        await self.ctsync.activate()
+        # connections' packets here (bounded, never past the licence: keepalived issue #2254
+        # is the race otherwise).
+        await self.ctsync.activate(until=self.licence_end())
         await self._acquire()
         if self.heartbeat is not None:
             self.heartbeat.send_now()

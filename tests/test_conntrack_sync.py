@@ -265,6 +265,13 @@ async def test_a_commit_past_the_bound_does_not_hold_the_takeover(pair, tmp_path
             await sync.activate()
             assert 0.3 <= time.monotonic() - start < 0.6
             assert sync.stats.commits["timeout"] == 1
+            sync.active = False
+            start = time.monotonic()
+            await sync.activate(until=start + 0.1)  # the licence ends before the bound
+            assert 0.1 <= time.monotonic() - start < 0.3
+            await sync.activate(until=start - 1)  # no licence: no wait at all
+            assert time.monotonic() - start < 0.4
+            assert sync.stats.commits["timeout"] == 3
         finally:
             os.kill(pid, signal.SIGCONT)
         await until(lambda: sync.stats.commit_seconds >= 0.3, what="the commit's end")

@@ -184,8 +184,12 @@ class ConntrackSync:
 
     # -- transitions ------------------------------------------------------------------
 
-    async def activate(self) -> None:
-        """Becoming active: the synced state into the kernel, before the VIPs (awaited)."""
+    async def activate(self, until: float | None = None) -> None:
+        """Becoming active: the synced state into the kernel, before the VIPs (awaited).
+
+        Waits at most ``commit_bound`` seconds, and never past ``until`` (monotonic: the end
+        of the licence to add the VIPs; the commit then goes on in the background).
+        """
         self.active = True
         if not self.enabled:
             return
@@ -200,15 +204,18 @@ class ConntrackSync:
                 self.stats.commits["skipped"] += 1
                 return
         start = time.monotonic()
+        bound = self.commit_bound if until is None else \
+            max(0.0, min(self.commit_bound, until - start))
         commit = asyncio.create_task(self._commit(daemons))
-        done, _ = await asyncio.wait({commit}, timeout=self.commit_bound)  # the lock too
+        done, _ = await asyncio.wait({commit}, timeout=bound)  # the lock too
         if done:
             self._commit_done(all(r.ok for r in commit.result()), time.monotonic() - start)
         else:
             self.stats.commits["timeout"] += 1
-            log.error("conntrackd commit still running after %.1f s: adding the VIPs now; "
-                      "connections whose state is not in the kernel yet may be reset",
-                      self.commit_bound)
+            log.error("conntrackd commit still running after %.1f s (%s): adding the VIPs "
+                      "now; connections whose state is not in the kernel yet may be reset",
+                      bound, "the bound" if bound == self.commit_bound else
+                      "the licence ends")
         self._spawn(self._after_commit(commit, daemons, start, done=bool(done)))
 
     async def _commit(self, daemons: list[Conntrackd]) -> list[CommandResult]:
