@@ -77,9 +77,8 @@ def conf(side: str, state: Path, external: bool) -> Path:
                       "servers": [{"name": "rs1", "address": RS}]}]})
     dev = "ctb0" if side == "a" else "ctb1"
     limit = 2 * int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
-    s = settings(cfg, side, interface=dev, state_dir=state / side, hash_limit=limit,
-                 external_cache=external)
-    assert s is not None
+    (s,) = settings(cfg, side, interface=dev, state_dir=state / side, hash_limit=limit,
+                    external_cache=external)  # two routers: one peer
     s.state_dir.mkdir(parents=True, exist_ok=True)
     s.config_path.write_text(render(s))
     return s.config_path

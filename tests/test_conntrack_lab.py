@@ -3,9 +3,8 @@ lab (three routers running pulse, nftables DNAT, conntrackd over the routers' pr
 link, two real servers whose gateway is nat_router), long-lived TCP connections through the
 VIP with scheduler wrr (issue 10's failing case: 17 of 40 survived a crash without sync).
 
-The real servers run a minimal line echo of this test's own (the connbench helper's echo
-service is not on main yet): each answers ``<server> <line>``, so a connection that moved
-to another real server is seen as well as one that was reset.
+The real servers run the lab's line echo (lvslab/echo.py, port 7): a connection asks
+``?`` first to learn its real server, then every line must come back as sent.
 """
 
 from __future__ import annotations
@@ -35,33 +34,14 @@ from support.failover_kit import (
 
 from lvslab import Lab, Topology, netns
 from lvslab.config_file import lab_lvs_cf
+from lvslab.echo import ECHO_PORT
 from lvslab.services import default_agent_cmd
 
 pytestmark = pytest.mark.netns
 
 TAG = "s"
-ECHO_PORT = 7
 CONNECTIONS = 20
 EVERY = 0.1  # seconds between the lines of a connection
-
-ECHO = """
-import asyncio, sys
-name, port = sys.argv[1], int(sys.argv[2])
-async def serve(reader, writer):
-    try:
-        while line := await reader.readline():
-            writer.write(name.encode() + b" " + line)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
-async def main():
-    server = await asyncio.start_server(serve, "0.0.0.0", port, backlog=256)
-    print("ready", flush=True)
-    await server.serve_forever()
-asyncio.run(main())
-"""
 
 CLIENT = """
 import json, signal, socket, sys, threading, time
@@ -72,19 +52,17 @@ results = [None] * n
 def conn(i, sock):
     f, seq, server, stall, error, at = sock.makefile("rb"), 0, None, 0.0, None, None
     try:
+        sock.sendall(b"?\\n")  # the lab's echo answers with the real server's name
+        server = f.readline().decode().strip()
         while not stop.is_set():
             sent = time.monotonic()
-            sock.sendall(b"%d %d\\n" % (i, seq))
+            line = b"%d %d\\n" % (i, seq)
+            sock.sendall(line)
             reply = f.readline()
             if not reply:
                 raise ConnectionError("closed by the far end")
-            who, _, rest = reply.decode().strip().partition(" ")
-            if rest != "%d %d" % (i, seq):
+            if reply != line:
                 raise ConnectionError("wrong answer %r" % reply)
-            if server is None:
-                server = who
-            elif who != server:
-                raise ConnectionError("moved from %s to %s" % (server, who))
             stall = max(stall, time.monotonic() - sent)
             seq += 1
             time.sleep(max(0.0, sent + every - time.monotonic()))
@@ -104,20 +82,16 @@ print(json.dumps(results), flush=True)
 
 
 def sync_config(path: Path, sync: bool) -> Path:
-    """The lab's lvs.cf with ``syncdaemon`` and a line-echo virtual scheduled by wrr."""
+    """The lab's lvs.cf with ``syncdaemon`` and its echo virtual scheduled by wrr (weights
+    1 and 2)."""
     public, private = subnets(TAG)
     topo = Topology(prefix(TAG), public, private, 3, 2)
     text = lab_lvs_cf(topo).replace("heartbeat = 1\n",
                                     f"heartbeat = 1\nsyncdaemon = {int(sync)}\n")
-    servers = "".join(
-        f"    server {h.name} {{\n        address = {h.address()}\n        active = 1\n"
-        f"        weight = {i}\n    }}\n"
-        for i, h in enumerate((h for h in topo.hosts if h.role == "server"), 1))
-    text += (f"virtual echo {{\n    active = 1\n    address = {topo.vip} eth0:1\n"
-             f"    vip_nmask = {topo.netmask('public')}\n    protocol = tcp\n"
-             f"    port = {ECHO_PORT}\n    scheduler = wrr\n    check = tcp\n"
-             f"    timeout = 2\n    reentry = 2\n{servers}}}\n")
-    path.write_text(text)
+    head, echo = text.split("virtual echo {", 1)
+    echo = echo.replace("scheduler = wlc", "scheduler = wrr", 1)
+    echo = echo.replace("weight = 1", "weight = 2").replace("weight = 2", "weight = 1", 1)
+    path.write_text(f"{head}virtual echo {{{echo}")
     return path
 
 
@@ -161,8 +135,8 @@ def echo_once(c: Cluster) -> str:
     """One new connection through the VIP: the answering server's name."""
     proc = c.lab.exec("client", sys.executable, "-c",
                       "import socket,sys; s=socket.create_connection((sys.argv[1], "
-                      "int(sys.argv[2])), 3); s.sendall(b'x\\n'); "
-                      "print(s.makefile().readline().split()[0])", c.vip, ECHO_PORT)
+                      "int(sys.argv[2])), 3); s.sendall(b'?\\n'); "
+                      "print(s.makefile().readline().strip())", c.vip, ECHO_PORT)
     return proc.stdout.strip()
 
 
@@ -174,13 +148,8 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
         for r in c.routers if sync else ():
             wait_for(lambda r=r: c.metrics(r).get("lvs_ctsync_up") == 1.0, 20,
                      what=f"conntrackd up on {r}")
-        echo = [c.lab.popen(rs, sys.executable, "-c", ECHO, rs, ECHO_PORT,
-                            stdout=subprocess.PIPE)
-                for rs in c.lab.servers]
         client = None
         try:
-            for proc, rs in zip(echo, c.lab.servers, strict=True):
-                started(proc, f"echo on {rs}")
             seen: set[str] = set()
             wait_for(lambda: seen.add(echo_once(c)) or seen >= set(c.lab.servers), 30,
                      what="both real servers' echo through the VIP")
@@ -227,9 +196,6 @@ def test_connections_survive_a_crash_and_a_switchover_with_wrr(sync: bool) -> No
                 client.send_signal(signal.SIGTERM)
                 out, _ = client.communicate(timeout=60)
                 results = json.loads(out.decode().strip().splitlines()[-1])
-            for proc in echo:
-                proc.terminate()
-                proc.wait(5)
         survived = [r for r in results if r["error"] is None]
         stall = max(r["stall"] for r in survived) if survived else 0.0
         servers = {r["server"] for r in results}
@@ -276,28 +242,18 @@ def test_a_broken_conntrackd_never_stops_the_routers_serving(fault: str,
         Path(program).write_text(REFUSING)
         Path(program).chmod(0o755)
     with sync_lab(True, [*default_agent_cmd(), "--conntrackd", program]) as c:
-        echo = [c.lab.popen(rs, sys.executable, "-c", ECHO, rs, ECHO_PORT,
-                            stdout=subprocess.PIPE)
-                for rs in c.lab.servers]
-        try:
-            for proc, rs in zip(echo, c.lab.servers, strict=True):
-                started(proc, f"echo on {rs}")
-            for r in c.routers:
-                wait_for(lambda r=r: c.metrics(r).get("lvs_ctsync_failures_total", 0) >= 1,
-                         20, what=f"conntrackd's failure counted on {r}")
-                assert c.metrics(r).get("lvs_ctsync_up") == 0.0
-            wait_for(lambda: echo_once(c) in c.lab.servers, 30, what="a new connection")
-            first = c.wait_healthy()
-            c.lab.kill(first, link_down=True)
-            second = c.wait_one_holder(other_than=first)
-            wait_for(lambda: echo_once(c) in c.lab.servers, 30,
-                     what="a new connection after the failover")
-            wait_for(lambda: c.metrics(second).get('lvs_ctsync_commits_total{result="skipped"}')
-                     == 1.0, 10, what="the takeover without state, counted")
-            log = c.lab.log_path(second).read_text(errors="replace")
-            assert ("not found (install the Debian package conntrackd)" if fault == "missing"
-                    else "NoSuchOption") in log
-        finally:
-            for proc in echo:
-                proc.terminate()
-                proc.wait(5)
+        for r in c.routers:
+            wait_for(lambda r=r: c.metrics(r).get("lvs_ctsync_failures_total", 0) >= 1,
+                     20, what=f"conntrackd's failure counted on {r}")
+            assert c.metrics(r).get("lvs_ctsync_up") == 0.0
+        wait_for(lambda: echo_once(c) in c.lab.servers, 30, what="a new connection")
+        first = c.wait_healthy()
+        c.lab.kill(first, link_down=True)
+        second = c.wait_one_holder(other_than=first)
+        wait_for(lambda: echo_once(c) in c.lab.servers, 30,
+                 what="a new connection after the failover")
+        wait_for(lambda: c.metrics(second).get('lvs_ctsync_commits_total{result="skipped"}')
+                 == 1.0, 10, what="the takeover without state, counted")
+        log = c.lab.log_path(second).read_text(errors="replace")
+        assert ("not found (install the Debian package conntrackd)" if fault == "missing"
+                else "NoSuchOption") in log
