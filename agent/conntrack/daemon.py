@@ -6,21 +6,21 @@ with backoff, while the agent goes on serving without state sync.
 
 conntrackd runs in the foreground (its "console mode"); its log lines arrive on our pipe
 and are relayed to our log as ``conntrackd: ...``. It gets SIGTERM if the agent dies
-(``PR_SET_PDEATHSIG``), and normal CPU scheduling: conntrackd makes itself SCHED_RR 99 by
-default, which on a loaded router can starve the agent's own heartbeats and lease refresh,
-and the agent decides the failover.
+(``PR_SET_PDEATHSIG``, set by util-linux's ``setpriv --pdeathsig`` which then execs
+conntrackd: a Python ``preexec_fn`` in the child of our threaded process (gRPC's threads)
+crashed it with SIGSEGV before exec, now and then), and normal CPU scheduling: conntrackd
+makes itself SCHED_RR 99 by default, which on a loaded router can starve the agent's own
+heartbeats and lease refresh, and the agent decides the failover.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +33,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 STABLE_AFTER = 60.0  # a daemon that ran this long restarts with the first delay again
 COMMAND_TIMEOUT = 10.0
 LINK_POLL = 2.0  # seconds between `conntrackd -s link` polls
-_PR_SET_PDEATHSIG = 1
 
 _COMMITTED = re.compile(r"Committed (\d+) new entries")
 _COMMIT_TOOK = re.compile(r"commit has taken ([0-9.]+) seconds")
@@ -75,9 +74,14 @@ class _Run:
     tail: list[str] = field(default_factory=list)  # its last lines, for the error message
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _pdeathsig() -> list[str]:
+    """The prefix that makes the daemon get SIGTERM when we die (none without setpriv).
+
+    Not a ``preexec_fn``: Python code between fork and exec in a process with other threads
+    (gRPC's) may crash or hang the child.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 class Conntrackd:
@@ -159,9 +163,9 @@ class Conntrackd:
             self.stats.restarts += 1
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._argv(binary), "-C", str(path), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_pdeathsig)
+                *_pdeathsig(), *self._argv(binary), "-C", str(path),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT)
         except OSError as exc:
             return f"cannot start {binary}: {exc}"
         run = self._run = _Run(proc)
