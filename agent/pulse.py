@@ -445,7 +445,7 @@ class Pulse:
         # The old active's connection state into our kernel BEFORE the VIPs draw its
         # connections' packets here (bounded, never past the licence: keepalived issue #2254
         # is the race otherwise).
-        await self.ctsync.activate(until=self.licence_end())
+        await self.ctsync.activate(until=self.licence_end)
         await self._acquire()
         if self.heartbeat is not None:
             self.heartbeat.send_now()

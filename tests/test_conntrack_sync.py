@@ -267,9 +267,9 @@ async def test_a_commit_past_the_bound_does_not_hold_the_takeover(pair, tmp_path
             assert sync.stats.commits["timeout"] == 1
             sync.active = False
             start = time.monotonic()
-            await sync.activate(until=start + 0.1)  # the licence ends before the bound
+            await sync.activate(until=lambda: start + 0.1)  # the licence ends before the bound
             assert 0.1 <= time.monotonic() - start < 0.3
-            await sync.activate(until=start - 1)  # no licence: no wait at all
+            await sync.activate(until=lambda: start - 1)  # no licence: no wait at all
             assert time.monotonic() - start < 0.4
             assert sync.stats.commits["timeout"] == 3
         finally:

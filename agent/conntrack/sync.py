@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,11 +185,12 @@ class ConntrackSync:
 
     # -- transitions ------------------------------------------------------------------
 
-    async def activate(self, until: float | None = None) -> None:
+    async def activate(self, until: Callable[[], float] | None = None) -> None:
         """Becoming active: the synced state into the kernel, before the VIPs (awaited).
 
-        Waits at most ``commit_bound`` seconds, and never past ``until`` (monotonic: the end
-        of the licence to add the VIPs; the commit then goes on in the background).
+        Waits at most ``commit_bound`` seconds, and never past ``until()`` (monotonic: the
+        end of the licence to add the VIPs, asked only when there is a commit to wait for;
+        the commit then goes on in the background).
         """
         self.active = True
         if not self.enabled:
@@ -205,7 +207,7 @@ class ConntrackSync:
                 return
         start = time.monotonic()
         bound = self.commit_bound if until is None else \
-            max(0.0, min(self.commit_bound, until - start))
+            max(0.0, min(self.commit_bound, until() - start))
         commit = asyncio.create_task(self._commit(daemons))
         done, _ = await asyncio.wait({commit}, timeout=bound)  # the lock too
         if done:
