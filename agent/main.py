@@ -37,6 +37,12 @@ from .heartbeat import ConfigError as HeartbeatConfigError
 @click.option("--vip-guardian/--no-vip-guardian", default=True, show_default=True,
               help="a child process removes our VIPs at once if this agent dies "
               "(without it, only their kernel lifetime does)")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="LVS_STATE_DIR",
+              help="this agent's runtime files (conntrackd's config, socket, lock file) "
+              "[default: /run/pulse/CLUSTER/NODE]")
+@click.option("--conntrackd", default="conntrackd", show_default=True, envvar="LVS_CONNTRACKD",
+              help="the conntrackd program (connection state sync with nftables)")
 @click.option("--etcd-ca", envvar="LVS_ETCD_CA")
 @click.option("--etcd-cert", envvar="LVS_ETCD_CERT")
 @click.option("--etcd-key", envvar="LVS_ETCD_KEY")
@@ -47,7 +53,7 @@ def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
         dataplane: str, metrics_address: str | None, heartbeat_key_file: str | None,
         etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
         vip_guardian: bool, etcd_user: str | None, etcd_password: str | None,
-        verbose: int) -> None:
+        state_dir: Path | None, conntrackd: str, verbose: int) -> None:
     """pulse: run this router of a Piranha LVS cluster kept in etcd."""
     logging.basicConfig(level=logging.INFO - 10 * min(verbose, 1),
                         format=f"%(asctime)s {node} %(levelname)s %(name)s: %(message)s")
@@ -62,7 +68,8 @@ def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
                             bootstrap=config_path, dataplane=dataplane,
                             metrics_address=metrics_address,
                             heartbeat_key_file=heartbeat_key_file,
-                            vip_guardian=vip_guardian)
+                            vip_guardian=vip_guardian, state_dir=state_dir,
+                            conntrackd=conntrackd)
         pulse = Pulse(opts)
         if metrics_address:
             serve(pulse, metrics_address)

@@ -31,6 +31,7 @@ from cluster.store import StoredConfig, now_iso
 from cluster.timing import Timing
 
 from . import __version__
+from .conntrack import ConntrackSync
 from .dataplane.service import DataPlane
 from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
@@ -75,6 +76,12 @@ class AgentOptions:
     metrics_address: str | None = None
     heartbeat_key_file: str | None = None
     vip_guardian: bool = True
+    state_dir: Path | None = None  # default: /run/pulse/<cluster>/<node>
+    conntrackd: str = "conntrackd"  # the program (a name on PATH, or a path)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir or Path("/run/pulse") / self.cluster / self.node
 
 
 class Pulse:
@@ -105,6 +112,8 @@ class Pulse:
         self.stall: StallWatch | None = None
         self.fence: ArpFence | None = None
         self.dataplane = DataPlane(opts.dataplane, licensed=self.licensed)
+        self.ctsync = ConntrackSync(opts.node, opts.run_dir / "conntrackd",
+                                    binary=opts.conntrackd)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
@@ -216,11 +225,14 @@ class Pulse:
         if self._router_started:
             self.health.configure(cfg)
             self._dataplane_update()
+            self._configure_ctsync()
         self.kick.set()
 
     async def _start_router(self) -> None:
         assert self.plan is not None and self.config is not None
         self.dataplane.start(full_nat=self.config.full_nat)
+        self._configure_ctsync()
+        self._spawn(self.ctsync.run(), "conntrack-sync")
         timing = self.plan.timing
         self.stall = StallWatch(timing.margin, period=min(0.05, timing.margin / 2),
                                 on_stall=self._on_stall)
@@ -283,9 +295,16 @@ class Pulse:
             self.fence.remove()
         if self.guardian is not None:
             await self.guardian.close()
+        await self.ctsync.close()
         self.dataplane.close()
         await self.etcd.close()
         log.info("stopped")
+
+    def _configure_ctsync(self) -> None:
+        """conntrackd syncs connection state for the nftables data plane (IPVS has its own
+        sync daemon): on with ``syncdaemon = 1`` (docs/conntrack-sync.md)."""
+        nft = self.dataplane.name == "nftables"
+        self.ctsync.configure(self.config if nft else None)
 
     def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -424,6 +443,10 @@ class Pulse:
         log.info("becoming ACTIVE (term %d)", term)
         self.health.activate(term)
         self._dataplane_update()
+        # The old active's connection state into our kernel BEFORE the VIPs draw its
+        # connections' packets here (bounded, never past the licence: keepalived issue #2254
+        # is the race otherwise).
+        await self.ctsync.activate(until=self.licence_end)
         await self._acquire()
         if self.heartbeat is not None:
             self.heartbeat.send_now()
@@ -448,6 +471,7 @@ class Pulse:
         log.info("released VIPs (%s): %d removed", reason, len(removal.removed))
         if self.guardian is not None:
             await self.guardian.hold(())
+        self.ctsync.deactivate()
         self.health.deactivate()
         self._dataplane_update()
         self._count("backup")

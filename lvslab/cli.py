@@ -79,7 +79,7 @@ def lab() -> None:
 @click.option("--host-link/--no-host-link", default=True, show_default=True,
               help="attach this (root) namespace to the public LAN as .1")
 @click.option("--agent-cmd", hidden=True, help="router command instead of pulse (for tests); "
-              "placeholders {node} {etcd} {cluster} {config} {metrics} {keyfile}")
+              "placeholders {node} {etcd} {cluster} {config} {metrics} {keyfile} {statedir}")
 @click.option("--cluster", default="default", show_default=True, envvar="LVS_CLUSTER",
               help="cluster name in etcd")
 @click.option("--wait", "wait", type=click.FloatRange(0), default=None, metavar="SECONDS",

@@ -275,7 +275,8 @@ class Lab:
         h = self.topology.host(host)
         if h.role == "router":
             return services.agent_command(self.agent_cmd, self.topology, h.name,
-                                          self.state.config_path, str(self.key_path))
+                                          self.state.config_path, str(self.key_path),
+                                          str(self.state_dir / "run" / h.name))
         if h.role == "server":
             return services.httpd_command(self.topology, h.name)
         if h.role == "etcd":

@@ -15,7 +15,7 @@ from .procs import PYTHON, env, listening, venv_tool
 from .topology import ETCD_PORT, METRICS_PORT, PUBLIC, Topology
 
 HTTP_PORT = 80
-PLACEHOLDERS = ("node", "etcd", "cluster", "config", "metrics", "keyfile")
+PLACEHOLDERS = ("node", "etcd", "cluster", "config", "metrics", "keyfile", "statedir")
 _LVSCTL = "import sys; from cluster.lvsctl.main import main; sys.argv[0] = 'lvsctl'; main()"
 
 
@@ -23,15 +23,19 @@ def default_agent_cmd() -> list[str]:
     """The real agent, from the venv the lab runs in."""
     return [venv_tool("pulse"), "--etcd", "{etcd}", "--cluster", "{cluster}", "--node", "{node}",
             "--config", "{config}", "--dataplane", "nftables", "--metrics-address", "{metrics}",
-            "--heartbeat-key-file", "{keyfile}"]
+            "--heartbeat-key-file", "{keyfile}", "--state-dir", "{statedir}"]
 
 
 def agent_command(template: Sequence[str], topo: Topology, node: str, config: str,
-                  keyfile: str) -> list[str]:
-    """``template`` with ``{node}``, ``{etcd}``, ... replaced (other braces are left alone)."""
+                  keyfile: str, statedir: str = "") -> list[str]:
+    """``template`` with ``{node}``, ``{etcd}``, ... replaced (other braces are left alone).
+
+    ``statedir``: the agent's own state directory (conntrackd's socket and lock file):
+    one per router, since the lab's routers share the filesystem.
+    """
     values = {"node": node, "etcd": topo.etcd_url, "cluster": topo.cluster, "config": config,
               "metrics": f"{topo.host(node).address(PUBLIC)}:{METRICS_PORT}",
-              "keyfile": keyfile}
+              "keyfile": keyfile, "statedir": statedir}
     out = []
     for arg in template:
         for key, value in values.items():

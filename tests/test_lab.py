@@ -116,12 +116,14 @@ def test_generated_lvs_cf_is_valid_and_complete():
 def test_agent_command_placeholders():
     topo = Topology("lab", "10.77.0.0/24")
     cmd = services.agent_command(["a", "{node}@{etcd}", "{metrics}", "{cluster}", "{config}",
-                                  "{keyfile}", "{other}"], topo, "r2", "/s/lvs.cf", "/s/k")
+                                  "{keyfile}", "{statedir}", "{other}"], topo, "r2",
+                                 "/s/lvs.cf", "/s/k", "/s/run/r2")
     assert cmd == ["a", "r2@http://10.77.0.2:2379", "10.77.0.12:9100", "default", "/s/lvs.cf",
-                   "/s/k", "{other}"]
+                   "/s/k", "/s/run/r2", "{other}"]
     default = services.default_agent_cmd()
     assert default[0] == str(Path(sys.executable).parent / "pulse")
     assert "--heartbeat-key-file" in default and "nftables" in default
+    assert default[default.index("--state-dir") + 1] == "{statedir}"
 
 
 def test_fault_scripts():
