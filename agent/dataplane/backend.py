@@ -40,6 +40,10 @@ class Backend(Protocol):
         """Run exactly this connection-sync daemon (None: none)."""
         ...
 
+    async def sync_refresh(self, period: int) -> None:
+        """Sync each connection at its state changes and at most every ``period`` s."""
+        ...
+
     def close(self) -> None:
         """Release sockets and background work."""
         ...

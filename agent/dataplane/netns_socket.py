@@ -8,6 +8,10 @@ import ctypes
 import os
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 
@@ -21,12 +25,18 @@ def netns_path(netns: str | None) -> str | None:
 
 def netlink_socket(protocol: int, netns: str | None = None) -> socket.socket:
     """A raw netlink socket of ``protocol``, in ``netns`` (a name or a path; None: ours)."""
+    return in_netns(netns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol))
+
+
+def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """``fn()`` run inside ``netns`` (a name or a path; None: here), on a short-lived thread:
+    what it opens (sockets, /proc/sys/net files) belongs to that namespace."""
     path = netns_path(netns)
     if path is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
-    result: list[socket.socket | BaseException] = []
+        return fn()
+    result: list[T | BaseException] = []
 
-    def enter_and_open() -> None:
+    def enter_and_run() -> None:
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -36,11 +46,11 @@ def netlink_socket(protocol: int, netns: str | None = None) -> socket.socket:
                     raise OSError(err, f"setns into {path}: {os.strerror(err)}")
             finally:
                 os.close(fd)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol))
+            result.append(fn())
         except BaseException as exc:  # handed to the caller's thread
             result.append(exc)
 
-    thread = threading.Thread(target=enter_and_open, name="netns-socket")
+    thread = threading.Thread(target=enter_and_run, name="netns-socket")
     thread.start()
     thread.join()
     if isinstance(result[0], BaseException):

@@ -139,6 +139,9 @@ class NftBackend:
     async def sync_daemon(self, state: SyncState | None, iface: str, syncid: int) -> None:
         """The IPVS sync daemon: nftables has none; connection state is conntrack's."""
 
+    async def sync_refresh(self, period: int) -> None:
+        """The IPVS sync daemon's refresh period: nftables has none."""
+
     def fallbacks(self, key: ServiceKey, service: Service) -> list[str]:
         """What this backend does differently from IPVS for ``service`` (for status)."""
         return fallbacks(service.spec, service.dests, key)
