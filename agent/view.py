@@ -145,9 +145,7 @@ class ClusterView:
     def registered(self) -> set[str]:
         """Routers that run: a ``nodes/`` key (readable or not: the key is their lease's),
         unless it says the router is still waiting for a config it can run ("starting")."""
-        nodes = self.state.nodes
-        return {n for n in self.state.registered
-                if n not in nodes or nodes[n].role != "starting"}
+        return self.state.running
 
     def switchover(self) -> tuple[str, int] | None:
         """A pending switchover request: (target, "" for any; the term it was made against)."""

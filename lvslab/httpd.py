@@ -1,10 +1,11 @@
 """A tiny asyncio HTTP server for the lab's real servers: every GET gets 200 and its name.
 
-    python -m lvslab.httpd --name rs1 --port 80 --bind 10.77.1.21
+    python -m lvslab.httpd --name rs1 --port 80 --bind 10.77.1.21 [--echo-port 7]
 
 The body is the name and a newline (``rs1\\n``) so a client can count which server answered;
 the ``X-Client`` header echoes the peer address the server saw (NAT keeps the client's).
 HTTP/1.1 keep-alive is honoured; thousands of concurrent connections are fine.
+With ``--echo-port`` the same process also serves the line echo of ``lvslab.echo``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import resource
 import signal
 import sys
+
+from .echo import start_echo
 
 MAX_HEAD = 16384
 IDLE = 30.0
@@ -88,19 +91,25 @@ def _raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(name: str, bind: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT."""
+async def serve(name: str, bind: str, port: int, echo_port: int = 0) -> None:
+    """Serve until SIGTERM/SIGINT (and the line echo on ``echo_port`` unless 0)."""
     _raise_nofile()
     srv = Server(name)
     server = await asyncio.start_server(srv.handle, bind, port, backlog=4096,
                                         limit=MAX_HEAD, reuse_address=True)
+    echo = await start_echo(name, bind, echo_port) if echo_port else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"httpd {name} listening on {bind}:{port}", flush=True)
+    print(f"httpd {name} listening on {bind}:{port}"
+          + (f", echo on port {echo_port}" if echo else ""), flush=True)
     async with server:
         await stop.wait()
+    if echo is not None:
+        echo[0].close()
+        print(f"echo {name}: {echo[1].connections} connections, {echo[1].lines} lines",
+              flush=True)
     print(f"httpd {name} stopping after {srv.requests} requests", flush=True)
 
 
@@ -110,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="answered in every body")
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--echo-port", type=int, default=0,
+                        help="also serve the line echo (lvslab.echo) on this port; 0: no")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.name, args.bind, args.port))
+        asyncio.run(serve(args.name, args.bind, args.port, args.echo_port))
     except OSError as exc:
-        print(f"httpd {args.name}: cannot listen on {args.bind}:{args.port}: {exc.strerror}",
+        ports = f"{args.port}" + (f" or {args.echo_port}" if args.echo_port else "")
+        print(f"httpd {args.name}: cannot listen on {args.bind}:{ports}: {exc.strerror}",
               file=sys.stderr)
         return 1
     return 0

@@ -306,6 +306,7 @@ class Lab:
             procs.wait_started(proc, self.ns(host), log)
             if h.role == "server":
                 procs.wait_listening(proc, services.HTTP_PORT, f"httpd on {host}", log)
+                procs.wait_listening(proc, services.ECHO_PORT, f"echo on {host}", log)
         self._children.append(proc)
         self._save(self.state.with_pid(h.name, proc.pid))
         return proc.pid

@@ -1,4 +1,5 @@
-"""What runs on each lab host: etcd, the agent on routers, httpd on real servers."""
+"""What runs on each lab host: etcd, the agent on routers, httpd (and the line echo) on
+real servers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from .echo import ECHO_PORT
 from .etcd_server import LocalEtcd
 from .netns import LabError, ns_exec, pid_in, sh
 from .procs import PYTHON, env, listening, venv_tool
@@ -48,7 +50,7 @@ def check_program(argv: Sequence[str]) -> None:
 
 def httpd_command(topo: Topology, server: str) -> list[str]:
     return [PYTHON, "-m", "lvslab.httpd", "--name", server, "--port", str(HTTP_PORT),
-            "--bind", topo.host(server).address()]
+            "--bind", topo.host(server).address(), "--echo-port", str(ECHO_PORT)]
 
 
 class LabEtcd(LocalEtcd):

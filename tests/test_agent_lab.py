@@ -83,7 +83,7 @@ def test_metrics_endpoint(lab: Lab) -> None:
     text = metrics(lab, "r1")
     assert 'lvs_role{role="active"} 1.0' in text
     assert 'dataplane="nftables"' in text
-    assert "lvs_dataplane_services 1.0" in text
+    assert "lvs_dataplane_services 2.0" in text  # the lab's http and echo virtuals
     assert 'lvs_peer_alive{peer="r2"} 1.0' in text
     assert 'lvs_role{role="backup"} 1.0' in metrics(lab, "r2")
     # Metrics listen on the router's address only, not on every address.

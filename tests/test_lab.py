@@ -26,6 +26,7 @@ from lvslab import Lab, LabError, Topology, faults, netns, services
 from lvslab import state as lab_state
 from lvslab.cli import lab as lab_cli
 from lvslab.config_file import lab_lvs_cf, priorities, validate
+from lvslab.echo import echo_reply
 from lvslab.etcd_server import free_port
 from lvslab.httpd import response, wants_keep_alive
 
@@ -99,12 +100,14 @@ def test_generated_lvs_cf_is_valid_and_complete():
         ("r3", "10.50.0.13", "10.60.0.13", 100)]
     assert (cfg.keepalive, cfg.deadtime, cfg.network) == (0.5, 2.0, "nat")
     assert (str(cfg.nat_router.ip), cfg.nat_router.device) == ("10.60.0.254", "eth1:1")
-    (virtual,) = cfg.virtuals
-    assert (str(virtual.address.ip), virtual.address.device, virtual.port) == (
-        "10.50.0.100", "eth0:1", 80)
-    assert [(s.name, str(s.address)) for s in virtual.servers] == [
-        ("rs1", "10.60.0.21"), ("rs2", "10.60.0.22")]
-    assert virtual.send and virtual.expect == "HTTP"
+    http, echo = cfg.virtuals
+    for virtual, port in ((http, 80), (echo, 7)):
+        assert (str(virtual.address.ip), virtual.address.device, virtual.port) == (
+            "10.50.0.100", "eth0:1", port)
+        assert [(s.name, str(s.address)) for s in virtual.servers] == [
+            ("rs1", "10.60.0.21"), ("rs2", "10.60.0.22")]
+    assert (http.name, http.expect, echo.name, echo.send, echo.expect) == (
+        "http", "HTTP", "echo", "ping\n", "ping")
     assert priorities(5) == [300, 200, 100, 90, 80]
     with pytest.raises(LabError, match=r"bad\.cf:1"):
         validate("serial_no = x\n", "bad.cf")
@@ -156,6 +159,37 @@ def test_httpd_replies():
     assert wants_keep_alive("HTTP/1.1", []) and not wants_keep_alive("HTTP/1.0", [])
     assert not wants_keep_alive("HTTP/1.1", ["Connection: close"])
     assert wants_keep_alive("HTTP/1.0", ["connection: Keep-Alive"])
+
+
+def test_echo_replies():
+    assert echo_reply(b"ping\n", "rs1") == b"ping\n"
+    assert echo_reply(b"no newline", "rs1") == b"no newline"
+    assert echo_reply(b"?\n", "rs2") == b"rs2\n" and echo_reply(b"?\r\n", "rs2") == b"rs2\n"
+    assert echo_reply(b"??\n", "rs2") == b"??\n"
+
+
+async def test_httpd_serves_the_line_echo_too():
+    port, echo_port = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lvslab.httpd", "--name", "rs7", "--port", str(port),
+        "--bind", "127.0.0.1", "--echo-port", str(echo_port), stdout=asyncio.subprocess.PIPE)
+    try:
+        assert b"echo on port" in await asyncio.wait_for(proc.stdout.readline(), 10)
+        conns = [await asyncio.open_connection("127.0.0.1", echo_port) for _ in range(50)]
+        for round_ in range(3):
+            for i, (_, writer) in enumerate(conns):
+                writer.write(f"line {i} {round_}\n".encode())
+            for i, (reader, _) in enumerate(conns):
+                assert await asyncio.wait_for(reader.readline(), 5) == \
+                    f"line {i} {round_}\n".encode()
+        reader, writer = conns[0]
+        writer.write(b"?\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"rs7\n"
+        for _, writer in conns:
+            writer.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 async def test_httpd_serves_a_thousand_concurrent_connections():
@@ -302,6 +336,11 @@ def test_etcd_config_key_and_state(lab):
 def test_real_servers_answer_their_name(lab):
     assert http_get(lab, "r1", lab.address("rs1")) == "rs1\n"
     assert http_get(lab, "r3", lab.address("rs2")) == "rs2\n"
+    code = ("import socket, sys; s = socket.create_connection((sys.argv[1], 7), timeout=5); "
+            "s.sendall(b'hi\\n?\\n'); f = s.makefile('rb'); "
+            "print(f.readline().decode() + f.readline().decode(), end='')")
+    assert lab.exec("r2", sys.executable, "-c", code, lab.address("rs2"),
+                    check=True).stdout == "hi\nrs2\n"
 
 
 @netns_mark

@@ -303,8 +303,8 @@ class HealthCore:
     # -- helpers --------------------------------------------------------------------------
 
     def _live(self, state: ClusterState) -> frozenset[str]:
-        """The routers whose observations count: the registered ones, and us."""
-        return frozenset(state.registered | {self.me})
+        """The routers whose observations count: the running ones, and us."""
+        return frozenset(state.running | {self.me})
 
     def _own(self, key: ServerKey, health: Health) -> None:
         self.own[key] = health

@@ -69,6 +69,13 @@ class ClusterState:
     junk: dict[str, str] = field(default_factory=dict)
     """{key: why it was not understood}."""
 
+    @property
+    def running(self) -> set[str]:
+        """Registered routers that run: all but those still waiting for a config they can
+        run (role "starting"); a record that does not decode counts as running."""
+        nodes = self.nodes
+        return {n for n in self.registered if n not in nodes or nodes[n].role != "starting"}
+
     @classmethod
     def from_kvs(cls, keys: Keys, kvs: Iterable[KV]) -> ClusterState:
         """Understand every key-value under the cluster prefix."""
