@@ -60,7 +60,10 @@ def _lease_fields(lease: LeaseKeeper | None) -> dict[str, object]:
 
 def sample_world(*, now: float, node: str, plan: RouterPlan, heartbeat: HeartbeatService | None,
                  lease: LeaseKeeper | None, view: ClusterView, started: float,
-                 stopping: bool, stall: StallWatch | None = None) -> World:
+                 stopping: bool, stall: StallWatch | None = None,
+                 conn_warm_at: float = -INF) -> World:
+    """The role machine's world now. ``conn_warm_at``: when our connection table is warm
+    (:func:`agent.dataplane.warmth.warm_at` of the state syncs we run)."""
     leader = (Leader(view.leader.node, view.leader.term, view.leader.lease)
               if view.leader else None)
     released = view.released()
@@ -78,4 +81,5 @@ def sample_world(*, now: float, node: str, plan: RouterPlan, heartbeat: Heartbea
         preempt=plan.preempt, stopping=stopping, peers=peers(plan, heartbeat, view),
         evict_votes=view.evict_votes(),
         stall_fence=stall.hold_fence if stall else -INF,
+        conn_warm_at=conn_warm_at,
     )

@@ -33,6 +33,7 @@ from cluster.timing import Timing
 from . import __version__
 from .conntrack import ConntrackSync
 from .dataplane.service import DataPlane
+from .dataplane.warmth import Warmth, warm_at
 from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
@@ -114,6 +115,9 @@ class Pulse:
         self.dataplane = DataPlane(opts.dataplane, licensed=self.licensed)
         self.ctsync = ConntrackSync(opts.node, opts.run_dir / "conntrackd",
                                     binary=opts.conntrackd)
+        # Whatever fills our kernel with the active's connections (the IPVS sync daemon;
+        # conntrackd for nftables adds its own): preemption waits until all are warm.
+        self.warmth: list[Warmth] = [self.dataplane.warmth]
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
@@ -366,7 +370,8 @@ class Pulse:
         assert self.plan is not None
         return sample_world(now=self.clock(), node=self.opts.node, plan=self.plan,
                             heartbeat=self.heartbeat, lease=self.lease, view=self.view,
-                            started=self.started_mono, stopping=stopping, stall=self.stall)
+                            started=self.started_mono, stopping=stopping, stall=self.stall,
+                            conn_warm_at=warm_at(self.warmth))
 
     # -- the licence, asked at the instant of every act ----------------------------------
 

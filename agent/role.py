@@ -15,6 +15,9 @@ heartbeat peers, requests), calls :meth:`RoleMachine.step`, and carries out the 
   failsafe has seen its acknowledgements go stale and released.
 * BACKUP campaigns only when the leader key is absent and no peer has claimed active in
   a valid heartbeat within deadtime; lower priorities wait longer.
+* A preempting BACKUP asks for the switchover only once it has been healthy for hold_down
+  and its connection table is warm (``conn_warm_at``): the connections the active carries
+  must be in its kernel before they move to it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ class World:
     peers: tuple[Peer, ...] = ()
     evict_votes: tuple[tuple[str, int], ...] = ()  # fast eviction: (voter, term) in etcd
     stall_fence: float = -INF  # time the clock may have lost track of: older evidence is void
+    # When our connection table is (or will be) warm: every connection the active carries
+    # has been synced to us (IPVS sync daemon, conntrackd). -inf: warm, or nothing to sync;
+    # inf: not known to be warm. Only preemption waits for it (docs/protocol.md rule 7).
+    conn_warm_at: float = -INF
 
 
 @dataclass(frozen=True)
@@ -367,9 +374,10 @@ class RoleMachine:
         if holder is None or holder.priority >= w.priority:
             return [], INF
         since = self.healthy_since if self.healthy_since is not None else w.now
-        ready = since + t.hold_down
+        ready = max(since + t.hold_down, w.conn_warm_at)
         if w.now < ready:
-            return [], ready
+            # A time not yet known (inf) is sampled again: the shell measures it.
+            return [], ready if ready < INF else w.now + t.keepalive
         if w.switchover_to == w.me or w.now - self.preempt_asked_at < t.switchover_wait:
             return [], self.preempt_asked_at + t.switchover_wait
         self.preempt_asked_at = w.now

@@ -37,6 +37,9 @@ from lvslab.echo import ECHO_PORT
 from lvslab.procs import PYTHON, wait_gone
 
 PREFIX = "bcn"
+#: How long a new lab may take to serve: a pulse starts in 35-80 s in the QEMU guest
+#: (scripts/ipvs_vm.py sets PIRANHA_VM_OUT there), in about a second on the host.
+SERVED_WITHIN = 180.0 if os.environ.get("PIRANHA_VM_OUT") else 30.0
 PUBLIC, PRIVATE = "10.91.0.0/24", "10.91.1.0/24"
 SOURCE_OFFSET = 150  # client source addresses: .150, .151, ... of the public LAN
 MAX_SOURCES = 100
@@ -429,7 +432,7 @@ def running_lab(opts: Options, plane: Plane, scheduler: str, preempt: bool, tag:
     probes: ProbeLog | None = None
     try:
         lab.up()
-        lab.wait_served(30)
+        lab.wait_served(SERVED_WITHIN)
         sources = source_addresses(topo, opts.sources)
         for addr in sources:
             netns.add_addr(lab.ns("client"), "eth0", f"{addr}/{topo.prefixlen('public')}")

@@ -312,6 +312,7 @@ class LvsConfig(_Model):
     lease_ttl: Int(1, 300) = 2  # etcd lease TTL, seconds
     ack_window: Seconds | None = None  # failsafe acknowledgement window (default deadtime)
     hold_down: Delay = 5.0  # preempt: healthy this long before taking over
+    sync_warmup: Delay = 10.0  # preempt: connection sync received this long before taking over
     fast_eviction: Flag = False  # backups that all lost the active revoke its lease
     garp_count: Int(0, 100) = 5  # gratuitous ARPs / NAs in the burst at takeover
     garp_interval: Delay = 0.2  # spacing of the packets of a burst

@@ -30,12 +30,30 @@ def build(topo: Topology) -> None:
         add_routes(topo, host)
         if host.role == "router":
             netns.sysctl(ns, "net.ipv4.ip_forward", 1)
+        if host.role == "server" and topo.network == "direct":
+            direct_routing_server(topo, host)
     for host in topo.hosts:
         wait_ready(topo, host)
     if topo.host_link:
         netns.delete_link(None, topo.host_veth)
         netns.plug(topo.bridge_ns(PUBLIC), "host", None, topo.host_veth,
                    addrs=[f"{topo.host_ip}/{topo.prefixlen(PUBLIC)}"])
+
+
+def direct_routing_server(topo: Topology, host: Host) -> None:
+    """A real server for direct routing: the VIP on ``lo``, never claimed on a wire.
+
+    ``arp_ignore = 1``: answer ARP only for addresses of the interface asked (so not for the
+    VIP, which is on lo); ``arp_announce = 2``: never use the VIP as the source of its own
+    ARP requests. ``rp_filter = 2`` (loose): requests come in on the private LAN while the
+    route back to the client is the public one.
+    """
+    ns = topo.ns(host.name)
+    netns.add_addr(ns, "lo", f"{topo.vip}/32")
+    for conf in ("all", *(i.name for i in host.ifaces)):
+        netns.sysctl(ns, f"net.ipv4.conf.{conf}.arp_ignore", 1)
+        netns.sysctl(ns, f"net.ipv4.conf.{conf}.arp_announce", 2)
+        netns.sysctl(ns, f"net.ipv4.conf.{conf}.rp_filter", 2)
 
 
 def add_routes(topo: Topology, host: Host) -> None:

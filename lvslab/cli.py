@@ -17,7 +17,14 @@ from . import services
 from .lab import HostInfo, Lab, require_root
 from .netns import LabError
 from .state import default_state_dir
-from .topology import DEFAULT_PREFIX, DEFAULT_PUBLIC, MAX_ROUTERS, MAX_SERVERS, Topology
+from .topology import (
+    DEFAULT_PREFIX,
+    DEFAULT_PUBLIC,
+    MAX_ROUTERS,
+    MAX_SERVERS,
+    NETWORKS,
+    Topology,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,19 +89,25 @@ def lab() -> None:
               "placeholders {node} {etcd} {cluster} {config} {metrics} {keyfile} {statedir}")
 @click.option("--cluster", default="default", show_default=True, envvar="LVS_CLUSTER",
               help="cluster name in etcd")
+@click.option("--dataplane", type=click.Choice(services.DATAPLANES), default="nftables",
+              show_default=True, help="the routers' data plane (pulse --dataplane); ipvs "
+              "needs a kernel with IPVS, e.g. in the QEMU guest of scripts/ipvs_vm.py")
+@click.option("--network", type=click.Choice(NETWORKS), default="nat", show_default=True,
+              help="nat: the real servers route through the active router; direct: direct "
+              "routing (real servers also on the public LAN, the VIP on their lo)")
 @click.option("--wait", "wait", type=click.FloatRange(0), default=None, metavar="SECONDS",
               help="return once a request through the VIP is served, failing after this "
               "long; 0: do not wait [default: 30; 0 with --agent-cmd]")
 @_errors
 def up(cluster: str, prefix: str, state_dir: str | None, subnet: str, private_subnet: str,
        routers: int, servers: int, config: str | None, host_link: bool,
-       agent_cmd: str | None, wait: float | None) -> None:
+       agent_cmd: str | None, dataplane: str, network: str, wait: float | None) -> None:
     """Build the lab (tearing down an old one of the same prefix) and start it; return once
     a request through the VIP is served."""
     started = time.monotonic()
     lab_ = Lab(prefix, subnet, private_subnet, routers, servers, host_link=host_link,
                agent_cmd=shlex.split(agent_cmd) if agent_cmd else None, state_dir=state_dir,
-               config=config, cluster=cluster)
+               config=config, cluster=cluster, network=network, dataplane=dataplane)
     lab_.up()
     if wait is None:
         wait = 0.0 if agent_cmd else WAIT_SERVED

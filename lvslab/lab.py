@@ -64,11 +64,18 @@ class Lab:
         state_dir: str | Path | None = None,
         config: str | Path | None = None,
         cluster: str = DEFAULT_CLUSTER,
+        network: str = "nat",
+        dataplane: str = "nftables",
     ) -> None:
         self.topology = Topology(prefix, subnet_public, subnet_private, routers, servers,
-                                 host_link, cluster)
+                                 host_link, cluster, network)
+        if network == "direct" and dataplane == "nftables" and not agent_cmd:
+            raise LabError("a direct-routing lab needs the IPVS data plane (--dataplane ipvs): "
+                           "nftables forwards by NAT, and the real servers' replies would "
+                           "bypass it")
         self.state_dir = Path(state_dir) if state_dir else st.default_state_dir(prefix)
-        self.agent_cmd = tuple(agent_cmd) if agent_cmd else tuple(services.default_agent_cmd())
+        self.agent_cmd = (tuple(agent_cmd) if agent_cmd
+                          else tuple(services.default_agent_cmd(dataplane)))
         self.config_file = Path(config).resolve() if config else None
         self.heartbeat_port = 539
         self._state: st.LabState | None = None
@@ -81,7 +88,7 @@ class Lab:
         topo = state.topology
         lab = cls(topo.prefix, topo.public, topo.private, topo.routers, topo.servers,
                   agent_cmd=state.agent_cmd, host_link=topo.host_link, state_dir=state.state_dir,
-                  cluster=topo.cluster)
+                  cluster=topo.cluster, network=topo.network)
         lab._state = state
         lab.heartbeat_port = _heartbeat_port(state.config_path)
         return lab
@@ -127,6 +134,11 @@ class Lab:
     @property
     def gateway(self) -> str:
         return self.topology.gateway
+
+    @property
+    def network(self) -> str:
+        """How the lab forwards: ``nat`` or ``direct`` (direct routing)."""
+        return self.topology.network
 
     @property
     def config_path(self) -> Path:

@@ -19,10 +19,16 @@ PLACEHOLDERS = ("node", "etcd", "cluster", "config", "metrics", "keyfile", "stat
 _LVSCTL = "import sys; from cluster.lvsctl.main import main; sys.argv[0] = 'lvsctl'; main()"
 
 
-def default_agent_cmd() -> list[str]:
-    """The real agent, from the venv the lab runs in."""
+DATAPLANES = ("nftables", "ipvs", "auto")
+
+
+def default_agent_cmd(dataplane: str = "nftables") -> list[str]:
+    """The real agent, from the venv the lab runs in, on the given data plane (``pulse
+    --dataplane``: nftables, ipvs, or auto = IPVS where the kernel has it)."""
+    if dataplane not in DATAPLANES:
+        raise LabError(f"data plane must be one of {', '.join(DATAPLANES)}, not {dataplane!r}")
     return [venv_tool("pulse"), "--etcd", "{etcd}", "--cluster", "{cluster}", "--node", "{node}",
-            "--config", "{config}", "--dataplane", "nftables", "--metrics-address", "{metrics}",
+            "--config", "{config}", "--dataplane", dataplane, "--metrics-address", "{metrics}",
             "--heartbeat-key-file", "{keyfile}", "--state-dir", "{statedir}"]
 
 
@@ -53,8 +59,10 @@ def check_program(argv: Sequence[str]) -> None:
 
 
 def httpd_command(topo: Topology, server: str) -> list[str]:
+    """httpd on its private address; with direct routing on every address (the VIP too)."""
+    bind = "0.0.0.0" if topo.network == "direct" else topo.host(server).address()
     return [PYTHON, "-m", "lvslab.httpd", "--name", server, "--port", str(HTTP_PORT),
-            "--bind", topo.host(server).address(), "--echo-port", str(ECHO_PORT)]
+            "--bind", bind, "--echo-port", str(ECHO_PORT)]
 
 
 class LabEtcd(LocalEtcd):

@@ -3,8 +3,14 @@
 Two LANs, each a bridge in its own namespace: ``public`` (etcd, routers' eth0, client)
 and ``private`` (routers' eth1, real servers). Addresses are offsets in each subnet:
 
-    public   .1 host link   .2 etcd   .11.. routers   .50 client   .100 VIP
+    public   .1 host link   .2 etcd   .11.. routers   .21.. real servers (direct)
+             .50 client   .100 VIP
     private  .11.. routers   .21.. real servers   .254 nat_router (real servers' gateway)
+
+``network`` is the forwarding the lab is built for: ``nat`` (the real servers' default
+route is nat_router, held by the active router) or ``direct`` (direct routing: each real
+server also sits on the public LAN, holds the VIP on ``lo`` without answering ARP for it,
+and answers the client directly).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 HOST_RE = r"(etcd|client|public|private|r\d+|rs\d+)"
 
 _OFFSETS = {"etcd": 2, "client": 50, "vip": 100, "host": 1, "gateway": 254}
+NETWORKS = ("nat", "direct")
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,12 @@ class Topology:
     servers: int = 2
     host_link: bool = False
     cluster: str = DEFAULT_CLUSTER
+    network: str = "nat"  # nat | direct
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
+        if self.network not in NETWORKS:
+            raise LabError(f"lab network must be {' or '.join(NETWORKS)}, not {self.network!r}")
         if not self.private:
             object.__setattr__(self, "private", next_subnet(self.public))
         pub, priv = _subnet(self.public, "public"), _subnet(self.private, "private")
@@ -164,8 +174,12 @@ class Topology:
             out.append(Host(name, "router", (Iface("eth0", PUBLIC, self._ip(PUBLIC, 10 + i)),
                                              Iface("eth1", PRIVATE, self._ip(PRIVATE, 10 + i)))))
         for i, name in enumerate(self.server_names, 1):
-            out.append(Host(name, "server", (Iface("eth0", PRIVATE, self._ip(PRIVATE, 20 + i)),),
-                            gateway=self.gateway))
+            private = Iface("eth0", PRIVATE, self._ip(PRIVATE, 20 + i))
+            if self.network == "direct":  # answers the client itself, on the public LAN
+                public = Iface("eth1", PUBLIC, self._ip(PUBLIC, 20 + i))
+                out.append(Host(name, "server", (private, public)))
+            else:
+                out.append(Host(name, "server", (private,), gateway=self.gateway))
         out.append(Host("client", "client",
                         (Iface("eth0", PUBLIC, self._ip(PUBLIC, _OFFSETS["client"])),)))
         return tuple(out)
@@ -180,7 +194,7 @@ class Topology:
     def to_json(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "public": self.public, "private": self.private,
                 "routers": self.routers, "servers": self.servers,
-                "host_link": self.host_link, "cluster": self.cluster}
+                "host_link": self.host_link, "cluster": self.cluster, "network": self.network}
 
     @classmethod
     def from_json(cls, doc: Any) -> Topology:

@@ -51,9 +51,12 @@ BLACKLIST = (
     "psmouse,serio_raw,evdev,aesni_intel,ghash_clmulni_intel,sha512_ssse3,sha256_ssse3,"
     "sha1_ssse3,crypto_simd,cryptd,button,joydev,drm,bochs,qemu_fw_cfg,watchdog"
 )
-# Distributions the guest imports (with their dependencies), and tools it runs.
-GUEST_DISTS = ["pytest", "pytest-asyncio", "pytest-timeout", "pyroute2"]
-GUEST_TOOLS = ["ipvsadm", "ip", "nsenter", "bash", "grep", "sh", "modprobe", "tar", "mount"]
+# Distributions the guest imports (with their dependencies): the project's runtime (agent,
+# lvsctl, lvslab) and the test runner. Test-only extras (scapy, matplotlib, ...) stay out.
+GUEST_DISTS = ["piranha-etcd", "pytest", "pytest-asyncio", "pytest-timeout"]
+# Tools it runs: the kernel tests', the lab's (ip, nft, etcd, curl) and a few to look around.
+GUEST_TOOLS = ["ipvsadm", "ip", "nsenter", "bash", "grep", "sh", "modprobe", "tar", "mount",
+               "etcd", "nft", "curl", "conntrack", "sysctl", "ss", "ping", "arping"]
 # lib-dynload modules the guest never loads: their libraries (X11, Tk, ...) stay out.
 UNUSED_SO = ("_tkinter", "_curses", "readline", "_sqlite3", "_dbm", "_gdbm", "nis")
 STDLIB_SKIP = {
@@ -179,11 +182,7 @@ def dists_closure(names: list[str]) -> list[metadata.Distribution]:
 
 def site_entries(purelib: Path) -> list[Path]:
     """Top-level site-packages entries of the guest's distributions and this project."""
-    dists = dists_closure(GUEST_DISTS)
-    try:
-        dists.append(metadata.distribution("piranha-etcd"))  # editable: finder + .pth only
-    except metadata.PackageNotFoundError:
-        pass
+    dists = dists_closure(GUEST_DISTS)  # piranha-etcd is editable: its finder and .pth
     tops: set[str] = {"__pycache__"}
     for dist in dists:
         for f in dist.files or []:
@@ -235,6 +234,14 @@ def build_pack(out: Path) -> int:
     return len(entries) + len(loader) + len(libs)
 
 
+def compile_project() -> None:
+    """Byte-compile the project on the host: the guest cannot write its __pycache__ (the root
+    is read-only there) and compiling every module at each import costs seconds under QEMU."""
+    dirs = [str(REPO / d) for d in ("agent", "cluster", "lvslab", "tests", "bench", "scripts")
+            if (REPO / d).is_dir()]
+    run([sys.executable, "-m", "compileall", "-q", "-j", "0", *dirs], stdout=subprocess.DEVNULL)
+
+
 # ---------------------------------------------------------------- the guest
 
 
@@ -253,15 +260,17 @@ t2=$(up)
 modprobe -a {modules}
 echo "ipvs-vm: guest ready at $(up) s: boot $t0, unpack $t1, bind $t2 (kernel $(uname -r))" >&2
 cd {repo}
-export PYTHONDONTWRITEBYTECODE=1 PIRANHA_VM_OUT={out}
+# The project's venv first (pulse, lvsctl, lvslab, pytest), then the packed tools.
+export PATH={repo}/.venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PIRANHA_VM_OUT={out}
 exec {command}
 """
 
 
 def default_command(out: Path) -> list[str]:
     return [
-        str(REPO / ".venv/bin/pytest"), "-m", "ipvs", "tests/kernel", "-q",
+        str(REPO / ".venv/bin/pytest"), "-m", "ipvs", "tests/kernel", "tests/ipvs_lab", "-q",
         "-p", "no:cacheprovider", "--confcutdir=tests/kernel", f"--junitxml={out}/junit.xml",
+        "--capture=sys", "--durations=8",
     ]
 
 
@@ -334,7 +343,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results dir (kept); default: a temp dir")
     parser.add_argument("--memory", default="2G", help="guest memory (default 2G)")
     parser.add_argument("--cpus", type=int, default=1, help="guest CPUs (1 is fastest)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds for the whole boot")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds for the whole boot")
     parser.add_argument("command", nargs="*", help="command to run in the guest (after --)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -347,6 +356,7 @@ def main() -> int:
         sys.exit(f"ipvs-vm: --out {out}: the guest mounts its own tmpfs there; use /tmp/...")
     out.mkdir(parents=True, exist_ok=True)
     count = build_pack(out)
+    compile_project()
     command = args.command or default_command(out)
     (out / "guest.sh").write_text(GUEST_SH.format(
         out=shlex.quote(str(out)), repo=shlex.quote(str(REPO)),

@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.dataplane.desired import (
+    SYNC_FLUSH,
     Health,
     desired_table,
     midstream_protocols,
     sync_daemon,
+    sync_refresh,
     timeouts,
 )
 from agent.dataplane.table import DestKey, DestSpec, Maglev, ServiceKey, ServiceSpec
@@ -290,6 +292,18 @@ def test_backends_name_the_sysctls_a_new_active_needs():
         assert nft.midstream_sysctls({"udp"}) == {}
     finally:
         nft.close()
+
+
+def test_sync_refresh_is_a_quarter_of_the_warmup():
+    """The refresh period bounds how long a returning router waits for each connection."""
+    assert sync_refresh(config()) is None  # no sync daemon
+    assert sync_refresh(config(syncdaemon=True)) == 3  # sync_warmup 10
+    assert sync_refresh(config(syncdaemon=True, sync_warmup=6)) == 2
+    assert sync_refresh(config(syncdaemon=True, sync_warmup=1)) == 1  # at least a second
+    assert sync_refresh(config(syncdaemon=True, service="fos")) is None
+    # What it promises: a connection with a packet at least every 4 s is on a new backup
+    # within the default warm-up, flush delay included.
+    assert sync_refresh(config(syncdaemon=True)) + 4 + SYNC_FLUSH <= 10
 
 
 # ---------------------------------------------------------------- property

@@ -98,3 +98,25 @@ async def test_the_hash_seed_and_midstream_sysctl_follow_the_mh_service(caplog) 
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             plane.close()
+
+
+async def test_nftables_never_holds_preemption_back_for_the_ipvs_sync_daemon() -> None:
+    """syncdaemon = 1 means the IPVS daemon: on nftables nothing is received that way, so
+    the IPVS warmth measure reports "nothing to wait for" (conntrackd reports its own)."""
+    with netlab.Lab("dpw") as lab:
+        plane = DataPlane("nftables", netns=lab.add_ns("r"))
+        plane.start()
+        task = asyncio.create_task(plane.run())
+        try:
+            assert plane.warmth.warm_at() == float("inf")  # nothing known yet
+            cfg = config("nat", "10.0.1.1").model_copy(update={"syncdaemon": True})
+            plane.update(cfg, {}, {}, active=False)
+            await asyncio.wait_for(plane.applied.wait(), 10)
+            async with asyncio.timeout(5):
+                while plane.warmth.state == "unknown":
+                    await asyncio.sleep(0.02)
+            assert plane.warmth.state == "off" and plane.warmth.warm_at() == float("-inf")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            plane.close()

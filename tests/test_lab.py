@@ -75,7 +75,29 @@ def test_topology_addresses_and_names():
         topo.host("r4")
 
 
+def test_direct_routing_topology_puts_real_servers_on_the_public_lan():
+    topo = Topology("lab", "10.77.0.0/24", routers=2, servers=2, network="direct")
+    rs2 = topo.host("rs2")
+    assert [(i.name, i.lan, i.address) for i in rs2.ifaces] == [
+        ("eth0", "private", "10.77.1.22"), ("eth1", "public", "10.77.0.22")]
+    assert rs2.gateway is None  # replies go straight to the client, not through a router
+    assert rs2.address() == "10.77.1.22"  # what lvs.cf names and health checks reach
+    assert Topology.from_json(json.loads(json.dumps(topo.to_json()))) == topo
+    assert Topology.from_json({"prefix": "lab"}).network == "nat"  # an older state file
+    cfg = validate(lab_lvs_cf(topo), "lab.cf")
+    assert cfg.network == "direct" and cfg.nat_router is None
+    def bind(topo: Topology) -> str:
+        cmd = services.httpd_command(topo, "rs1")
+        return cmd[cmd.index("--bind") + 1]
+
+    assert bind(topo) == "0.0.0.0"  # answers for the VIP too
+    assert bind(Topology("lab")) == "10.77.1.21"
+    with pytest.raises(LabError, match="needs the IPVS data plane"):
+        Lab("lab", network="direct")  # nftables, the default
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"network": "tunnel"}, "lab network must be nat or direct"),
     ({"prefix": "Lab"}, "bad lab prefix"),
     ({"prefix": "a-b"}, "bad lab prefix"),
     ({"prefix": "abcdefghijk"}, "bad lab prefix"),
@@ -124,6 +146,10 @@ def test_agent_command_placeholders():
     assert default[0] == str(Path(sys.executable).parent / "pulse")
     assert "--heartbeat-key-file" in default and "nftables" in default
     assert default[default.index("--state-dir") + 1] == "{statedir}"
+    ipvs = services.default_agent_cmd("ipvs")
+    assert ipvs[ipvs.index("--dataplane") + 1] == "ipvs"
+    with pytest.raises(LabError, match="data plane must be"):
+        services.default_agent_cmd("xdp")
 
 
 def test_fault_scripts():

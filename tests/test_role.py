@@ -333,3 +333,55 @@ def test_evidence_from_before_a_stall_fence_does_not_count() -> None:
     # uncounted time (the world's fence) voids the licence for holding, too
     actions, _ = m.step(replace(w, stall_fence=99.97))
     assert isinstance(actions[0], Deactivate)
+
+
+def test_preempt_waits_until_the_connection_table_is_warm() -> None:
+    """IPVS cannot pull connection state back: a returning router preempts only once its
+    table is warm (the shell's measure), even after hold_down."""
+    leader = Leader("r2", 4, 3)
+    w = world(leader=leader, preempt=True, peers=(Peer("r2", 100, alive=True),),
+              conn_warm_at=112.5)
+    m = RoleMachine(T)
+    actions, wake = m.step(w)
+    assert actions == [] and wake == pytest.approx(112.5)  # later than hold_down (105)
+    at_hold_down = replace(w, now=100.0 + T.hold_down, lease_deadline=106.9)
+    actions, wake = m.step(at_hold_down)
+    assert actions == [] and wake == pytest.approx(112.5)
+    warm = replace(w, now=112.5, lease_deadline=114.4)
+    assert m.step(warm)[0] == [RequestSwitchover("r1")]
+    # Warm before hold_down ends: hold_down still rules.
+    m2 = RoleMachine(T)
+    early = replace(w, conn_warm_at=101.0)
+    assert m2.step(early)[1] == pytest.approx(100.0 + T.hold_down)
+    assert m2.step(replace(early, now=105.0, lease_deadline=106.9))[0] == [
+        RequestSwitchover("r1")]
+
+
+def test_preempt_never_while_the_table_is_not_known_warm() -> None:
+    """inf (the sync receiver is not running): no switchover request, and the machine
+    samples the world again each keepalive rather than sleeping forever."""
+    w = world(leader=Leader("r2", 4, 3), preempt=True, peers=(Peer("r2", 100, alive=True),),
+              conn_warm_at=float("inf"))
+    m = RoleMachine(T)
+    m.step(w)
+    for now in (105.0, 150.0, 1000.0):
+        actions, wake = m.step(replace(w, now=now, lease_deadline=now + 1.9))
+        assert actions == [] and wake == pytest.approx(now + T.keepalive)
+    # Once warm, it asks.
+    assert m.step(replace(w, now=1001.0, lease_deadline=1002.9, conn_warm_at=1000.5))[0] == [
+        RequestSwitchover("r1")]
+
+
+def test_a_cold_table_delays_nothing_but_preemption() -> None:
+    """Crash failover, operator switchovers and start-up never wait for warmth: a router
+    whose table is cold still campaigns when the leader key is gone."""
+    cold = float("inf")
+    m = RoleMachine(T)
+    assert m.step(world(conn_warm_at=cold))[0] == [Campaign()]
+    m.won(5, 7)
+    assert m.step(world(leader=mine(), conn_warm_at=cold))[0] == [Activate(5)]
+    # Without preempt the table's warmth changes nothing either.
+    m2 = RoleMachine(T)
+    w = world(leader=Leader("r2", 4, 3), peers=(Peer("r2", 100, alive=True),),
+              conn_warm_at=cold)
+    assert m2.step(w) == ([], float("inf"))

@@ -55,6 +55,9 @@ class Backend(Protocol):
     async def set_sysctls(self, wanted: Mapping[str, str]) -> dict[str, str]:
         """Set these sysctls in the backend's namespace where they differ; returns {name:
         value it had} for those it changed (OSError if one cannot be read or written)."""
+
+    async def sync_refresh(self, period: int) -> None:
+        """Sync each connection at its state changes and at most every ``period`` s."""
         ...
 
     def close(self) -> None:

@@ -183,3 +183,20 @@ def sync_daemon(cfg: LvsConfig, active: bool) -> tuple[SyncRole | None, str, int
     if not cfg.syncdaemon or cfg.service != "lvs":
         return (None, iface, cfg.syncd_id)
     return ("master" if active else "backup", iface, cfg.syncd_id)
+
+
+#: The master's sync daemon sends a partly filled message once it is this old (the
+#: kernel's IPVS_SYNC_FLUSH_TIME, 2 s) and checks every second.
+SYNC_FLUSH = 3.0
+
+
+def sync_refresh(cfg: LvsConfig) -> int | None:
+    """``net.ipv4.vs.sync_refresh_period`` in whole seconds, None without a sync daemon.
+
+    A quarter of ``sync_warmup`` (at least 1 s): a connection that carries a packet at least
+    every ``sync_warmup - refresh - SYNC_FLUSH`` seconds reaches a new backup within the
+    warm-up, so the preemption gate waits long enough (agent/dataplane/warmth.py).
+    """
+    if not cfg.syncdaemon or cfg.service != "lvs":
+        return None
+    return max(1, int(cfg.sync_warmup / 4 + 0.5))

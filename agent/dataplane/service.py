@@ -23,10 +23,13 @@ from .desired import (
     desired_table,
     midstream_protocols,
     sync_daemon,
+    sync_refresh,
     timeouts,
 )
+from .ipvs.backend import IpvsError
 from .reconcile import Reconciler
 from .select import choose_backend
+from .warmth import SyncReceiver
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class DataPlane:
         self.kind = kind
         self.netns = netns
         self.licensed = licensed  # asked right before the sync daemon starts as master
+        self.warmth = SyncReceiver()  # is our connection table warm (the preemption gate)
         self.backend: Backend | None = None
         self.reconciler: Reconciler | None = None
         self._inputs: tuple[LvsConfig, Mapping[ServerKey, Health],
@@ -128,23 +132,37 @@ class DataPlane:
     async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
         """Timeouts and the connection sync daemon (IPVS only), and taking up mid-stream
         flows (stateless schedulers), when they change."""
-        settings = (timeouts(cfg), sync_daemon(cfg, active), midstream_protocols(cfg))
+        self.warmth.warmup = cfg.sync_warmup
+        midstream = midstream_protocols(cfg)
+        settings = (timeouts(cfg), sync_daemon(cfg, active), sync_refresh(cfg), midstream)
         if settings == self._kernel_settings or self.backend is None:
             return
-        if settings[2] != (self._kernel_settings or (None, None, None))[2]:
-            await self._midstream(settings[2])
+        if midstream != (self._kernel_settings or (None, None, None, None))[3]:
+            await self._midstream(midstream)
         self._kernel_settings = settings
+        state = None
         try:
             tcp, fin, udp = settings[0]
             if any(t is not None for t in (tcp, fin, udp)):
                 await self.backend.set_timeouts(tcp, fin, udp)
             state, iface, syncid = settings[1]
+            if settings[2] is not None:
+                await self.backend.sync_refresh(settings[2])
             if state == "master" and not self.licensed():  # asked at the instant of the act
                 self._kernel_settings = None  # try again with the next update
                 state = "backup"
             await self.backend.sync_daemon(state, iface, syncid)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, IpvsError) as exc:
             log.error("data plane kernel settings: %s", exc)
+            self.warmth.failed(time.monotonic())  # the gate stays shut: nothing is received
+            return
+        # Only IPVS syncs connections itself; other state syncs report their own warmth.
+        was = self.warmth.state
+        self.warmth.observe(state if self.backend.name == "ipvs" else None, time.monotonic())
+        if self.warmth.state != was:
+            log.info("connection sync: %s%s", self.warmth.state,
+                     f" (warm in {self.warmth.warmup:g} s)" if self.warmth.state == "backup"
+                     else "")
 
     async def _midstream(self, protocols: frozenset[str]) -> None:
         """Let the kernel take up connections of ``protocols`` mid-stream (the sysctls the

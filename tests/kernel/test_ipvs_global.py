@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.dataplane.ipvs import IpvsBackend, SyncDaemon, Timeouts
@@ -55,3 +57,51 @@ async def test_sloppy_tcp_and_sctp_for_stateless_schedulers(backend: IpvsBackend
     assert await backend.set_sysctls({"net.ipv4.vs.sloppy_tcp": "0"}) == {
         "net.ipv4.vs.sloppy_tcp": "1"}  # put back, as the data plane does when mh goes
     assert witness.run("cat /proc/sys/net/ipv4/vs/sloppy_tcp").strip() == "0"
+
+
+async def test_sync_refresh_makes_syncs_periodic(backend: IpvsBackend, witness) -> None:
+    """Each connection is re-sent at most every N s (not by packet counts), so a returning
+    backup learns every busy connection within a bounded time (the preemption gate)."""
+    await backend.sync_refresh(2)
+    assert witness.run("sysctl -n net.ipv4.vs.sync_refresh_period").strip() == "2"
+    assert witness.run("sysctl -n net.ipv4.vs.sync_threshold").split() == ["3", "0"]
+    assert await backend.sysctl("sync_refresh_period") == "2"
+    await backend.sync_refresh(0)  # the kernel's defaults again
+    assert witness.run("sysctl -n net.ipv4.vs.sync_threshold").split() == ["3", "50"]
+    with pytest.raises(ValueError, match="refresh"):
+        await backend.sync_refresh(-1)
+
+
+async def test_data_plane_reports_warmth_of_its_sync_daemon(netns: str, witness) -> None:
+    """A backup's table is warm sync_warmup after its daemon started; a master's always."""
+    from agent.dataplane.service import DataPlane
+    from cluster import lvscf
+
+    witness.run("ip link add sync0 type veth peer name sync1 && ip link set sync0 up")
+    text = ("serial_no = 1\nprimary = 10.0.0.2\nsyncdaemon = 1\nsyncd_iface = sync0\n"
+            "sync_warmup = 6\nvirtual web {\n address = 10.0.0.100 eth0:1\n}\n")
+    cfg = lvscf.parse(text, "t.cf").config
+    assert cfg is not None
+    plane = DataPlane("ipvs", netns=netns)
+    plane.start()
+    task = asyncio.create_task(plane.run())
+    try:
+        plane.update(cfg, {}, {}, active=False)
+        await wait(lambda: plane.warmth.state == "backup")
+        assert plane.warmth.warm_at() == pytest.approx(plane.warmth.since + 6)
+        assert "backup sync daemon (mcast=sync0" in witness.run("ipvsadm -L --daemon")
+        assert witness.run("sysctl -n net.ipv4.vs.sync_refresh_period").strip() == "2"
+        plane.update(cfg, {}, {}, active=True)
+        await wait(lambda: plane.warmth.state == "master")
+        assert plane.warmth.warm_at() == float("-inf")
+        assert "master sync daemon (mcast=sync0" in witness.run("ipvsadm -L --daemon")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        plane.close()
+
+
+async def wait(cond, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not cond():
+            await asyncio.sleep(0.02)

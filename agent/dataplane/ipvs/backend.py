@@ -14,12 +14,13 @@ import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TypeVar
 
 from agent.dataplane.backend import SyncState
 from agent.dataplane.ipvs import codec as c
 from agent.dataplane.ipvs.netlink import FamilyNotFound, GenlSocket
-from agent.dataplane.netns_socket import ensure_sysctls
+from agent.dataplane.netns_socket import ensure_sysctls, in_netns
 from agent.dataplane.table import (
     AddDest,
     AddService,
@@ -40,6 +41,11 @@ T = TypeVar("T")
 #: Per protocol, the sysctl that lets IPVS schedule a connection from any of its packets,
 #: not only the first (a SYN, an SCTP INIT); UDP needs none.
 SLOPPY = {"tcp": "net.ipv4.vs.sloppy_tcp", "sctp": "net.ipv4.vs.sloppy_sctp"}
+SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
+#: ``sync_threshold`` with a period of 0: a connection is synced at each state change and
+#: then on its packets at most every ``sync_refresh_period`` (time, not packet counts).
+SYNC_THRESHOLD = "3 0"
+KERNEL_SYNC_THRESHOLD = "3 50"
 
 
 class IpvsError(Exception):
@@ -306,6 +312,30 @@ class IpvsBackend:
     async def set_sysctls(self, wanted: Mapping[str, str]) -> dict[str, str]:
         """Set these sysctls of our namespace where they differ; returns the old values."""
         return await asyncio.to_thread(ensure_sysctls, self._netns, wanted)
+    async def sync_refresh(self, period: int) -> None:
+        """Sync a connection at its state changes and then, while it carries packets, at most
+        every ``period`` seconds (``net.ipv4.vs.sync_refresh_period``; ``sync_threshold``
+        ``3 0`` turns off the packet-count rule). 0 restores the kernel's defaults."""
+        if not 0 <= period <= c.MAX_PERSISTENT:
+            raise ValueError(f"IPVS sync refresh period must be 0..{c.MAX_PERSISTENT} s: {period}")
+        threshold = SYNC_THRESHOLD if period else KERNEL_SYNC_THRESHOLD
+        await self._call(self._sysctls, {"sync_refresh_period": str(period),
+                                         "sync_threshold": threshold})
+
+    async def sysctl(self, name: str) -> str:
+        """The value of ``net.ipv4.vs.NAME`` in this backend's namespace."""
+        return await self._call(
+            in_netns, self._netns, lambda: (SYSCTL_DIR / name).read_text().strip())
+
+    def _sysctls(self, values: dict[str, str]) -> None:
+        def write() -> None:
+            for name, value in values.items():
+                (SYSCTL_DIR / name).write_text(value + "\n")
+
+        try:
+            in_netns(self._netns, write)
+        except OSError as exc:
+            raise IpvsError(f"set net.ipv4.vs sysctls {values}: {exc.strerror or exc}") from None
 
     async def sync_daemons(self) -> list[SyncDaemon]:
         """The sync daemons running now."""

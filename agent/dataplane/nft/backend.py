@@ -156,6 +156,9 @@ class NftBackend:
         """Set these sysctls of our namespace where they differ; returns the old values."""
         return await asyncio.to_thread(ensure_sysctls, self._path, wanted)
 
+    async def sync_refresh(self, period: int) -> None:
+        """The IPVS sync daemon's refresh period: nftables has none."""
+
     def fallbacks(self, key: ServiceKey, service: Service) -> list[str]:
         """What this backend does differently from IPVS for ``service`` (for status)."""
         return fallbacks(service.spec, service.dests, key)
