@@ -265,7 +265,8 @@ class Runner:
     _n: int = field(default=0, init=False)
 
     def settle(self, etcd: bool = True) -> str:
-        return wait_stable(self.lab, self.probes, etcd=etcd, hold=1.0, timeout=60)
+        return wait_stable(self.lab, self.probes, etcd=etcd, hold=1.0,
+                           timeout=max(60.0, SERVED_WITHIN))  # a restarted agent: slow in QEMU
 
     def client(self) -> ClientProc:
         self._n += 1
