@@ -54,9 +54,10 @@ BLACKLIST = (
 # Distributions the guest imports (with their dependencies): the project's runtime (agent,
 # lvsctl, lvslab) and the test runner. Test-only extras (scapy, matplotlib, ...) stay out.
 GUEST_DISTS = ["piranha-etcd", "pytest", "pytest-asyncio", "pytest-timeout"]
-# Tools it runs: the kernel tests', the lab's (ip, nft, etcd, curl) and a few to look around.
+# Tools it runs: the kernel tests', the lab's (ip, nft, etcd, curl), the benchmarks' (etcdctl)
+# and a few to look around.
 GUEST_TOOLS = ["ipvsadm", "ip", "nsenter", "bash", "grep", "sh", "modprobe", "tar", "mount",
-               "etcd", "nft", "curl", "conntrack", "sysctl", "ss", "ping", "arping"]
+               "etcd", "etcdctl", "nft", "curl", "conntrack", "sysctl", "ss", "ping", "arping"]
 # lib-dynload modules the guest never loads: their libraries (X11, Tk, ...) stay out.
 UNUSED_SO = ("_tkinter", "_curses", "readline", "_sqlite3", "_dbm", "_gdbm", "nis")
 STDLIB_SKIP = {
