@@ -97,6 +97,7 @@ class PulseCollector(Collector):
             yield _counter("lvs_dataplane_refused", "configurations the backend cannot "
                            "express (the running table stayed)", p.dataplane.refused)
         yield from _ctsync(p)
+        yield from _resume(p)
         es = p.health.engine.stats()
         yield _counter("lvs_checks", "health checks run", es.checks)
         yield _counter("lvs_checks_failed", "health checks failed", es.failed)
@@ -174,6 +175,22 @@ def _ctsync(p: Pulse) -> Iterator[object]:
                    sum(st.send_errors for st in stats))
     yield _counter("lvs_ctsync_resync_requests", "resyncs asked of the active",
                    sync.stats.resync_requests)
+
+
+def _resume(p: Pulse) -> Iterator[object]:
+    """The nudges that make taken-over connections retransmit at once (agent/resume)."""
+    st = p.resumer.stats
+    yield _counter("lvs_resume_runs", "takeovers that nudged connections", st.runs)
+    yield _counter("lvs_resume_flows", "synced connections found to nudge", st.flows)
+    yield _counter("lvs_resume_answered", "connection ends that answered the probe",
+                   st.answered)
+    yield _counter("lvs_resume_nudged", "connection ends nudged to retransmit", st.nudged)
+    yield _counter("lvs_resume_skipped", "connections beyond the cap, not nudged", st.skipped)
+    errors = CounterMetricFamily("lvs_resume_errors", "failures, by kind", labels=["kind"])
+    for kind, n in sorted(st.errors.items()):
+        errors.add_metric([kind], n)
+    yield errors
+    yield _gauge("lvs_resume_seconds", "duration of the newest run", st.seconds)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -39,6 +39,7 @@ from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
 from .inputs import etcd_ok, licence_world, sample_world
 from .registration import Registration
+from .resume import Resumer, synced_flows
 from .role import (
     Action,
     Activate,
@@ -118,6 +119,7 @@ class Pulse:
         # Whatever fills our kernel with the active's connections (the IPVS sync daemon;
         # conntrackd for nftables adds its own): preemption waits until all are warm.
         self.warmth: list[Warmth] = [self.dataplane.warmth]
+        self.resumer = Resumer(clock=self.clock)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
@@ -300,6 +302,7 @@ class Pulse:
         if self.guardian is not None:
             await self.guardian.close()
         await self.ctsync.close()
+        self.resumer.close()
         self.dataplane.close()
         await self.etcd.close()
         log.info("stopped")
@@ -453,6 +456,7 @@ class Pulse:
         # is the race otherwise).
         await self.ctsync.activate(until=self.licence_end)
         await self._acquire()
+        self._spawn(self._resume(), "resume")
         if self.heartbeat is not None:
             self.heartbeat.send_now()
         assert self.config is not None
@@ -461,6 +465,24 @@ class Pulse:
         if self.view.switchover() is not None and self.licensed():
             await fenced_put(self.etcd, self.keys, term, {}, (self.keys.switchover,))
         self._kick_registration()
+
+    async def _resume(self) -> None:
+        """The connections the sync gave us retransmit now, not at their next backed-off
+        timeout (docs/conntrack-sync.md, "Resuming at once"). Best effort, never fatal."""
+        cfg = self.config
+        if cfg is None or not cfg.resume_connections or self.vips is None:
+            return
+        plane = self.dataplane.name
+        if not (self.ctsync.enabled if plane == "nftables"
+                else cfg.syncdaemon and cfg.network == "nat"):
+            return
+        try:
+            vips = {str(v.ip) for v in self.vips.held()}
+            flows = await synced_flows(plane, vips)
+            await self.resumer.resume(flows, self.licence_end)
+        except Exception as exc:  # best effort: counted and logged, never fatal
+            self.resumer.stats.error(type(exc).__name__)
+            log.error("resume: %s: %s", type(exc).__name__, exc)
 
     async def _acquire(self) -> None:
         assert self.vips is not None and self.plan is not None

@@ -320,6 +320,7 @@ class LvsConfig(_Model):
     garp_refresh: Delay = 0.0  # periodic re-announcement while active (0 = off)
     health_policy: Choice("active", "majority") = "active"  # whose checks decide
     full_nat: Flag = False  # nftables: masquerade, for real servers not routed via us
+    resume_connections: Flag = True  # nudge synced connections to retransmit at takeover
     routers: Annotated[tuple[Router, ...], Cf("blocks", block="router")] = ()
     virtuals: Annotated[tuple[Virtual, ...], Cf("blocks", block="virtual")] = ()
     failovers: Annotated[tuple[Failover, ...], Cf("blocks", block="failover")] = ()

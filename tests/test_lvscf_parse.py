@@ -58,6 +58,7 @@ garp_delay = 4
 garp_refresh = 30
 health_policy = majority
 full_nat = 1
+resume_connections = 0
 
 virtual web {
     address = 10.0.0.100 eth0:1
@@ -175,7 +176,7 @@ def test_full_file_values() -> None:
     assert (v.check_status, v.check_body, v.check_program) == (
         "200-299,301", "ok|fine", "/usr/local/bin/check %h %p")
     assert (v.dns_name, v.dns_type, v.interval, v.failures) == ("example.com", "A", 4, 3)
-    assert cfg.health_policy == "majority" and cfg.full_nat
+    assert cfg.health_policy == "majority" and cfg.full_nat and not cfg.resume_connections
     (s,) = v.servers
     assert (s.name, s.active, s.weight, s.port) == ("one", False, 65535, 8443)
     assert v.effective_port(s) == 8443

@@ -1,0 +1,125 @@
+"""The resume nudge's packets and plans (pure): agent/resume/packets.py and flows.py."""
+
+from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
+
+import pytest
+
+from agent.resume import Flow, from_conntrack, from_ip_vs_conn
+from agent.resume.flows import nudges, probes
+from agent.resume.packets import (
+    ACK,
+    SYN,
+    checksum,
+    host_unreachable,
+    syn,
+    tcp_ack_fields,
+    tcp_segment,
+)
+
+CLIENT, VIP, SERVER = ("10.0.1.2", 40000), ("10.0.100.1", 80), ("10.0.2.11", 8080)
+FLOW = Flow(CLIENT, VIP, SERVER, CLIENT)
+
+
+def test_checksums_verify() -> None:
+    pkt = syn(CLIENT, SERVER)
+    assert checksum(pkt[:20]) == 0  # IP header
+    pseudo = bytes([10, 0, 1, 2, 10, 0, 2, 11]) + struct.pack("!BBH", 0, 6, 20)
+    assert checksum(pseudo + pkt[20:]) == 0  # TCP
+    icmp = host_unreachable(VIP[0], CLIENT, VIP, 123)
+    assert checksum(icmp[:20]) == 0 and checksum(icmp[20:]) == 0
+
+
+def test_syn_is_a_bare_syn() -> None:
+    pkt = syn(CLIENT, SERVER)
+    assert len(pkt) == 40 and pkt[9] == 6
+    sport, dport, _seq, _ack, off, flags = struct.unpack_from("!HHIIBB", pkt, 20)
+    assert (sport, dport, flags, off >> 4) == (40000, 8080, SYN, 5)
+    assert tcp_ack_fields(pkt) is None  # never mistaken for an answer
+
+
+def test_host_unreachable_quotes_the_segment_the_receiver_sent() -> None:
+    pkt = host_unreachable(VIP[0], CLIENT, VIP, 0xDEADBEEF)
+    assert pkt[9] == 1 and pkt[12:16] == bytes([10, 0, 100, 1]) and pkt[16:20] == bytes(
+        [10, 0, 1, 2])
+    assert pkt[20:22] == bytes([3, 1])  # destination unreachable, host
+    quoted = pkt[28:]
+    assert len(quoted) == 28  # IP header + 8 bytes of TCP (RFC 792)
+    assert quoted[12:16] == bytes([10, 0, 1, 2]) and quoted[16:20] == bytes([10, 0, 100, 1])
+    assert struct.unpack("!HHI", quoted[20:28]) == (40000, 80, 0xDEADBEEF)
+
+
+def test_tcp_ack_fields() -> None:
+    ack = tcp_segment(SERVER, CLIENT, 5, 0xFFFFFFFE, ACK)
+    assert tcp_ack_fields(ack) == (SERVER, CLIENT, 0xFFFFFFFE)
+    assert tcp_ack_fields(tcp_segment(SERVER, CLIENT, 5, 7, ACK | 0x04)) is None  # RST
+    assert tcp_ack_fields(tcp_segment(SERVER, CLIENT, 5, 7, 0x08)) is None  # no ACK
+    assert tcp_ack_fields(ack[:30]) is None
+    assert tcp_ack_fields(b"\x60" + ack[1:]) is None  # not IPv4
+    assert tcp_ack_fields(b"") is None
+
+
+def test_probes_ask_each_end_as_if_from_the_other() -> None:
+    full_nat = Flow(CLIENT, VIP, SERVER, ("10.0.2.1", 61000))
+    (dst1, p1), (dst2, p2) = probes([full_nat])
+    assert dst1 == SERVER[0] and p1 == syn(("10.0.2.1", 61000), SERVER)
+    assert dst2 == CLIENT[0] and p2 == syn(VIP, CLIENT)
+
+
+def test_nudges_only_ends_that_answered() -> None:
+    assert nudges([FLOW], {}, 8) == []
+    out = nudges([FLOW], {(FLOW, "server"): 1000}, 3)
+    assert out == [(CLIENT[0], host_unreachable(VIP[0], CLIENT, VIP, 1000))] * 3
+    out = nudges([FLOW], {(FLOW, "client"): 77}, 2)
+    assert out == [(SERVER[0], host_unreachable(VIP[0], SERVER, CLIENT, 77))] * 2
+
+
+def test_flow_keys_see_both_sides_of_the_nat() -> None:
+    keys = FLOW.keys()
+    assert keys[(SERVER, CLIENT)] == keys[(VIP, CLIENT)] == "server"
+    assert keys[(CLIENT, VIP)] == keys[(CLIENT, SERVER)] == "client"
+
+
+def _entry(orig: tuple, reply: tuple, state: int = 3, proto: int = 6) -> SimpleNamespace:
+    def t(a: tuple) -> SimpleNamespace:
+        return SimpleNamespace(saddr=a[0], daddr=a[2], sport=a[1], dport=a[3], proto=proto)
+    return SimpleNamespace(tuple_orig=t(orig), tuple_reply=t(reply),
+                           protoinfo=SimpleNamespace(state=state))
+
+
+def test_from_conntrack_keeps_established_nat_flows_to_our_vips() -> None:
+    nat = _entry(("10.0.1.2", 40000, "10.0.100.1", 80), ("10.0.2.11", 8080, "10.0.1.2", 40000))
+    entries = [
+        nat,
+        _entry(("10.0.1.2", 40001, "10.0.100.1", 80), ("10.0.2.11", 8080, "10.0.1.2", 40001),
+               state=2),  # SYN_RECV
+        _entry(("10.0.1.2", 40002, "10.0.100.9", 80), ("10.0.2.11", 8080, "10.0.1.2", 40002)),
+        _entry(("10.0.1.2", 40003, "10.0.100.1", 80), ("10.0.100.1", 80, "10.0.1.2", 40003)),
+        _entry(("10.0.1.2", 40004, "10.0.100.1", 53), ("10.0.2.11", 53, "10.0.1.2", 40004),
+               proto=17),
+        _entry(("fd00::2", 40005, "fd00::1", 80), ("fd01::11", 80, "fd00::2", 40005)),
+        SimpleNamespace(),  # junk
+    ]
+    assert from_conntrack(entries, {"10.0.100.1", "fd00::1"}) == [FLOW]
+
+
+IP_VS_CONN = """Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData
+TCP 0A000102 9C40 0A006401 0050 0A00020B 1F90 ESTABLISHED     899
+TCP 0A000102 9C41 0A006401 0050 0A00020B 1F90 FIN_WAIT         99
+UDP 0A000102 9C42 0A006401 0035 0A00020B 0035 UDP             299
+TCP 0A000102 9C43 0A006409 0050 0A00020B 1F90 ESTABLISHED     899
+TCP zz 9C44 0A006401 0050 0A00020B 1F90 ESTABLISHED     899
+TCP 0A000102 9C45
+"""
+
+
+def test_from_ip_vs_conn() -> None:
+    assert from_ip_vs_conn(IP_VS_CONN, ["10.0.100.1"]) == [FLOW]
+    assert from_ip_vs_conn("", ["10.0.100.1"]) == []
+
+
+@pytest.mark.parametrize("bad", ["no header only", "Pro\nTCP 0A000102"])
+def test_from_ip_vs_conn_junk(bad: str) -> None:
+    assert from_ip_vs_conn(bad, ["10.0.100.1"]) == []
