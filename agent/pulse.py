@@ -39,7 +39,7 @@ from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
 from .inputs import etcd_ok, licence_world, sample_world
 from .registration import Registration
-from .resume import Resumer, synced_flows
+from .resume import Flow, Resumer, synced_flows
 from .role import (
     Action,
     Activate,
@@ -455,8 +455,10 @@ class Pulse:
         # connections' packets here (bounded, never past the licence: keepalived issue #2254
         # is the race otherwise).
         await self.ctsync.activate(until=self.licence_end)
+        # What the sync handed over is in the kernel now: list it while the VIPs go up.
+        flows = self._spawn(self._synced_flows(), "resume-list")
         await self._acquire()
-        self._spawn(self._resume(), "resume")
+        self._spawn(self._resume(flows), "resume")
         if self.heartbeat is not None:
             self.heartbeat.send_now()
         assert self.config is not None
@@ -466,19 +468,27 @@ class Pulse:
             await fenced_put(self.etcd, self.keys, term, {}, (self.keys.switchover,))
         self._kick_registration()
 
-    async def _resume(self) -> None:
-        """The connections the sync gave us retransmit now, not at their next backed-off
-        timeout (docs/conntrack-sync.md, "Resuming at once"). Best effort, never fatal."""
+    async def _synced_flows(self) -> list[Flow]:
+        """The connections to nudge after this takeover (none if off or not synced)."""
         cfg = self.config
-        if cfg is None or not cfg.resume_connections or self.vips is None:
-            return
+        if cfg is None or not cfg.resume_connections or self.plan is None:
+            return []
         plane = self.dataplane.name
         if not (self.ctsync.enabled if plane == "nftables"
                 else cfg.syncdaemon and cfg.network == "nat"):
-            return
+            return []
         try:
-            vips = {str(v.ip) for v in self.vips.held()}
-            flows = await synced_flows(plane, vips)
+            return await synced_flows(plane, {str(v.ip) for v in self.plan.vips})
+        except Exception as exc:  # best effort: counted and logged, never fatal
+            self.resumer.stats.error(type(exc).__name__)
+            log.error("resume: cannot list the connections: %s: %s", type(exc).__name__, exc)
+            return []
+
+    async def _resume(self, listing: asyncio.Task[list[Flow]]) -> None:
+        """The connections the sync gave us retransmit now, not at their next backed-off
+        timeout (docs/conntrack-sync.md, "Resuming at once"). Best effort, never fatal."""
+        flows = await listing
+        try:
             await self.resumer.resume(flows, self.licence_end)
         except Exception as exc:  # best effort: counted and logged, never fatal
             self.resumer.stats.error(type(exc).__name__)
