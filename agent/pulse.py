@@ -478,7 +478,11 @@ class Pulse:
                 else cfg.syncdaemon and cfg.network == "nat"):
             return []
         try:
-            return await synced_flows(plane, {str(v.ip) for v in self.plan.vips})
+            start = self.clock()
+            flows = await synced_flows(plane, {str(v.ip) for v in self.plan.vips})
+            log.info("resume: %d synced connections listed in %.0f ms", len(flows),
+                     (self.clock() - start) * 1000)
+            return flows
         except Exception as exc:  # best effort: counted and logged, never fatal
             self.resumer.stats.error(type(exc).__name__)
             log.error("resume: cannot list the connections: %s: %s", type(exc).__name__, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .mh_table import resized
 from .model import LvsConfig
 
 _NAMED_LISTS = {"routers": "router", "virtuals": "virtual", "servers": "server",
@@ -18,6 +19,25 @@ def changes(old: LvsConfig | None, new: LvsConfig) -> list[str]:
         return ["new configuration"]
     out: list[str] = []
     _walk("", before, after, out)
+    return out + resize_warnings(old, new)
+
+
+def resize_warnings(old: LvsConfig, new: LvsConfig) -> list[str]:
+    """A line per ``mh`` virtual whose Maglev table changes size: a new size sends nearly
+    every flow to another real server (only connection sync keeps them open)."""
+    was = {v.name: v for v in old.virtuals if v.scheduler == "mh"}
+    out = []
+    for v in new.virtuals:
+        if v.scheduler != "mh" or v.name not in was:
+            continue
+        try:
+            step = resized(len(was[v.name].servers), len(v.servers))
+        except ValueError:
+            continue  # too many servers: validation says so
+        if step is not None:
+            out.append(f"virtual {v.name}: WARNING: the mh table goes from {step[0]} to "
+                       f"{step[1]} slots: nearly every flow moves to another real server "
+                       "(connections without state sync are reset)")
     return out
 
 

@@ -63,14 +63,14 @@ def test_mh_spec_carries_flags_and_a_base_of_the_configured_servers():
     assert spec.flags == {"mh-fallback", "mh-port"}
     # health and admin flags change the live weights, never the base: a and c (one
     # address:port) summed, the weight-0 server counted in the size but holding no slots.
-    assert spec.maglev == Maglev(8191, 77, ((DestKey("10.0.1.1", 80), 5),
+    assert spec.maglev == Maglev(16381, 77, ((DestKey("10.0.1.1", 80), 5),
                                              (DestKey("10.0.1.2", 8080), 1)))
 
 
 def test_mh_table_size_follows_the_configured_servers_not_their_health():
     many = web(*(server(f"s{i}", f"10.0.{i // 200}.{i % 200 + 1}") for i in range(90)),
                scheduler="mh")
-    assert desired_table(config(many), {}, {})[WEB].spec.maglev.size == 16381
+    assert desired_table(config(many), {}, {})[WEB].spec.maglev.size == 65521
 
 
 def test_mh_with_nothing_serving_keeps_its_base_and_takes_the_sorry_server():
@@ -89,7 +89,7 @@ def test_mh_with_nothing_serving_keeps_its_base_and_takes_the_sorry_server():
     assert sorry.dests == {DestKey("10.9.9.9", 80): DestSpec(1)}
     rule = layout(WEB, sorry)
     assert {s.address for s in rule.slots if s.lo < rule.mod} == {"10.9.9.9"}
-    assert sum(s.lo < rule.mod for s in rule.slots) == rule.mod == 8191
+    assert sum(s.lo < rule.mod for s in rule.slots) == rule.mod == 16381
 
 
 def test_other_schedulers_have_no_maglev_inputs():

@@ -31,12 +31,12 @@ def digest(table: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------- sizes and shares
 
 
-@pytest.mark.parametrize(("n", "size"), [(0, 8191), (1, 8191), (81, 8191), (82, 16381),
-                                         (163, 16381), (164, 32749), (1000, 131071),
-                                         (10485, 1048573)])
-def test_table_size_is_a_prime_of_the_ladder_with_100_slots_per_server(n, size):
+@pytest.mark.parametrize(("n", "size"), [(0, 16381), (1, 16381), (40, 16381), (41, 32749),
+                                         (81, 32749), (82, 65521), (1000, 524287),
+                                         (10485, 4194301)])
+def test_table_size_is_a_prime_of_the_ladder_with_400_slots_per_server(n, size):
     assert table_size(n) == size
-    assert size >= 100 * n and maglev._is_prime(size)
+    assert size >= 400 * n and maglev._is_prime(size)
 
 
 def test_table_size_has_a_limit():
@@ -207,3 +207,26 @@ def test_configuration_changes_move_little_more_than_their_share(n, seed, data):
     size = table_size(n)
     before, now = build(base, base, size, seed), build(smaller, smaller, size, seed)
     assert moved(before, now) <= necessary(before, now) + 0.05
+
+
+def _mh_config(servers: int, scheduler: str = "mh"):
+    from cluster import lvscf
+
+    body = "".join(f"    server s{i} {{\n        address = 10.1.{i // 250}.{i % 250 + 1}\n    }}\n"
+                   for i in range(servers))
+    text = (f"serial_no = 1\nprimary = 10.0.0.1\nvirtual web {{\n    address = 10.0.0.100 eth0:1\n"
+            f"    port = 80\n    scheduler = {scheduler}\n{body}}}\n")
+    result = lvscf.parse(text, "t.cf")
+    assert result.config is not None, [str(e) for e in result.errors]
+    return result.config
+
+
+def test_config_diff_warns_when_an_edit_resizes_the_mh_table():
+    from cluster.config_diff import changes
+
+    lines = changes(_mh_config(40), _mh_config(41))
+    assert "virtual web / server s40: added" in lines
+    assert lines[-1].startswith("virtual web: WARNING: the mh table goes from 16381 to 32749")
+    assert not any("WARNING" in line for line in changes(_mh_config(3), _mh_config(4)))
+    assert not any("WARNING" in line for line in changes(_mh_config(40, "wrr"),
+                                                         _mh_config(41, "wrr")))

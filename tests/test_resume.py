@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from types import SimpleNamespace
 
 import pytest
 
@@ -82,27 +81,35 @@ def test_flow_keys_see_both_sides_of_the_nat() -> None:
     assert keys[(CLIENT, VIP)] == keys[(CLIENT, SERVER)] == "client"
 
 
-def _entry(orig: tuple, reply: tuple, state: int = 3, proto: int = 6) -> SimpleNamespace:
-    def t(a: tuple) -> SimpleNamespace:
-        return SimpleNamespace(saddr=a[0], daddr=a[2], sport=a[1], dport=a[3], proto=proto)
-    return SimpleNamespace(tuple_orig=t(orig), tuple_reply=t(reply),
-                           protoinfo=SimpleNamespace(state=state))
+def _ct(state: str, orig: str, reply: str, proto: str = "tcp      6 431999") -> str:
+    return f"{proto} {state} {orig} {reply} [ASSURED] mark=0 use=1"
+
+
+CONNTRACK_L = "\n".join([
+    _ct("ESTABLISHED", "src=10.0.1.2 dst=10.0.100.1 sport=40000 dport=80",
+        "src=10.0.2.11 dst=10.0.1.2 sport=8080 dport=40000"),
+    _ct("SYN_SENT", "src=10.0.1.2 dst=10.0.100.1 sport=40001 dport=80 [UNREPLIED]",
+        "src=10.0.2.11 dst=10.0.1.2 sport=8080 dport=40001"),
+    _ct("ESTABLISHED", "src=10.0.1.2 dst=10.0.100.9 sport=40002 dport=80",  # not our VIP
+        "src=10.0.2.11 dst=10.0.1.2 sport=8080 dport=40002"),
+    _ct("ESTABLISHED", "src=10.0.1.2 dst=10.0.100.1 sport=40003 dport=80",  # no NAT
+        "src=10.0.100.1 dst=10.0.1.2 sport=80 dport=40003"),
+    _ct("", "src=10.0.1.2 dst=10.0.100.1 sport=40004 dport=53",
+        "src=10.0.2.11 dst=10.0.1.2 sport=53 dport=40004", proto="udp      17 29"),
+    _ct("ESTABLISHED", "src=fd00::2 dst=fd00::1 sport=40005 dport=80",
+        "src=fd01::11 dst=fd00::2 sport=80 dport=40005"),
+    "tcp      6 431999 ESTABLISHED src=10.0.1.2 dst=10.0.100.1 sport=x dport=80",
+    "junk",
+    "conntrack v1.4.7 (conntrack-tools): 8 flow entries have been shown.",
+])
 
 
 def test_from_conntrack_keeps_established_nat_flows_to_our_vips() -> None:
-    nat = _entry(("10.0.1.2", 40000, "10.0.100.1", 80), ("10.0.2.11", 8080, "10.0.1.2", 40000))
-    entries = [
-        nat,
-        _entry(("10.0.1.2", 40001, "10.0.100.1", 80), ("10.0.2.11", 8080, "10.0.1.2", 40001),
-               state=2),  # SYN_RECV
-        _entry(("10.0.1.2", 40002, "10.0.100.9", 80), ("10.0.2.11", 8080, "10.0.1.2", 40002)),
-        _entry(("10.0.1.2", 40003, "10.0.100.1", 80), ("10.0.100.1", 80, "10.0.1.2", 40003)),
-        _entry(("10.0.1.2", 40004, "10.0.100.1", 53), ("10.0.2.11", 53, "10.0.1.2", 40004),
-               proto=17),
-        _entry(("fd00::2", 40005, "fd00::1", 80), ("fd01::11", 80, "fd00::2", 40005)),
-        SimpleNamespace(),  # junk
-    ]
-    assert from_conntrack(entries, {"10.0.100.1", "fd00::1"}) == [FLOW]
+    assert from_conntrack(CONNTRACK_L, {"10.0.100.1", "fd00::1"}) == [FLOW]
+    full_nat = CONNTRACK_L.splitlines()[0].replace("dst=10.0.1.2 sport=8080 dport=40000",
+                                                   "dst=10.0.2.1 sport=8080 dport=61000")
+    assert from_conntrack(full_nat, ["10.0.100.1"]) == [
+        Flow(CLIENT, VIP, SERVER, ("10.0.2.1", 61000))]
 
 
 IP_VS_CONN = """Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData

@@ -34,9 +34,10 @@ moves them back; a weight change moves the slots the new shares ask for. While e
 configured server serves at its configured weight, the table is the base table and shares
 are exact to a slot; with orphans, their spread is random (binomial), so shares are right
 on average. Plain Maglev over the live servers keeps shares exact but moves other flows
-too: up to about 2 % of all flows beyond the necessary at 100-200 slots per server
-(measured: docs/benchmarks.md, "Maglev"). Configuration changes re-make the base: plain
-Maglev's disruption then applies.
+too. Configuration changes re-make the base, and plain Maglev's disruption then applies:
+it falls as the table grows per server (about 2.2 % of all flows beyond the necessary at
+100 slots per server, 0.8 % at 400: docs/benchmarks.md, "Maglev"), hence
+:data:`SLOTS_PER_SERVER`.
 """
 
 from __future__ import annotations
@@ -49,16 +50,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-#: The table holds at least this many slots per configured real server.
-SLOTS_PER_SERVER = 100
-#: Table sizes: the largest prime below each power of two from 2**13 (IPVS's mh has the
-#: same ladder up to 131071). The size is the first at or above ``SLOTS_PER_SERVER *
-#: servers``: steps that double, so that adding a server to the configuration seldom
-#: changes the size (a new size moves nearly every flow). At least 8191: below that a
-#: configuration change, and orphans when several servers are down, move more
-#: (docs/benchmarks.md, "Maglev"); an nftables map of 8191 elements costs ~50 ms to write.
-SIZES = (8191, 16381, 32749, 65521, 131071, 262139, 524287, 1048573)
-MAX_SERVERS = SIZES[-1] // SLOTS_PER_SERVER
+from cluster.mh_table import MAX_SERVERS as MAX_SERVERS  # re-exported: the table's sizes
+from cluster.mh_table import SIZES as SIZES
+from cluster.mh_table import SLOTS_PER_SERVER as SLOTS_PER_SERVER
+from cluster.mh_table import table_size as table_size
+
 SEED_BITS = 32
 _PERSON = b"piranha-maglev"  # blake2b personalisations: these hashes are ours alone
 _FALLBACK = b"piranha-mh-fb"
@@ -66,20 +62,6 @@ _FALLBACK = b"piranha-mh-fb"
 CANDIDATES = 8
 
 Weights = Mapping[str, int]
-
-
-def table_size(servers: int) -> int:
-    """The table size for a service of ``servers`` configured real servers.
-
-    The first of :data:`SIZES` at or above ``SLOTS_PER_SERVER * servers`` (at least 127).
-    Counted from the configuration, not from the servers that are up, so that health never
-    changes it. ValueError above :data:`MAX_SERVERS`.
-    """
-    want = SLOTS_PER_SERVER * max(servers, 1)
-    for size in SIZES:
-        if size >= want:
-            return size
-    raise ValueError(f"Maglev: at most {MAX_SERVERS} real servers per service, not {servers}")
 
 
 def check_seed(seed: int) -> int:

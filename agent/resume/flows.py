@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from . import packets
 from .packets import Address
 
-TCP_ESTABLISHED = 3  # nf_conntrack_tcp state
 Packet = tuple[str, bytes]  # (destination address, IPv4 datagram)
 
 
@@ -74,26 +73,33 @@ def _v4(address: object) -> str | None:
         return None
 
 
-def from_conntrack(entries: Iterable[object], vips: Iterable[str]) -> list[Flow]:
-    """Flows of conntrack entries (pyroute2 ``ConntrackEntry``): TCP, established, IPv4,
-    addressed to one of ``vips`` and translated to another destination (NAT)."""
+def from_conntrack(text: str, vips: Iterable[str]) -> list[Flow]:
+    """Flows of ``conntrack -L -p tcp --state ESTABLISHED`` output: IPv4, addressed to one
+    of ``vips`` and translated to another destination (NAT). A line names the original
+    tuple, then the reply tuple: ``tcp 6 431999 ESTABLISHED src= dst= sport= dport= ...
+    src= dst= sport= dport= [ASSURED] ...``."""
     wanted = {a for a in map(_v4, vips) if a}
     out = []
-    for e in entries:
-        orig, reply = getattr(e, "tuple_orig", None), getattr(e, "tuple_reply", None)
-        info = getattr(e, "protoinfo", None)
-        if orig is None or reply is None or getattr(orig, "proto", None) != packets.TCP:
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 4 or cols[0] != "tcp" or cols[3] != "ESTABLISHED":
             continue
-        if info is None or getattr(info, "state", None) != TCP_ESTABLISHED:
+        tuples: dict[str, list[str]] = {}
+        for col in cols[4:]:
+            key, eq, value = col.partition("=")
+            if eq and key in ("src", "dst", "sport", "dport"):
+                tuples.setdefault(key, []).append(value)
+        try:
+            (client, server), (vip, peer) = tuples["src"][:2], tuples["dst"][:2]
+            (cport, sport), (vport, pport) = (tuple(map(int, tuples["sport"][:2])),
+                                              tuple(map(int, tuples["dport"][:2])))
+        except (KeyError, ValueError):
             continue
-        addrs = [_v4(orig.saddr), _v4(orig.daddr), _v4(reply.saddr), _v4(reply.daddr)]
-        if None in addrs or addrs[1] not in wanted:
-            continue
-        client, vip, server, peer = addrs
-        if (server, reply.sport) == (vip, orig.dport):
-            continue  # not translated: not ours to forward
-        out.append(Flow((client, orig.sport), (vip, orig.dport),  # type: ignore[arg-type]
-                        (server, reply.sport), (peer, reply.dport)))
+        addrs = [_v4(a) for a in (client, vip, server, peer)]
+        if None in addrs or addrs[1] not in wanted or (addrs[2], sport) == (addrs[1], vport):
+            continue  # not ours, IPv6, or not translated
+        out.append(Flow((addrs[0], cport), (addrs[1], vport),  # type: ignore[arg-type]
+                        (addrs[2], sport), (addrs[3], pport)))  # type: ignore[arg-type]
     return out
 
 
