@@ -10,12 +10,13 @@ from __future__ import annotations
 #: or removing a server in the configuration moves at most about 1 % of the flows beyond
 #: the necessary (issue 10's target; docs/benchmarks.md, "Maglev").
 SLOTS_PER_SERVER = 400
-#: Table sizes: the largest prime below each power of two from 2**14 (IPVS's mh has the
+#: Table sizes: the largest prime below each power of two from 2**15 (IPVS's mh has the
 #: same ladder up to 131071). The size is the first at or above ``SLOTS_PER_SERVER *
 #: servers``: steps that double, so that adding a server to the configuration seldom
 #: changes the size (a new size moves nearly every flow: `lvsctl config diff` says so).
-#: At least 16381 (40 servers): an nftables map of 16381 elements costs ~0.1 s to write.
-SIZES = (16381, 32749, 65521, 131071, 262139, 524287, 1048573, 2097143, 4194301)
+#: At least 32749 (81 servers): small services move more per slot per server, and an
+#: nftables map of 32749 elements costs ~0.2 s to write.
+SIZES = (32749, 65521, 131071, 262139, 524287, 1048573, 2097143, 4194301)
 MAX_SERVERS = SIZES[-1] // SLOTS_PER_SERVER
 
 

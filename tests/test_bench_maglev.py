@@ -23,15 +23,15 @@ def test_health_changes_move_only_what_they_must_and_config_changes_are_measured
 
 
 def test_a_change_of_table_size_moves_nearly_every_flow():
-    before, after = bench.tables("add", 40, seed=1)
-    assert (len(before), len(after)) == (16381, 32749)
+    before, after = bench.tables("add", 81, seed=1)
+    assert (len(before), len(after)) == (32749, 65521)
     assert bench.moved_across_sizes(before, after, flows=5000) > 0.9
-    assert abs(bench.necessary(before, after) - 1 / 41) < 0.01
+    assert abs(bench.necessary(before, after) - 1 / 82) < 0.01
 
 
 def test_timings_plot_json_and_docs_section(tmp_path, monkeypatch):
     timed = bench.timings((10,))
-    assert timed[0].size == 16381 and timed[0].cold > 0 and timed[0].warm > 0
+    assert timed[0].size == 32749 and timed[0].cold > 0 and timed[0].warm > 0
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\n## Maglev\n\nold\n\n## Other\n\nkept\n")
     monkeypatch.setattr(bench, "REPO", tmp_path.parent)

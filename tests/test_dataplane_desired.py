@@ -63,7 +63,7 @@ def test_mh_spec_carries_flags_and_a_base_of_the_configured_servers():
     assert spec.flags == {"mh-fallback", "mh-port"}
     # health and admin flags change the live weights, never the base: a and c (one
     # address:port) summed, the weight-0 server counted in the size but holding no slots.
-    assert spec.maglev == Maglev(16381, 77, ((DestKey("10.0.1.1", 80), 5),
+    assert spec.maglev == Maglev(32749, 77, ((DestKey("10.0.1.1", 80), 5),
                                              (DestKey("10.0.1.2", 8080), 1)))
 
 
@@ -89,7 +89,7 @@ def test_mh_with_nothing_serving_keeps_its_base_and_takes_the_sorry_server():
     assert sorry.dests == {DestKey("10.9.9.9", 80): DestSpec(1)}
     rule = layout(WEB, sorry)
     assert {s.address for s in rule.slots if s.lo < rule.mod} == {"10.9.9.9"}
-    assert sum(s.lo < rule.mod for s in rule.slots) == rule.mod == 16381
+    assert sum(s.lo < rule.mod for s in rule.slots) == rule.mod == 32749
 
 
 def test_other_schedulers_have_no_maglev_inputs():

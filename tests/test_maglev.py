@@ -31,8 +31,8 @@ def digest(table: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------- sizes and shares
 
 
-@pytest.mark.parametrize(("n", "size"), [(0, 16381), (1, 16381), (40, 16381), (41, 32749),
-                                         (81, 32749), (82, 65521), (1000, 524287),
+@pytest.mark.parametrize(("n", "size"), [(0, 32749), (1, 32749), (81, 32749), (82, 65521),
+                                         (163, 65521), (164, 131071), (1000, 524287),
                                          (10485, 4194301)])
 def test_table_size_is_a_prime_of_the_ladder_with_400_slots_per_server(n, size):
     assert table_size(n) == size
@@ -224,9 +224,9 @@ def _mh_config(servers: int, scheduler: str = "mh"):
 def test_config_diff_warns_when_an_edit_resizes_the_mh_table():
     from cluster.config_diff import changes
 
-    lines = changes(_mh_config(40), _mh_config(41))
-    assert "virtual web / server s40: added" in lines
-    assert lines[-1].startswith("virtual web: WARNING: the mh table goes from 16381 to 32749")
+    lines = changes(_mh_config(81), _mh_config(82))
+    assert "virtual web / server s81: added" in lines
+    assert lines[-1].startswith("virtual web: WARNING: the mh table goes from 32749 to 65521")
     assert not any("WARNING" in line for line in changes(_mh_config(3), _mh_config(4)))
-    assert not any("WARNING" in line for line in changes(_mh_config(40, "wrr"),
-                                                         _mh_config(41, "wrr")))
+    assert not any("WARNING" in line for line in changes(_mh_config(81, "wrr"),
+                                                         _mh_config(82, "wrr")))

@@ -331,10 +331,10 @@ MH6 = ServiceKey("udp", "2001:db8::5", 53, family=6)
 MH_BASE = tuple((DestKey(f"10.5.0.{i}", 8080), i) for i in range(1, 5))
 MH_WANT = {
     MH: Service(ServiceSpec("mh", flags=frozenset({"mh-port"}),
-                            maglev=Maglev(16381, 4242, MH_BASE)),
+                            maglev=Maglev(32749, 4242, MH_BASE)),
                 {DestKey("10.5.0.1", 8080): DestSpec(1), DestKey("10.5.0.2", 8080): DestSpec(2),
                  DestKey("10.5.0.3", 8080): DestSpec(0)}),  # 10.5.0.4: down, configured
-    MH6: Service(ServiceSpec("mh", 0, "128", maglev=Maglev(16381, 7, ())),
+    MH6: Service(ServiceSpec("mh", 0, "128", maglev=Maglev(32749, 7, ())),
                  {DestKey("2001:db8::50", 53): DestSpec(1)}),
 }  # fmt: skip
 
@@ -344,8 +344,8 @@ async def test_mh_tables_are_programmed_and_read_back(backend, router):
     assert diff(await read_fresh(router), MH_WANT | {WEB: WANT[WEB]}) == []
     assert backend.problems == ()
     text = nft(router, "list", "chain", "inet", "piranha", chain_name(MH))
-    assert "jhash ip saddr . tcp sport mod 16381 seed 0x1092 map" in text
-    assert text.count(" : 10.5.0.") == 16381 + 2  # every slot, and two parked servers
+    assert "jhash ip saddr . tcp sport mod 32749 seed 0x1092 map" in text
+    assert text.count(" : 10.5.0.") == 32749 + 2  # every slot, and two parked servers
     # a server going down rewrites that service only
     before = handles(router)
     want = MH_WANT | {WEB: WANT[WEB]}
@@ -370,7 +370,7 @@ async def test_a_tampered_mh_table_is_repaired(backend, router):
     nft(router, "delete", "rule", "inet", "piranha", chain, "handle", str(dnat))
     nft(router, "insert", "rule", "inet", "piranha", chain, "position", str(reject),
         "meta", "l4proto", "tcp", "ct", "mark", "set", "ct", "mark", "|", "0x40000000",
-        "dnat", "ip", "to", "jhash", "ip", "saddr", ".", "tcp", "sport", "mod", "16381", "seed",
+        "dnat", "ip", "to", "jhash", "ip", "saddr", ".", "tcp", "sport", "mod", "32749", "seed",
         "0x1", "map", "{", "0", ":", "10.5.0.1", ".", "8080", "}")  # another seed, one slot
     have = await backend.read()
     assert MH not in have and MH6 in have
@@ -386,4 +386,4 @@ async def test_mh_with_no_server_up_keeps_its_configured_servers_parked(backend,
     await converge(backend, down)
     assert diff(await read_fresh(router), down) == []
     listing = nft(router, "list", "chain", "inet", "piranha", chain_name(MH))
-    assert "16381" in listing and " 0 : " not in listing  # no slot: every lookup misses
+    assert "32749" in listing and " 0 : " not in listing  # no slot: every lookup misses

@@ -141,7 +141,7 @@ def test_layout_round_trips(key, scheduler, persistent, dests):
     rule = layout(key, service)
     assert service_from_rule(service.spec, rule) == service
     if rule is not None:  # ranges never overlap and cover 0..mod-1 iff someone is live
-        assert rule.mod == (MOD if scheduler != "mh" else 16381)
+        assert rule.mod == (MOD if scheduler != "mh" else 32749)
         spans = sorted((s.lo, s.hi) for s in rule.slots)
         assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
         live = sum(s.hi - s.lo + 1 for s in rule.slots if s.lo < rule.mod)
@@ -208,7 +208,7 @@ RS = [DestKey(f"10.1.0.{i}", 8080) for i in range(1, 6)]
 def mh_service(live: dict[int, int], flags: frozenset[str] = frozenset()) -> Service:
     """Five configured real servers (weights 1..5); ``live``: index -> live weight."""
     base = tuple((RS[i], i + 1) for i in range(5))
-    spec = ServiceSpec("mh", flags=flags, maglev=Maglev(16381, 12345, base))
+    spec = ServiceSpec("mh", flags=flags, maglev=Maglev(32749, 12345, base))
     return Service(spec, {RS[i]: DestSpec(w) for i, w in live.items()})
 
 
@@ -216,9 +216,9 @@ def test_mh_is_one_element_per_slot_of_its_maglev_table():
     service = mh_service({0: 1, 1: 2, 2: 0})  # 2 drained, 3 and 4 down
     rule = layout(V4, service)
     assert (rule.hash, rule.mod, rule.seed, rule.sport, rule.l4proto) == (
-        "saddr", 16381, 12345, False, "tcp")
+        "saddr", 32749, 12345, False, "tcp")
     table = [s for s in rule.slots if s.lo < rule.mod]
-    assert [s.lo for s in table] == list(range(16381)) and all(s.lo == s.hi for s in table)
+    assert [s.lo for s in table] == list(range(32749)) and all(s.lo == s.hi for s in table)
     assert {s.address for s in table} == {"10.1.0.1", "10.1.0.2"}
     # a comment on the first slot of each real server; the rest parked, base weight kept
     commented = {s.address: s.comment for s in rule.slots if s.comment}
@@ -241,12 +241,12 @@ def test_mh_layout_round_trips(live, port):
 def test_mh_without_maglev_inputs_sizes_its_table_by_its_real_servers():
     service = Service(ServiceSpec("mh"), {RS[0]: DestSpec(1)})
     rule = layout(V4, service)
-    assert (rule.mod, rule.seed) == (16381, SEED)
+    assert (rule.mod, rule.seed) == (32749, SEED)
     assert service_from_rule(service.spec, rule) == service
 
 
 def test_mh_with_no_server_at_all_has_no_dnat_rule():
-    assert layout(V4, Service(ServiceSpec("mh", maglev=Maglev(16381, 1)))) is None
+    assert layout(V4, Service(ServiceSpec("mh", maglev=Maglev(32749, 1)))) is None
     assert layout(V4, mh_service({})) is not None  # configured servers are kept, parked
 
 
@@ -260,9 +260,9 @@ def test_mh_persistence_ignores_mh_port_and_says_so():
 
 
 @pytest.mark.parametrize(("maglev_in", "message"), [
-    (Maglev(16380, 1), "size 16380 is not one of"),
-    (Maglev(16381, -1), "seed"),
-    (Maglev(16381, 1, ((DestKey("10.0.0.300", 80), 1),)), "not an IP address"),
+    (Maglev(32748, 1), "size 32748 is not one of"),
+    (Maglev(32749, -1), "seed"),
+    (Maglev(32749, 1, ((DestKey("10.0.0.300", 80), 1),)), "not an IP address"),
 ])
 def test_bad_maglev_inputs_are_a_clear_error(maglev_in, message):
     with pytest.raises(NftInputError, match=message):

@@ -6,7 +6,8 @@ A line-echo connection through the VIP is blacked out in the router for 3.8 s: t
 client's retransmission timer backs off (0.2 + 0.4 + 0.8 + 1.6 s), so its next
 retransmission is due 3.2 s later, about 2.4 s after the blackout ends. The router's
 Resumer, fed with the router's own conntrack table, must make it retransmit at once; with
-its licence over, it must send nothing.
+its licence over, it must send nothing. A second, dead connection (closed since) in the
+list must not delay the first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import pytest
 from support import netlab
 
-from agent.resume import Resumer, synced_flows
+from agent.resume import Flow, Resumer, synced_flows
 
 pytestmark = pytest.mark.netns
 
@@ -50,6 +51,9 @@ async def nudge(licensed: bool) -> tuple[int, dict]:
     resumer = Resumer()
     try:
         flows = await synced_flows("nftables", [VIP])
+        # A connection closed since: its ends never answer, and must hold nobody up.
+        gone = Flow(("10.233.1.2", 1), (VIP, 7), ("10.233.2.11", 7), ("10.233.1.2", 1))
+        flows = [*flows, gone]
         end = time.monotonic() + (10 if licensed else -1)
         ends = await resumer.resume(flows, lambda: end)
         st = resumer.stats
@@ -112,7 +116,7 @@ class EchoClient:
 
 async def test_nudged_connection_resumes_at_once(lab: netlab.Lab) -> None:
     took, ends, stats = await _stalled_line(lab, licensed=True)
-    assert stats == {"flows": 1, "answered": 2, "errors": {}}
+    assert stats == {"flows": 2, "answered": 2, "errors": {}}
     assert ends == 2
     # Unnudged, the client retransmits at 0.2 + 0.4 + 0.8 + 1.6 + 3.2 = 6.2 s after the
     # loss, 2.4 s after the blackout; nudged, within a round trip of the ICMP.
@@ -121,5 +125,5 @@ async def test_nudged_connection_resumes_at_once(lab: netlab.Lab) -> None:
 
 async def test_no_licence_no_packets(lab: netlab.Lab) -> None:
     took, ends, stats = await _stalled_line(lab, licensed=False)
-    assert ends == 0 and stats["flows"] == 1 and stats["answered"] == 0
+    assert ends == 0 and stats["flows"] == 2 and stats["answered"] == 0
     assert took > 1.5, f"resumed after {took:.2f} s without a nudge"

@@ -5,11 +5,12 @@ real servers' replies) are lost. Each end's TCP backs its retransmission timer o
 (0.2, 0.4, 0.8, 1.6 s ...), so a connection whose state the new active holds (conntrackd,
 the IPVS sync daemon) still waits up to one more doubling after the VIP is back: 3.2 s
 stalls after a 2.2 s gap, measured. Right after taking the VIPs, :class:`Resumer` sends
-the probes and nudges of :mod:`agent.resume.flows` from raw sockets (marked, and not
-tracked by conntrack: table ``ip piranha_resume``) and reads the challenge ACKs from a
-packet socket for at most ``window`` seconds. Every packet goes out only while we hold the
-licence, checked at each batch. Best effort: a failure is counted and logged, never fatal.
-IPv4 only (Linux implements RFC 6069 for IPv4).
+the probes of :mod:`agent.resume.flows` from a raw socket (marked, and not tracked by
+conntrack: table ``ip piranha_resume``), reads the challenge ACKs from a packet socket for
+at most ``window`` seconds, and nudges each end the moment its peer's answer arrives (a
+connection closed since, whose ends never answer, holds nobody up). Every packet goes out
+only while we hold the licence, checked at each batch and each answer. Best effort: a
+failure is counted and logged, never fatal. IPv4 only (Linux implements RFC 6069 for IPv4).
 """
 
 from __future__ import annotations
@@ -96,24 +97,26 @@ class Resumer:
                       "own next retransmission", exc)
             return 0
         with capture, raw:
-            acks = await self._probe(flows, capture, raw, licence)
-            self.stats.answered += len(acks)
-            out = nudges(flows, acks, self.count)
-            await self._send(raw, out, licence)
-        ends = len(out) // max(self.count, 1)
+            acks, ends = await self._run(flows, capture, raw, licence)
+        self.stats.answered += len(acks)
         self.stats.nudged += ends
         self.stats.seconds = self.clock() - start
         log.info("resume: %d connections, %d ends answered, %d nudged (%.0f ms)",
                  len(flows), len(acks), ends, self.stats.seconds * 1000)
         return ends
 
-    async def _probe(self, flows: Sequence[Flow], capture: socket.socket,
-                     raw: socket.socket, licence: Callable[[], float]) -> Acks:
+    async def _run(self, flows: Sequence[Flow], capture: socket.socket, raw: socket.socket,
+                   licence: Callable[[], float]) -> tuple[Acks, int]:
+        """Probe every end; nudge each end's peer the moment its answer arrives (an end
+        that never answers, a connection closed since, holds nobody up)."""
         keys = {k: (f, side) for f in flows for k, side in f.keys().items()}
         acks: Acks = {}
+        nudged = 0
         done = asyncio.Event()
 
         def readable() -> None:
+            nonlocal nudged
+            licensed = self.clock() < licence()
             while True:
                 try:
                     pkt = capture.recv(256)
@@ -124,10 +127,15 @@ class Resumer:
                     return
                 fields = tcp_ack_fields(pkt)
                 hit = keys.get((fields[0], fields[1])) if fields else None
-                if hit is not None:
-                    acks[hit] = fields[2]  # type: ignore[index]
-                    if len(acks) == 2 * len(flows):
-                        done.set()
+                if hit is None or hit in acks:
+                    continue
+                acks[hit] = fields[2]  # type: ignore[index]
+                if licensed:
+                    nudged += 1
+                    for dst, out in nudges((hit[0],), {hit: acks[hit]}, self.count):
+                        self._sendto(raw, out, dst)
+                if len(acks) == 2 * len(flows):
+                    done.set()
 
         loop = asyncio.get_running_loop()
         loop.add_reader(capture.fileno(), readable)
@@ -137,8 +145,13 @@ class Resumer:
                     await asyncio.wait_for(done.wait(), self.window)
         finally:
             loop.remove_reader(capture.fileno())
-        readable()
-        return acks
+        return acks, nudged
+
+    def _sendto(self, raw: socket.socket, pkt: bytes, dst: str) -> None:
+        try:
+            raw.sendto(pkt, (dst, 0))
+        except OSError as exc:
+            self.stats.error(type(exc).__name__)
 
     async def _send(self, raw: socket.socket, out: list[Packet],
                     licence: Callable[[], float]) -> bool:
@@ -147,10 +160,7 @@ class Resumer:
                 log.warning("resume: the licence ended: %d packets not sent", len(out) - i)
                 return False
             for dst, pkt in out[i:i + BATCH]:
-                try:
-                    raw.sendto(pkt, (dst, 0))
-                except OSError as exc:
-                    self.stats.error(type(exc).__name__)
+                self._sendto(raw, pkt, dst)
             await asyncio.sleep(0)
         return True
 
