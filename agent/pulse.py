@@ -116,9 +116,9 @@ class Pulse:
         self.dataplane = DataPlane(opts.dataplane, licensed=self.licensed)
         self.ctsync = ConntrackSync(opts.node, opts.run_dir / "conntrackd",
                                     binary=opts.conntrackd)
-        # Whatever fills our kernel with the active's connections (the IPVS sync daemon;
-        # conntrackd for nftables adds its own): preemption waits until all are warm.
-        self.warmth: list[Warmth] = [self.dataplane.warmth]
+        # Whatever fills our kernel with the active's connections (the IPVS sync daemon,
+        # conntrackd for nftables): preemption waits until all are warm.
+        self.warmth: list[Warmth] = [self.dataplane.warmth, self.ctsync]
         self.resumer = Resumer(clock=self.clock)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,

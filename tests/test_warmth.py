@@ -45,3 +45,39 @@ def test_the_latest_source_decides() -> None:
     assert warm_at([]) == -INF
     other.observe(None, 96.0)
     assert warm_at([ipvs, other]) == 106.0
+
+
+async def test_conntrackd_is_warm_sync_warmup_after_every_peer_asked_for_a_resync(
+        tmp_path) -> None:
+    import time
+    from types import SimpleNamespace
+
+    from agent.conntrack import ConntrackSync
+
+    class Daemon:
+        def __init__(self) -> None:
+            self.up, self.stats = True, SimpleNamespace(starts=1)
+
+        async def command(self, *args: str) -> SimpleNamespace:
+            return SimpleNamespace(ok=True)
+
+    sync = ConntrackSync("r1", tmp_path)
+    assert sync.warm_at() == -INF  # no sync configured: never a reason to wait
+    sync.settings = (object(),)  # type: ignore[assignment]
+    sync.warmup = 5.0
+    r2, r3 = Daemon(), Daemon()
+    sync.daemons = {"r2": r2, "r3": r3}  # type: ignore[dict-item]
+    assert sync.warm_at() == INF  # nothing asked yet
+    before = time.monotonic()
+    await sync._request_resync(r2)
+    assert sync.warm_at() == INF  # r3 has not asked
+    await sync._request_resync(r3)
+    assert before + 5.0 <= sync.warm_at() <= time.monotonic() + 5.0
+    r3.stats.starts = 2  # restarted since: its caches are empty again
+    assert sync.warm_at() == INF
+    await sync._request_resync(r3)
+    r2.up = False
+    assert sync.warm_at() == INF  # a daemon down: the gate stays shut
+    r2.up = True
+    sync.active = True
+    assert sync.warm_at() == -INF  # the active receives nothing

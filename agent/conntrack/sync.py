@@ -31,6 +31,8 @@ from cluster.model import LvsConfig
 from .config import SyncConfigError, SyncSettings, local_address, render, settings
 from .daemon import CommandResult, Conntrackd
 
+INF = float("inf")
+
 log = logging.getLogger(__name__)
 
 #: Longest wait for the commit before the VIPs are added anyway (seconds). conntrackd
@@ -83,6 +85,8 @@ class ConntrackSync:
         self._wake = asyncio.Event()  # a new config, or a daemon came up or went down
         self._pending = False
         self.resolved = asyncio.Event()  # set once the newest config was applied
+        self.warmup = 10.0  # lvs.cf sync_warmup
+        self._resynced: dict[str, tuple[int, float]] = {}  # peer -> (daemon start, when)
 
     @property
     def enabled(self) -> bool:
@@ -98,6 +102,8 @@ class ConntrackSync:
         """Sync as ``cfg`` says (None: no sync, e.g. the IPVS data plane); applied by
         :meth:`run`."""
         self._cfg = cfg
+        if cfg is not None:
+            self.warmup = cfg.sync_warmup
         self._pending = True
         self._wake.set()
 
@@ -182,6 +188,24 @@ class ConntrackSync:
     async def _request_resync(self, daemon: Conntrackd) -> None:
         if (await daemon.command("-n")).ok:
             self.stats.resync_requests += 1
+            for peer, d in self.daemons.items():
+                if d is daemon:
+                    self._resynced[peer] = (daemon.stats.starts, time.monotonic())
+
+    def warm_at(self) -> float:
+        """The preemption gate's measure (agent/dataplane/warmth.py): a backup's table is
+        warm ``sync_warmup`` seconds after every peer's daemon, running since, asked the
+        active for a resync. -inf with no sync or as the active; inf while a daemon is down
+        or has not asked yet (the gate stays shut: preempting would reset connections)."""
+        if not self.enabled or self.active:
+            return -INF
+        times = []
+        for peer, daemon in self.daemons.items():
+            asked = self._resynced.get(peer)
+            if not daemon.up or asked is None or asked[0] != daemon.stats.starts:
+                return INF
+            times.append(asked[1] + self.warmup)
+        return max(times, default=INF)
 
     # -- transitions ------------------------------------------------------------------
 

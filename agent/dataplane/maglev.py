@@ -36,7 +36,7 @@ are exact to a slot; with orphans, their spread is random (binomial), so shares 
 on average. Plain Maglev over the live servers keeps shares exact but moves other flows
 too. Configuration changes re-make the base, and plain Maglev's disruption then applies:
 it falls as the table grows per server (about 2.2 % of all flows beyond the necessary at
-100 slots per server, 0.8 % at 400: docs/benchmarks.md, "Maglev"), hence
+100 slots per server, 0.85 % at 400: docs/benchmarks.md, "Maglev"), hence
 :data:`SLOTS_PER_SERVER`.
 """
 

@@ -9,8 +9,8 @@ its table warm once its sync receiver (the backup daemon) has run for ``sync_war
 seconds (docs/protocol.md rule 7, docs/dataplane.md "Connection sync").
 
 The role machine sees one number, :attr:`agent.role.World.conn_warm_at`. Each state sync
-offers a :class:`Warmth`: :class:`SyncReceiver` for IPVS; a conntrackd manager (nftables)
-offers its own, and pulse takes the latest of them (:func:`warm_at`).
+offers a :class:`Warmth`: :class:`SyncReceiver` for IPVS, ``ConntrackSync`` (nftables)
+its own, and pulse takes the latest of them (:func:`warm_at`).
 """
 
 from __future__ import annotations
