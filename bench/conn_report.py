@@ -328,17 +328,19 @@ def notes(cells: Sequence[Cell]) -> list[str]:
 
 
 def runs(cells: Sequence[Cell]) -> list[str]:
-    """One line per distinct run (command, machine, commit) that measured the cells."""
+    """One line per distinct run (command, machine, commit) that measured the cells (the
+    load average each cell recorded at its end is not part of what tells runs apart)."""
     by: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
         if c.skipped and not c.trials:
             continue
-        key = (str(c.meta.get("command", "?")), str(c.meta.get("machine", "?")))
-        by.setdefault(key, []).append(c)
+        machine = str(c.meta.get("machine", "?")).split(", load average")[0]
+        by.setdefault((str(c.meta.get("command", "?")), machine), []).append(c)
     out = []
-    for (command, machine), group in by.items():
+    for (command, _), group in by.items():
         planes = ", ".join(dict.fromkeys(c.plane for c in group))
         meta = group[0].meta
+        machine = str(meta.get("machine", "?"))
         size = (f"{meta.get('trials', '?')} trial(s) x {meta.get('connections', '?')} "
                 f"connections per cell, a line every {meta.get('every', 0.1):g} s, from "
                 f"{meta.get('sources', '?')} client addresses")
@@ -373,12 +375,16 @@ WHY = (
     "probability 1/N, N = 2 real servers here, so about 50 % survive (the issue's 42 % and "
     "60 % were this on 40 connections); the other server answers with an RST. A source hash "
     "(sh, mh) picks the same server on every router, so the connection carries on. The "
-    "longest stall after a crash is TCP's own: a segment lost in the gap is retransmitted "
-    "0.2, 0.6, 1.4, 3.0 s ... after it was sent (the RTO doubles from its 200 ms minimum), "
-    "so after a gap of 2.0-2.4 s the first retransmission that gets through leaves about "
-    "3.0-3.3 s after the fault, whatever the director does; `stall <= gap + 100 ms` is out "
-    "of reach after a crash with Linux's default TCP timers unless the gap ends just before "
-    "one of those instants.")
+    "longest stall after a crash is TCP's own unless the director acts: a segment lost in "
+    "the gap is retransmitted 0.2, 0.6, 1.4, 3.0 s ... after it was sent (the RTO doubles "
+    "from its 200 ms minimum), so after a gap of 2.0-2.4 s the first retransmission that "
+    "gets through would leave about 3.0-3.3 s after the fault (measured before the resume "
+    "nudge: 3.2-3.4 s). With state sync the new active knows every connection and nudges "
+    "both ends the moment the VIPs are up (docs/conntrack-sync.md, \"Resuming at once\": a "
+    "challenge-ACK probe, then ICMP host unreachable that makes a backed-off Linux TCP "
+    "retransmit at once, RFC 6069), so they resume within tens of milliseconds of the gap. "
+    "Without sync (sh, mh alone) the new active does not know the connections and they "
+    "wait for their own next retransmission.")
 RACE = (
     "The rare reset with a source hash after a graceful hand-over is a race of the "
     "hand-over itself, seen in `conntrack -E` on the new active: a real server's reply "

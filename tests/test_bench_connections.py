@@ -26,6 +26,7 @@ from bench.conn_report import (
     render,
     replace_section,
     resolved,
+    runs,
     section,
     trial_from_records,
 )
@@ -202,3 +203,14 @@ def test_command_line(monkeypatch):
     for bad in (["--plane", "dpdk"], ["--faults", "meteor"], ["--set", "novalue"]):
         with pytest.raises(SystemExit):
             cli.parse_args(bad)
+
+
+def test_runs_lists_one_line_per_run_whatever_the_load_at_each_cell():
+    def cell(sched: str, load: str, command: str = "bench --plane ipvs+syncd") -> Cell:
+        machine = f"2026-12-06 04:52 UTC, commit 6939f00, load average {load} at the end"
+        trial = trial_from_records(1, "r1", "r2", 2.0, FAULT, STOP, [rec()])
+        return Cell("ipvs+syncd", sched, "crash", [trial],
+                    meta={"command": command, "machine": machine, "trials": 1})
+    lines = runs([cell("wrr", "5.50 4.79 2.82"), cell("mh", "5.14 4.73 2.81")])
+    assert len(lines) == 1 and "load average 5.50" in lines[0]
+    assert len(runs([cell("wrr", "1 1 1"), cell("mh", "1 1 1", "bench --plane nftables")])) == 2

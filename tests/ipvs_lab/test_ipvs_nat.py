@@ -10,6 +10,7 @@ on the private LAN, preempt). Tests run in file order; each but the last leaves 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -94,6 +95,12 @@ def test_drift_is_repaired_while_connections_flow(lab: Lab) -> None:
     assert longest < 2.0, results
 
 
+def nudges(lab: Lab, host: str) -> list[tuple[str, str]]:
+    """(connections, ends answered) of each resume nudge in ``host``'s log."""
+    return re.findall(r"resume: (\d+) connections, (\d+) ends answered",
+                      lab.log_path(host).read_text(errors="replace"))
+
+
 def test_connections_survive_a_crash_and_a_warm_failback(lab: Lab) -> None:
     """Crash of the active: r2 takes over and every established connection, synced to it
     by the sync daemon, carries on. r1 comes back and preempts (graceful switchover), but
@@ -104,6 +111,7 @@ def test_connections_survive_a_crash_and_a_warm_failback(lab: Lab) -> None:
         # The sync daemon brought every one of them to r2 (the proof of the sync itself).
         wait_for(lambda: before.ports <= established(lab, "r2"), 30,
                  "r2's table to hold the client's connections")
+        seen = len(nudges(lab, "r2"))
         crash = time.monotonic()
         lab.kill("r1", link_down=True)
         took = wait_for(lambda: holders(lab) == ["r2"], 60, "r2 to take the VIP")
@@ -111,6 +119,11 @@ def test_connections_survive_a_crash_and_a_warm_failback(lab: Lab) -> None:
         wait_for(lambda: before.answered_since(crash + took), 30,
                  "every connection answered through r2")
         assert "master sync daemon" in daemons(lab, "r2")
+        # The new active nudged the synced connections (agent/resume, IPVS's ip_vs_conn).
+        wait_for(lambda: len(nudges(lab, "r2")) > seen, 10, "r2's resume nudge")
+        found, answered = map(int, nudges(lab, "r2")[-1])
+        log(f"resume: r2 found {found} synced connections, {answered} ends answered")
+        assert found >= 20 and answered >= 20
 
         after = Conns(lab, 8)  # opened through r2: r1 can only learn them by sync
         lab.start_agent("r1")
