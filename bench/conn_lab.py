@@ -40,6 +40,9 @@ PREFIX = "bcn"
 #: How long a new lab may take to serve: a pulse starts in 35-80 s in the QEMU guest
 #: (scripts/ipvs_vm.py sets PIRANHA_VM_OUT there), in about a second on the host.
 SERVED_WITHIN = 180.0 if os.environ.get("PIRANHA_VM_OUT") else 30.0
+#: lvsctl switchover: seconds it waits for the new active (the guest's agents are slow to
+#: answer and lvsctl itself takes 10-20 s to start there).
+SWITCHOVER_WAIT = 90.0 if os.environ.get("PIRANHA_VM_OUT") else 10.0
 PUBLIC, PRIVATE = "10.91.0.0/24", "10.91.1.0/24"
 SOURCE_OFFSET = 150  # client source addresses: .150, .151, ... of the public LAN
 MAX_SOURCES = 100
@@ -353,7 +356,7 @@ class Runner:
             os.kill(pid, signal.SIGTERM)
         elif fault == "switchover":
             proc = services.lvsctl_in(self.lab.topology, "client", "switchover", "--wait",
-                                      "10", timeout=30)
+                                      f"{SWITCHOVER_WAIT:g}", timeout=SWITCHOVER_WAIT + 60)
             if proc.returncode != 0:
                 return f"lvsctl switchover failed: {(proc.stderr or proc.stdout).strip()}"
         elif fault == "server":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 
@@ -41,7 +42,8 @@ async def switchover(ctx: Ctx, target: str | None, wait_s: float) -> None:
                 raise Failure(f"{target} is already the active router")
             if await etcd.get(ctx.keys.node(target)) is None:
                 raise Failure(f"{target} is not running (no registration in etcd)")
-        lease, _ = await etcd.grant(REQUEST_TTL)
+        # The request lives as long as we wait for it (a slow router may answer late).
+        lease, _ = await etcd.grant(max(REQUEST_TTL, math.ceil(wait_s)))
         request = SwitchoverRequest(to=target or "", term=leader.term, id=uuid.uuid4().hex,
                                     by=who(), reason="lvsctl switchover", at=now_iso())
         start = time.monotonic()
