@@ -20,6 +20,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from agent.vip.ndp import checksum  # RFC 1071, one home for it
+
 TCP = 6
 ICMP = 1
 SYN = 0x02
@@ -30,15 +32,7 @@ ICMP_HOST_UNREACH = 1
 
 Address = tuple[str, int]  # (IPv4 address, port)
 
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+__all__ = ["checksum", "host_unreachable", "ipv4", "syn", "tcp_ack_fields", "tcp_segment"]
 
 
 def _a(address: str) -> bytes:
