@@ -130,3 +130,25 @@ def test_from_ip_vs_conn() -> None:
 @pytest.mark.parametrize("bad", ["no header only", "Pro\nTCP 0A000102"])
 def test_from_ip_vs_conn_junk(bad: str) -> None:
     assert from_ip_vs_conn(bad, ["10.0.100.1"]) == []
+
+
+def test_every_resume_metric_is_documented_and_only_those() -> None:
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from agent.metrics import _resume
+    from agent.resume import ResumeStats
+
+    stats = ResumeStats(runs=2, flows=400, answered=799, nudged=799, skipped=0, seconds=0.05)
+    stats.error("nftables")
+    metrics = {m.name: m for m in _resume(SimpleNamespace(  # type: ignore[arg-type]
+        resumer=SimpleNamespace(stats=stats)))}
+    samples = {s.name for m in metrics.values() for s in m.samples
+               if not s.name.endswith("_created")}
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "conntrack-sync.md").read_text()
+    section = doc.split("\n## Resuming at once\n", 1)[1].split("\n## ")[0]
+    assert samples == set(re.findall(r"`(lvs_resume_\w+?)(?:\{\w+\})?`", section))
+    assert metrics["lvs_resume_answered"].samples[0].value == 799
+    assert [(s.labels, s.value) for s in metrics["lvs_resume_errors"].samples
+            if s.name.endswith("_total")] == [({"kind": "nftables"}, 1.0)]
