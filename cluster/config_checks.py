@@ -101,7 +101,8 @@ def _check_globals(cfg: LvsConfig) -> list[Problem]:
     from .timing import timing_from  # the timing module needs this one
 
     out = _host(("primary",), cfg.primary) + _host(("backup",), cfg.backup)
-    field = "deadtime" if cfg.deadtime is not None else "keepalive"
+    field = ("safety_margin" if cfg.safety_margin is not None
+             else "deadtime" if cfg.deadtime is not None else "keepalive")
     out += [Problem((field,), f"timing: {p}") for p in timing_from(cfg).problems()]
     if cfg.nat_router is not None:
         out += _host(("nat_router",), cfg.nat_router.ip)

@@ -311,6 +311,7 @@ class LvsConfig(_Model):
     # -- extensions (pulse on etcd); see docs/lvs-cf.md and docs/protocol.md --
     lease_ttl: Int(1, 300) = 2  # etcd lease TTL, seconds
     ack_window: Seconds | None = None  # failsafe acknowledgement window (default deadtime)
+    safety_margin: Seconds | None = None  # off every deadline (default min(0.25, deadtime/4))
     hold_down: Delay = 5.0  # preempt: healthy this long before taking over
     sync_warmup: Delay = 10.0  # preempt: connection sync received this long before taking over
     fast_eviction: Flag = False  # backups that all lost the active revoke its lease

@@ -103,7 +103,7 @@ def timing_from(cfg: LvsConfig) -> Timing:
         keepalive=keepalive,
         deadtime=deadtime,
         ack_window=cfg.ack_window,
-        margin=margin_for(deadtime),
+        margin=cfg.safety_margin if cfg.safety_margin is not None else margin_for(deadtime),
         hold_down=cfg.hold_down,
         fast_eviction=cfg.fast_eviction,
     )

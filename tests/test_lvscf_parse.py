@@ -49,6 +49,7 @@ tcpfin_timeout = 120
 udp_timeout = 300
 lease_ttl = 3
 ack_window = 2.5
+safety_margin = 0.2
 hold_down = 7.5
 sync_warmup = 12
 fast_eviction = 1
@@ -156,6 +157,7 @@ def test_full_file_values() -> None:
     assert (cfg.syncd_iface, cfg.syncd_id) == ("eth2", 7)
     assert (cfg.tcp_timeout, cfg.tcpfin_timeout, cfg.udp_timeout) == (900, 120, 300)
     assert (cfg.lease_ttl, cfg.ack_window, cfg.hold_down, cfg.fast_eviction) == (3, 2.5, 7.5, True)
+    assert cfg.safety_margin == 0.2
     assert cfg.sync_warmup == 12
     assert (cfg.garp_count, cfg.garp_interval, cfg.garp_delay, cfg.garp_refresh) == (3, 0.1, 4, 30)
 

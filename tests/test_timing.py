@@ -32,6 +32,13 @@ def test_deadtime_defaults_to_twice_a_long_keepalive():
     assert timing_from(LvsConfig(keepalive=1.5)).deadtime == 3.0
 
 
+def test_safety_margin_overrides_the_default_and_must_stay_below_half_the_ttl():
+    t = timing_from(LvsConfig(lease_ttl=6, keepalive=1, deadtime=6, safety_margin=1.0))
+    assert t.margin == 1.0 and t.problems() == []
+    assert "safety margin (3s) must be > 0 and < TTL/2" in timing_from(
+        LvsConfig(lease_ttl=6, safety_margin=3.0)).problems()
+
+
 def test_margin_is_a_quarter_of_a_short_deadtime_and_at_most_the_cap():
     assert margin_for(0.5) == 0.125
     assert margin_for(2.0) == margin_for(60.0) == timing.MAX_MARGIN
