@@ -46,16 +46,24 @@ table ip lab {{
 """
 
 
-async def nudge(licensed: bool) -> tuple[int, dict]:
-    """In the router: the Resumer on the router's own conntrack table."""
-    resumer = Resumer()
+async def nudge(licence: str) -> tuple[int, dict]:
+    """In the router: the Resumer on the router's own conntrack table, ``licence``
+    "held", "none" or "late" (lost to a stall at the start, back 0.5 s later)."""
+    resumer = Resumer(patience=1.0)
     try:
         flows = await synced_flows("nftables", [VIP])
         # A connection closed since: its ends never answer, and must hold nobody up.
         gone = Flow(("10.233.1.2", 1), (VIP, 7), ("10.233.2.11", 7), ("10.233.1.2", 1))
         flows = [*flows, gone]
-        end = time.monotonic() + (10 if licensed else -1)
-        ends = await resumer.resume(flows, lambda: end)
+        start = time.monotonic()
+
+        def licence_end() -> float:
+            now = time.monotonic()
+            if licence == "none" or (licence == "late" and now < start + 0.5):
+                return now - 1
+            return now + 10
+
+        ends = await resumer.resume(flows, licence_end)
         st = resumer.stats
         return ends, {"flows": st.flows, "answered": st.answered, "errors": st.errors}
     finally:
@@ -81,7 +89,7 @@ async def lab():
         yield lab
 
 
-async def _stalled_line(lab: netlab.Lab, licensed: bool) -> tuple[float, int, dict]:
+async def _stalled_line(lab: netlab.Lab, licence: str) -> tuple[float, int, dict]:
     """Open a connection, black it out, nudge (or not); seconds from the end of the
     blackout until the echo of the line sent inside it."""
     async with await lab.worker("client") as client, await lab.worker("router") as router:
@@ -93,7 +101,7 @@ async def _stalled_line(lab: netlab.Lab, licensed: bool) -> tuple[float, int, di
         await asyncio.sleep(BLACKOUT)
         await lab.arun("router", "nft", "flush", "chain", "ip", "lab", "gate")
         healed = time.monotonic()
-        ends, stats = await router.call("test_resume_netns:nudge", licensed)
+        ends, stats = await router.call("test_resume_netns:nudge", licence)
         await client.call_method(ref, "wait_echo", 8.0)
         return time.monotonic() - healed, ends, stats
 
@@ -115,7 +123,7 @@ class EchoClient:
 
 
 async def test_nudged_connection_resumes_at_once(lab: netlab.Lab) -> None:
-    took, ends, stats = await _stalled_line(lab, licensed=True)
+    took, ends, stats = await _stalled_line(lab, "held")
     assert stats == {"flows": 2, "answered": 2, "errors": {}}
     assert ends == 2
     # Unnudged, the client retransmits at 0.2 + 0.4 + 0.8 + 1.6 + 3.2 = 6.2 s after the
@@ -124,6 +132,12 @@ async def test_nudged_connection_resumes_at_once(lab: netlab.Lab) -> None:
 
 
 async def test_no_licence_no_packets(lab: netlab.Lab) -> None:
-    took, ends, stats = await _stalled_line(lab, licensed=False)
+    took, ends, stats = await _stalled_line(lab, "none")
     assert ends == 0 and stats["flows"] == 2 and stats["answered"] == 0
     assert took > 1.5, f"resumed after {took:.2f} s without a nudge"
+
+
+async def test_a_licence_lost_to_a_stall_is_waited_for(lab: netlab.Lab) -> None:
+    took, ends, stats = await _stalled_line(lab, "late")
+    assert stats == {"flows": 2, "answered": 2, "errors": {}} and ends == 2
+    assert took < 1.5, f"the line waited {took:.2f} s after the blackout"

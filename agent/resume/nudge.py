@@ -70,8 +70,11 @@ class Resumer:
     """Nudges in this network namespace. ``await resume(flows, licence)`` per takeover."""
 
     def __init__(self, *, window: float = 0.2, count: int = 8, max_flows: int = 20_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 patience: float = 3.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
+        # A stall may cost the licence for a moment (until the lease confirms again): the
+        # connections still wait, so we wait this long for it before giving up.
+        self.patience = patience
         self.count = count  # ICMPs per end: each undoes one doubling of its timer
         self.max_flows = max_flows
         self.clock = clock
@@ -115,11 +118,10 @@ class Resumer:
         that never answers, a connection closed since, holds nobody up)."""
         keys = {k: (f, side) for f in flows for k, side in f.keys().items()}
         acks: Acks = {}
-        nudged = 0
+        first: Acks = {}  # the ends nudged the moment their peer answered
         done = asyncio.Event()
 
         def readable() -> None:
-            nonlocal nudged
             licensed = self.clock() < licence()
             while True:
                 try:
@@ -135,9 +137,8 @@ class Resumer:
                     continue
                 acks[hit] = fields[2]  # type: ignore[index]
                 if licensed:
-                    nudged += 1
-                    for dst, out in nudges((hit[0],), {hit: acks[hit]},
-                                           min(FIRST, self.count)):
+                    first[hit] = acks[hit]
+                    for dst, out in nudges((hit[0],), {hit: acks[hit]}, min(FIRST, self.count)):
                         self._sendto(raw, out, dst)
                 if len(acks) == 2 * len(flows):
                     done.set()
@@ -150,9 +151,13 @@ class Resumer:
                     await asyncio.wait_for(done.wait(), self.window)
         finally:
             loop.remove_reader(capture.fileno())
-        if nudged and self.count > FIRST:  # longer gaps: the remaining reverts
-            await self._send(raw, nudges(flows, acks, self.count - FIRST), licence)
-        return acks, nudged
+        # The remaining reverts (longer gaps), and whole nudges for the answers that came
+        # while the licence was out.
+        rest = nudges(flows, first, self.count - min(FIRST, self.count))
+        late = {hit: ack for hit, ack in acks.items() if hit not in first}
+        if not await self._send(raw, rest + nudges(flows, late, self.count), licence):
+            return acks, len(first)
+        return acks, len(first) + len(late)
 
     def _sendto(self, raw: socket.socket, pkt: bytes, dst: str) -> None:
         try:
@@ -163,12 +168,22 @@ class Resumer:
     async def _send(self, raw: socket.socket, out: list[Packet],
                     licence: Callable[[], float]) -> bool:
         for i in range(0, len(out), BATCH):
-            if self.clock() >= licence():
-                log.warning("resume: the licence ended: %d packets not sent", len(out) - i)
+            if not await self._licensed(licence):
+                log.warning("resume: no licence for %g s: %d packets not sent", self.patience,
+                            len(out) - i)
                 return False
             for dst, pkt in out[i:i + BATCH]:
                 self._sendto(raw, pkt, dst)
             await asyncio.sleep(0)
+        return True
+
+    async def _licensed(self, licence: Callable[[], float]) -> bool:
+        """Licensed now, or again within ``patience`` seconds."""
+        until = self.clock() + self.patience
+        while self.clock() >= licence():
+            if self.clock() >= until:
+                return False
+            await asyncio.sleep(0.05)
         return True
 
     def _notrack(self) -> bool:

@@ -30,8 +30,9 @@ LBCLIENT = str(Path(__file__).parent.parent / "support" / "lbclient.py")
 
 #: The guest is software-emulated and slow (Python about 30 times slower than the host):
 #: timers a little longer than the lab's defaults, so a busy guest is not mistaken for a
-#: dead router.
-TIMERS = {"keepalive": 1.0, "deadtime": 4.0, "lease_ttl": 4}
+#: dead router, and a safety margin above its usual 0.3-0.8 s stalls, so that its active
+#: does not keep losing the licence to its own pauses.
+TIMERS = {"keepalive": 1.0, "deadtime": 4.0, "lease_ttl": 4, "safety_margin": 1.0}
 WARMUP = 6.0  # sync_warmup: sync refresh period 2 s
 
 
