@@ -39,7 +39,9 @@ SETUP = (f"add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}\n"
          f"add rule {TABLE} out meta mark {MARK:#x} notrack\n")
 ETH_P_IP = 0x0800
 SO_ATTACH_FILTER = 26
-BATCH = 64  # packets sent between two looks at the answers
+BATCH = 64  # packets sent between two looks at the licence
+YIELD = 0.01  # seconds of sending after which the event loop gets a turn (only then:
+# each turn lets the takeover's other work run first and delays the nudges behind it)
 #: ICMPs per end sent the moment its peer answers: enough for a gap of up to 3 s (timer
 #: backed off 4 times from 200 ms); the rest of ``count`` follows once every end answered,
 #: so the last connection is not kept waiting by the others' later reverts.
@@ -167,14 +169,17 @@ class Resumer:
 
     async def _send(self, raw: socket.socket, out: list[Packet],
                     licence: Callable[[], float]) -> bool:
+        turn = self.clock()
         for i in range(0, len(out), BATCH):
-            if not await self._licensed(licence):
+            if self.clock() >= licence() and not await self._licensed(licence):
                 log.warning("resume: no licence for %g s: %d packets not sent", self.patience,
                             len(out) - i)
                 return False
             for dst, pkt in out[i:i + BATCH]:
                 self._sendto(raw, pkt, dst)
-            await asyncio.sleep(0)
+            if self.clock() - turn > YIELD:
+                await asyncio.sleep(0)
+                turn = self.clock()
         return True
 
     async def _licensed(self, licence: Callable[[], float]) -> bool:
