@@ -153,7 +153,6 @@ def service_chain(lab: netlab.Lab, router: str) -> list[dict]:
 @pytest.fixture
 async def lab() -> AsyncIterator[netlab.Lab]:
     lab = netlab.Lab("mhx")
-    servers: list[asyncio.subprocess.Process] = []
     try:
         for bridge in ("cbr", "sbr"):
             lab.add_bridge(bridge)
@@ -170,17 +169,10 @@ async def lab() -> AsyncIterator[netlab.Lab]:
         for name, addr in RS.items():
             lab.connect(name, "eth0", bridge="sbr", addrs=[f"{addr}/24"])
             lab.run(name, "ip", "route", "add", "default", "via", "10.232.2.1")
-            proc = await lab.spawn(name, sys.executable, "-c", SERVER, name,
-                                   stdout=asyncio.subprocess.PIPE)
-            servers.append(proc)
-            assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"ready\n"
+            await lab.serve(name, sys.executable, "-c", SERVER, name)
         yield lab
     finally:
-        for proc in servers:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        lab.destroy()
+        lab.destroy()  # and the servers
 
 
 async def program(lab: netlab.Lab, router: str, table: dict) -> NftBackend:

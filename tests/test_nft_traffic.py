@@ -103,7 +103,6 @@ async def in_ns(ns: str, *args: str, **kwargs) -> asyncio.subprocess.Process:
 @pytest.fixture
 async def lab() -> AsyncIterator[netlab.Lab]:
     lab = netlab.Lab("nftt")
-    servers: list[asyncio.subprocess.Process] = []
     try:
         for bridge in ("cbr", "sbr"):
             lab.add_bridge(bridge)
@@ -124,17 +123,10 @@ async def lab() -> AsyncIterator[netlab.Lab]:
             if name != "rs3":
                 lab.run(name, "ip", "route", "add", "default", "via", ROUTER_SERVER_SIDE)
                 lab.run(name, "ip", "-6", "route", "add", "default", "via", "fd00:231:2::1")
-            proc = await in_ns(lab.ns(name), sys.executable, "-c", SERVER, name, "8080",
-                               stdout=asyncio.subprocess.PIPE)  # fmt: skip
-            servers.append(proc)
-            assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"ready\n"
+            await lab.serve(name, sys.executable, "-c", SERVER, name, "8080")
         yield lab
     finally:
-        for proc in servers:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        lab.destroy()
+        lab.destroy()  # and the servers
 
 
 async def connect(lab: netlab.Lab, key: ServiceKey, count: int) -> dict:

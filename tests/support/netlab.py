@@ -230,6 +230,17 @@ class Lab:
         self._procs.append(proc)
         return proc
 
+    async def serve(self, name: str, *cmd: str, ready: bytes = b"ready\n",
+                    limit: float = 10) -> asyncio.subprocess.Process:
+        """:meth:`spawn` a server that prints ``ready`` on stdout once it listens; return
+        when it did (killed when the lab is destroyed)."""
+        proc = await self.spawn(name, *cmd, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), limit)
+        if line != ready:
+            raise LabError(f"{name}: {' '.join(cmd[:3])}... said {line!r}, not {ready!r}")
+        return proc
+
     async def worker(self, name: str) -> Worker:
         """A Python process inside ``name`` that runs calls on its own event loop."""
         worker = await Worker.start(ns_exec(self.ns(name)))
