@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.conn_report import Trial, resolved, trial_from_records
-from bench.failover_lab import ProbeLog, vip_holders, wait_stable, wait_until
+from bench.failover_lab import ProbeLog, vip_holders, wait_new_server, wait_stable, wait_until
 from bench.failover_probe import outage
 from lvslab import Lab, LabError, Topology, netns, services
 from lvslab.config_file import lab_lvs_cf, validate
@@ -378,20 +378,8 @@ class Runner:
 
     def wait_served(self, old: str) -> tuple[str | None, float]:
         """Another router holds the VIP and new connections are served: (it, when)."""
-        found: dict[str, str] = {}
-
-        def served() -> bool:
-            holders = vip_holders(self.lab)
-            if len(holders) == 1 and holders[0] != old and self.probes.healthy():
-                found["new"] = holders[0]
-                return True
-            return False
-
-        try:
-            wait_until("another router serving the VIP", served, RECOVERY_TIMEOUT, every=0.05)
-        except LabError:
-            return None, time.monotonic()
-        return found["new"], time.monotonic()
+        new = wait_new_server(self.lab, self.probes, old, RECOVERY_TIMEOUT)
+        return new, time.monotonic()
 
     def _wait_holder(self, router: str, within: float) -> bool:
         try:

@@ -54,6 +54,25 @@ def vip_holders(lab: Lab) -> list[str]:
     return out
 
 
+def wait_new_server(lab: Lab, probes: ProbeLog, old: str, timeout: float) -> str | None:
+    """The router other than ``old`` that holds the VIP, once it alone does and the probes
+    see the service healthy; None if that takes longer than ``timeout`` seconds."""
+    found: list[str] = []
+
+    def served() -> bool:
+        holders = vip_holders(lab)
+        if len(holders) == 1 and holders[0] != old and probes.healthy():
+            found.append(holders[0])
+            return True
+        return False
+
+    try:
+        wait_until("another router serving the VIP", served, timeout, every=0.05)
+    except LabError:
+        return None
+    return found[-1]
+
+
 def etcd_roles(lab: Lab) -> dict[str, str]:
     """{router: role} of the routers registered in etcd (read with etcdctl from the client)."""
     keys = Keys(lab.topology.cluster)

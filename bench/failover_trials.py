@@ -22,9 +22,8 @@ from bench.failover_lab import (
     ProbeLog,
     fast_config,
     log_timeline,
-    vip_holders,
+    wait_new_server,
     wait_stable,
-    wait_until,
 )
 from bench.failover_probe import outage
 from lvslab import Lab, LabError
@@ -215,21 +214,10 @@ class _Runner:
 
     def wait_served(self, old: str) -> str | None:
         """Wait until another router holds the VIP and the service answers again."""
-        found: dict[str, str] = {}
-
-        def served() -> bool:
-            holders = vip_holders(self.lab)
-            if len(holders) == 1 and holders[0] != old and self.probes.healthy():
-                found["new"] = holders[0]
-                return True
-            return False
-
-        try:
-            wait_until("another router serving the VIP", served, RECOVERY_TIMEOUT, every=0.05)
-        except LabError:
-            return None
-        time.sleep(0.2)  # let in-flight probes land before measuring
-        return found["new"]
+        new = wait_new_server(self.lab, self.probes, old, RECOVERY_TIMEOUT)
+        if new is not None:
+            time.sleep(0.2)  # let in-flight probes land before measuring
+        return new
 
     def undo(self, old: str) -> None:
         """Bring the faulted router back (crash, SIGTERM); a switchover needs nothing."""
