@@ -40,6 +40,7 @@ SETUP = (f"add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}\n"
 ETH_P_IP = 0x0800
 SO_ATTACH_FILTER = 26
 BATCH = 64  # packets sent between two looks at the licence
+CHUNK = 256  # connections whose packets are built at a time (never a long pause to build)
 YIELD = 0.01  # seconds of sending after which the event loop gets a turn (only then:
 # each turn lets the takeover's other work run first and delays the nudges behind it)
 #: ICMPs per end sent the moment its peer answers: enough for a gap of up to 3 s (timer
@@ -83,6 +84,7 @@ class Resumer:
         self.stats = ResumeStats()
         self._lib: LibNft | None = None
         self._table = False
+        self._turn = 0.0  # when the event loop last had a turn during a run
 
     async def resume(self, flows: Sequence[Flow], licence: Callable[[], float]) -> int:
         """Probe and nudge ``flows`` while licensed; the number of ends nudged."""
@@ -147,19 +149,33 @@ class Resumer:
 
         loop = asyncio.get_running_loop()
         loop.add_reader(capture.fileno(), readable)
+        self._turn = self.clock()
         try:
-            if await self._send(raw, probes(flows), licence):
+            if await self._send_built(raw, flows, probes, licence):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), self.window)
         finally:
             loop.remove_reader(capture.fileno())
         # The remaining reverts (longer gaps), and whole nudges for the answers that came
         # while the licence was out.
-        rest = nudges(flows, first, self.count - min(FIRST, self.count))
         late = {hit: ack for hit, ack in acks.items() if hit not in first}
-        if not await self._send(raw, rest + nudges(flows, late, self.count), licence):
+
+        def rest(chunk: Sequence[Flow]) -> list[Packet]:
+            return (nudges(chunk, first, self.count - min(FIRST, self.count))
+                    + nudges(chunk, late, self.count))
+
+        if not await self._send_built(raw, flows, rest, licence):
             return acks, len(first)
         return acks, len(first) + len(late)
+
+    async def _send_built(self, raw: socket.socket, flows: Sequence[Flow],
+                          build: Callable[[Sequence[Flow]], list[Packet]],
+                          licence: Callable[[], float]) -> bool:
+        """Build and send the packets of ``flows`` :data:`CHUNK` connections at a time."""
+        for i in range(0, len(flows), CHUNK):
+            if not await self._send(raw, build(flows[i:i + CHUNK]), licence):
+                return False
+        return True
 
     def _sendto(self, raw: socket.socket, pkt: bytes, dst: str) -> None:
         try:
@@ -169,7 +185,6 @@ class Resumer:
 
     async def _send(self, raw: socket.socket, out: list[Packet],
                     licence: Callable[[], float]) -> bool:
-        turn = self.clock()
         for i in range(0, len(out), BATCH):
             if self.clock() >= licence() and not await self._licensed(licence):
                 log.warning("resume: no licence for %g s: %d packets not sent", self.patience,
@@ -177,9 +192,9 @@ class Resumer:
                 return False
             for dst, pkt in out[i:i + BATCH]:
                 self._sendto(raw, pkt, dst)
-            if self.clock() - turn > YIELD:
+            if self.clock() - self._turn > YIELD:
                 await asyncio.sleep(0)
-                turn = self.clock()
+                self._turn = self.clock()
         return True
 
     async def _licensed(self, licence: Callable[[], float]) -> bool:
