@@ -286,8 +286,8 @@ configuration change that steps the table size (81 <-> 82 configured servers: 32
 {rows}
 
 Table build time (one core of the development machine, pure Python; every router computes
-it when the configuration or a server's health changes; an nftables map of 32749 elements
-costs about 0.2 s more to write):
+it when the configuration or a server's health changes, and then rewrites the service's
+nftables map, one element per slot):
 
 | N | slots | cold: configuration change | warm: one server down |
 |---|---|---|---|

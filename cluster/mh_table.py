@@ -14,8 +14,8 @@ SLOTS_PER_SERVER = 400
 #: same ladder up to 131071). The size is the first at or above ``SLOTS_PER_SERVER *
 #: servers``: steps that double, so that adding a server to the configuration seldom
 #: changes the size (a new size moves nearly every flow: `lvsctl config diff` says so).
-#: At least 32749 (81 servers): small services move more per slot per server, and an
-#: nftables map of 32749 elements costs ~0.2 s to write.
+#: At least 32749 (81 servers): small services move more per slot per server. The price:
+#: every change of a live server rewrites the service's map, one element per slot.
 SIZES = (32749, 65521, 131071, 262139, 524287, 1048573, 2097143, 4194301)
 MAX_SERVERS = SIZES[-1] // SLOTS_PER_SERVER
 
