@@ -596,7 +596,9 @@ def test_cli_up_status_fault_kill_start_down():
         up = lvslab("up", "--prefix", p, "--subnet", sub, "--no-host-link",
                     "--routers", "2", "--servers", "1", "--agent-cmd", "sleep 3600")
         assert up.returncode == 0, up.stderr
-        assert f"http://{net}.2:2379" in up.stdout
+        # three etcd members by default; the printout names every endpoint
+        endpoints = f"http://{net}.2:2379,http://{net}.3:2379,http://{net}.4:2379"
+        assert "3 members of etcd" in up.stdout and f"etcd       {endpoints}\n" in up.stdout
         assert f"ip netns exec {p}-client curl http://{net}.100/" in up.stdout
         assert f"lvslab down --prefix {p}" in up.stdout
         assert not [line for line in netns.ip_json(None, "link") if line["ifname"] == f"{p}-host"]
@@ -606,6 +608,20 @@ def test_cli_up_status_fault_kill_start_down():
         assert st.returncode == 0, st.stderr
         assert re.search(r"│ r2 +│ router .*│ pid \d+ +│ up", st.stdout), st.stdout
         assert "config serial_no 1" in st.stdout  # lvsctl status of the lab's etcd
+        assert re.search(r"etcd: leader etcd\d, 3 of 3 members answer", st.stdout), st.stdout
+
+        killed = lvslab("kill", "--prefix", p, "etcd-leader")
+        leader = killed.stdout.split(":")[0]
+        assert killed.returncode == 0 and leader in ("etcd1", "etcd2", "etcd3"), killed
+        st = lvslab("status", "--prefix", p)
+        assert re.search(rf"│ {leader} +│ etcd .*│ dead", st.stdout), st.stdout
+        assert re.search(r"etcd: leader etcd\d, 2 of 3 members answer", st.stdout), st.stdout
+        assert lvslab("start", "--prefix", p, leader).returncode == 0
+        assert lvslab("fault", "cut-etcd-peers", "--prefix", p, leader).returncode == 0
+        assert f"{leader}: peers_in, peers_out" in lvslab("fault", "list", "--prefix", p).stdout
+        assert lvslab("fault", "restore-etcd-peers", "--prefix", p, leader).returncode == 0
+        bad = lvslab("up", "--prefix", p, "--subnet", sub, "--etcd-members", "2")
+        assert bad.returncode == 1 and "etcd members must be 1, 3 or 5" in bad.stderr
 
         assert lvslab("fault", "cut-etcd", "--prefix", p, "r1").returncode == 0
         listed = lvslab("fault", "list", "--prefix", p).stdout
