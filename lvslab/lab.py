@@ -4,7 +4,7 @@
         lab.exec("client", "curl", "-s", f"http://{lab.vip}/")
         lab.kill("r1", link_down=True); lab.start("r1")
         lab.cut_etcd("r2"); lab.restore_etcd("r2")
-        lab.kill_etcd_leader(); lab.start("etcd2")      # with etcd_members=3
+        lab.start(lab.kill_etcd_leader())   # an etcd member restarts with its data
 
 Entering the context builds the lab (``up``); leaving it always tears it down (``down``).
 Another process attaches to a running lab with ``Lab.attach(prefix)``.
