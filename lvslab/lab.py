@@ -376,6 +376,13 @@ class Lab:
         self.wait_etcd(within)
         return started
 
+    def kill_etcd(self) -> list[str]:
+        """SIGKILL every running etcd member (all of etcd down); the members killed."""
+        killed = self._etcd_running()
+        for member in killed:
+            self.kill(member)
+        return killed
+
     def _wait_etcd_listens(self, etcd: services.LabEtcd) -> None:
         try:
             etcd.wait_ready(20)
@@ -396,12 +403,16 @@ class Lab:
         return leader
 
     def etcd_status(self) -> dict[str, etcd_cluster.MemberStatus]:
-        """{member: its endpoint status} of the members that answer (asked from the client)."""
-        return etcd_cluster.status(self.topology)
+        """{member: its endpoint status} of the members that answer, asked from the client
+        (only the members whose process runs: a dead one would cost a timeout)."""
+        return etcd_cluster.status(self.topology, members=self._etcd_running())
 
     def etcd_leader(self) -> str | None:
         """The leading etcd member (None: none, or it does not answer)."""
-        return etcd_cluster.leader(self.topology)
+        return etcd_cluster.leader(self.topology, members=self._etcd_running())
+
+    def _etcd_running(self) -> list[str]:
+        return [m for m in self.etcd_names if self.alive(m)]
 
     def kill_etcd_leader(self) -> str:
         """SIGKILL the leading etcd member; its name (restart it with ``start(name)``)."""

@@ -614,8 +614,8 @@ def test_cli_up_status_fault_kill_start_down():
         leader = killed.stdout.split(":")[0]
         assert killed.returncode == 0 and leader in ("etcd1", "etcd2", "etcd3"), killed
         st = lvslab("status", "--prefix", p)
-        assert re.search(rf"│ {leader} +│ etcd .*│ dead", st.stdout), st.stdout
-        assert re.search(r"etcd: leader etcd\d, 2 of 3 members answer", st.stdout), st.stdout
+        assert re.search(rf"│ {leader} +│ etcd .*│ not running", st.stdout), st.stdout
+        assert "2 of 3 members answer" in st.stdout, st.stdout  # electing, or a new leader
         assert lvslab("start", "--prefix", p, leader).returncode == 0
         assert lvslab("fault", "cut-etcd-peers", "--prefix", p, leader).returncode == 0
         assert f"{leader}: peers_in, peers_out" in lvslab("fault", "list", "--prefix", p).stdout

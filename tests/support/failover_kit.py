@@ -96,12 +96,13 @@ def subnets(tag: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def lab_for(tag: str, routers: int = 2, servers: int = 1, etcd_members: int = 1,
+def lab_for(tag: str, routers: int = 2, servers: int = 1, etcd_members: int | None = None,
             **settings: object) -> Iterator[Cluster]:
     """A running lab with real agents, torn down afterwards; waits for its first active.
 
-    ``etcd_members``: 1 (the default: a test not about etcd does not pay for a cluster), 3
-    or 5. ``settings``: lvs.cf globals that differ from the lab's (e.g. ``fast_eviction=1``).
+    ``etcd_members``: 1, 3 or 5; by default ``$FAILOVER_ETCD_MEMBERS``, else 1 (a test not
+    about etcd does not need a cluster; ``FAILOVER_ETCD_MEMBERS=3`` runs them all on one).
+    ``settings``: lvs.cf globals that differ from the lab's (e.g. ``fast_eviction=1``).
     The agents' logs and the watchers' records are kept in ``KEEP/<pid>/lab-<tag>`` (until
     the next run).
     """
@@ -114,7 +115,9 @@ def lab_for(tag: str, routers: int = 2, servers: int = 1, etcd_members: int = 1,
     config = write_config(keep / "lvs.cf", tag, routers, servers, **settings) if settings else None
     public, private = subnets(tag)
     with Lab(prefix(tag), public, private, routers=routers, servers=servers,
-             config=config, etcd_members=etcd_members) as lab:
+             config=config,
+             etcd_members=etcd_members or int(os.environ.get("FAILOVER_ETCD_MEMBERS", 1)),
+             ) as lab:
         try:
             cluster = Cluster(lab)
             cluster.wait_healthy()
