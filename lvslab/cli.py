@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import services
+from .etcd_cluster import MemberStatus, leader_of
 from .lab import HostInfo, Lab, require_root
 from .netns import LabError
 from .state import default_state_dir
@@ -81,6 +82,8 @@ def lab() -> None:
 @click.option("--routers", type=click.IntRange(1, MAX_ROUTERS), default=3, show_default=True)
 @click.option("--servers", type=click.IntRange(1, MAX_SERVERS), default=2, show_default=True,
               help="number of real servers")
+@click.option("--etcd-members", type=int, default=3, show_default=True, metavar="1|3|5",
+              help="etcd cluster size, one namespace per member (etcd1..etcdN; one: etcd)")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="use this lvs.cf instead of the generated one")
 @click.option("--host-link/--no-host-link", default=True, show_default=True,
@@ -100,14 +103,15 @@ def lab() -> None:
               "long; 0: do not wait [default: 30; 0 with --agent-cmd]")
 @_errors
 def up(cluster: str, prefix: str, state_dir: str | None, subnet: str, private_subnet: str,
-       routers: int, servers: int, config: str | None, host_link: bool,
+       routers: int, servers: int, etcd_members: int, config: str | None, host_link: bool,
        agent_cmd: str | None, dataplane: str, network: str, wait: float | None) -> None:
     """Build the lab (tearing down an old one of the same prefix) and start it; return once
     a request through the VIP is served."""
     started = time.monotonic()
     lab_ = Lab(prefix, subnet, private_subnet, routers, servers, host_link=host_link,
                agent_cmd=shlex.split(agent_cmd) if agent_cmd else None, state_dir=state_dir,
-               config=config, cluster=cluster, network=network, dataplane=dataplane)
+               config=config, cluster=cluster, network=network, dataplane=dataplane,
+               etcd_members=etcd_members)
     lab_.up()
     if wait is None:
         wait = 0.0 if agent_cmd else WAIT_SERVED
@@ -125,14 +129,15 @@ WAIT_SERVED = 30.0
 
 def summary(lab_: Lab, took: float, served: float | None = None) -> str:
     topo, p = lab_.topology, _flag(lab_.prefix)
-    etcd = f"lvsctl --etcd {topo.etcd_url}" + (
+    etcd = f"lvsctl --etcd {topo.etcd_endpoints}" + (
         f" --cluster {topo.cluster}" if topo.cluster != "default" else "")
+    members = (f"{topo.etcd_members} members" if topo.etcd_members > 1 else "1 member")
     state = (f"up and serving in {took:.1f} s" if served is not None
              else f"up in {took:.1f} s")
     lines = [
         f"lab {lab_.prefix} is {state}: {topo.routers} routers, "
-        f"{topo.servers} real servers, cluster {topo.cluster}",
-        f"  etcd       {topo.etcd_url}",
+        f"{topo.servers} real servers, {members} of etcd, cluster {topo.cluster}",
+        f"  etcd       {topo.etcd_endpoints}",
         f"  lvs.cf     {lab_.config_path} (pushed)",
         f"  VIP        ip netns exec {topo.ns('client')} curl http://{topo.vip}/",
         f"  status     lvslab status{p}",
@@ -160,12 +165,21 @@ def status(prefix: str, state_dir: str | None, no_etcd: bool) -> None:
     console.print(host_table(lab_.status()))
     if no_etcd:
         return
+    console.print(etcd_line(lab_.etcd_status(), lab_.topology.etcd_members))
     sys.stdout.flush()
     # from inside the client namespace: works with or without the host link
     proc = services.lvsctl_in(lab_.topology, "client", "--timeout", "3", "status",
                               capture=False, timeout=30)
     if proc.returncode != 0:
         click.echo(f"(lvsctl status failed with exit status {proc.returncode})", err=True)
+
+
+def etcd_line(statuses: dict[str, MemberStatus], members: int) -> str:
+    """``etcd: leader etcd2, 3 of 3 members answer`` (what ``endpoint status`` says)."""
+    leader = leader_of(statuses, members)
+    return (f"etcd: {'leader ' + leader if leader else '[red]no leader[/]'}, "
+            f"{len(statuses)} of {members} members answer"
+            + (f" ({', '.join(statuses)})" if 0 < len(statuses) < members else ""))
 
 
 def host_table(hosts: list[HostInfo]) -> Table:
@@ -191,8 +205,14 @@ def host_table(hosts: list[HostInfo]) -> Table:
 @click.option("--link-down", is_flag=True, help="set its interfaces down first (a crash)")
 @_errors
 def kill(prefix: str, state_dir: str | None, node: str, link_down: bool) -> None:
-    """SIGKILL NODE's main process (agent, httpd or etcd)."""
+    """SIGKILL NODE's main process (agent, httpd or etcd member; etcd-leader: the leading
+    member)."""
     lab_ = _attach(prefix, state_dir)
+    if node == "etcd-leader":
+        leader = lab_.etcd_leader()
+        if leader is None:
+            raise Failure(f"the etcd of lab {prefix} has no leader")
+        node = leader
     pid = lab_.pid(node)
     lab_.kill(node, link_down=link_down)
     click.echo(f"{node}: " + (f"killed pid {pid}" if pid else "no process")

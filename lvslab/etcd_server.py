@@ -32,7 +32,12 @@ class TlsFiles:
 
 
 class LocalEtcd:
-    """One etcd member on loopback with a private data dir; restartable with its data."""
+    """One etcd member on loopback with a private data dir; restartable with its data.
+
+    ``initial_cluster`` (``name=peer URL,...``, default: this member alone) and
+    ``cluster_token`` make it one member of a cluster. They count only on its first start:
+    once its data dir holds a member, etcd restarts it as that member of that cluster.
+    """
 
     def __init__(
         self,
@@ -46,7 +51,11 @@ class LocalEtcd:
         binary: str | None = None,
         log_path: str | Path | None = None,
         netns: str | None = None,
+        initial_cluster: str | None = None,
+        cluster_token: str | None = None,
     ) -> None:
+        self.initial_cluster = initial_cluster
+        self.cluster_token = cluster_token
         self.data_dir = Path(data_dir)
         self.host = host
         self.client_port = client_port or free_port(host if netns is None else "127.0.0.1")
@@ -72,10 +81,12 @@ class LocalEtcd:
             self.binary, "--name", self.name, "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{self.name}={peer}",
+            "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
             "--heartbeat-interval", "50", "--election-timeout", "500",
             "--logger", "zap", "--log-outputs", "stderr",
         ]
+        if self.cluster_token:
+            cmd += ["--initial-cluster-token", self.cluster_token]
         if self.tls:
             cmd += ["--cert-file", self.tls.cert, "--key-file", self.tls.key]
             if self.tls.client_cert_auth:
@@ -86,6 +97,12 @@ class LocalEtcd:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start (or restart with the same data) and wait until it serves requests."""
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process and return at once (members of a new cluster start together:
+        none of them is ready before a majority runs)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -93,7 +110,6 @@ class LocalEtcd:
             self.command(), stdout=log, stderr=log, env=env, start_new_session=True
         )
         log.close()
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -22,7 +22,8 @@ def fault() -> None:
 @click.argument("router")
 @_errors
 def cut_etcd(prefix: str, state_dir: str | None, router: str) -> None:
-    """Drop ROUTER's traffic to and from etcd (routers still hear each other)."""
+    """Drop ROUTER's traffic to and from every etcd member (routers still hear each
+    other)."""
     _attach(prefix, state_dir).cut_etcd(router)
     click.echo(f"{router}: cut from etcd")
 
@@ -35,6 +36,26 @@ def restore_etcd(prefix: str, state_dir: str | None, router: str) -> None:
     """Undo cut-etcd."""
     _attach(prefix, state_dir).restore_etcd(router)
     click.echo(f"{router}: etcd reachable again")
+
+
+@fault.command("cut-etcd-peers")
+@_where
+@click.argument("member")
+@_errors
+def cut_etcd_peers(prefix: str, state_dir: str | None, member: str) -> None:
+    """Cut etcd MEMBER from the other members (routers and client still reach it)."""
+    _attach(prefix, state_dir).cut_etcd_peers(member)
+    click.echo(f"{member}: cut from the other etcd members")
+
+
+@fault.command("restore-etcd-peers")
+@_where
+@click.argument("member")
+@_errors
+def restore_etcd_peers(prefix: str, state_dir: str | None, member: str) -> None:
+    """Undo cut-etcd-peers."""
+    _attach(prefix, state_dir).restore_etcd_peers(member)
+    click.echo(f"{member}: back with the other etcd members")
 
 
 @fault.command()

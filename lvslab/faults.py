@@ -3,7 +3,8 @@
 Every fault is one or two base chains in table ``inet labfault`` of a host's namespace
 (never the agent's table), named for what they drop, so each is removable on its own:
 
-    etcd_in / etcd_out        the router's traffic from/to etcd
+    etcd_in / etcd_out        the router's traffic from/to every etcd member
+    peers_in / peers_out      an etcd member's traffic from/to the other members
     hb_from_<peer>            heartbeats (UDP on the heartbeat port) from <peer>, both links
     hb_to_<peer>              heartbeats to <peer>, both links
 
@@ -28,16 +29,28 @@ PRIORITY = -10  # before the usual filter chains; a drop anywhere is final anywa
 # ---------------------------------------------------------------- pure: rules and scripts
 
 
-def etcd_chains(etcd_ip: str) -> dict[str, tuple[str, list[str]]]:
-    """{chain: (hook, rules)} cutting a host from etcd."""
-    return {"etcd_in": ("input", [f"ip saddr {etcd_ip} drop"]),
-            "etcd_out": ("output", [f"ip daddr {etcd_ip} drop"])}
+def _set(addrs: Iterable[str]) -> str:
+    return "{ " + ", ".join(sorted(addrs)) + " }"
+
+
+def etcd_chains(etcd_ips: Iterable[str]) -> dict[str, tuple[str, list[str]]]:
+    """{chain: (hook, rules)} cutting a host from every etcd member."""
+    ips = _set(etcd_ips)
+    return {"etcd_in": ("input", [f"ip saddr {ips} drop"]),
+            "etcd_out": ("output", [f"ip daddr {ips} drop"])}
+
+
+def peer_chains(peer_ips: Iterable[str]) -> dict[str, tuple[str, list[str]]]:
+    """{chain: (hook, rules)} cutting an etcd member from the other members."""
+    ips = _set(peer_ips)
+    return {"peers_in": ("input", [f"ip saddr {ips} drop"]),
+            "peers_out": ("output", [f"ip daddr {ips} drop"])}
 
 
 def heartbeat_rules(direction: str, peer_addrs: Iterable[str], port: int) -> list[str]:
     """Rules dropping UDP to or from ``port`` exchanged with the peer (saddr: in, daddr: out)."""
     field = "saddr" if direction == "in" else "daddr"
-    peers = "{ " + ", ".join(sorted(peer_addrs)) + " }"
+    peers = _set(peer_addrs)
     return [f"ip {field} {peers} udp dport {port} drop",
             f"ip {field} {peers} udp sport {port} drop"]
 
@@ -107,14 +120,35 @@ def _names(side: str | Iterable[str]) -> list[str]:
 
 
 def cut_etcd(topo: Topology, router: str) -> None:
-    """Drop everything between ``router`` and etcd; routers still hear each other."""
+    """Drop everything between ``router`` and every etcd member; routers still hear each
+    other."""
     check_router(topo, router)
-    install(topo.ns(router), etcd_chains(topo.etcd_ip))
+    install(topo.ns(router), etcd_chains(topo.etcd_ips))
 
 
 def restore_etcd(topo: Topology, router: str) -> None:
     check_router(topo, router)
-    remove(topo.ns(router), etcd_chains(topo.etcd_ip))
+    remove(topo.ns(router), etcd_chains(topo.etcd_ips))
+
+
+def check_etcd_member(topo: Topology, name: str) -> None:
+    if topo.host(name).role != "etcd":
+        raise LabError(f"{name} is not an etcd member (members: {', '.join(topo.etcd_names)})")
+
+
+def cut_etcd_peers(topo: Topology, member: str) -> None:
+    """Drop everything between etcd ``member`` and the other members (raft and all): it is a
+    minority of one. Routers and the client still reach it."""
+    check_etcd_member(topo, member)
+    others = [topo.etcd_member_ip(m) for m in topo.etcd_names if m != member]
+    if not others:
+        raise LabError(f"{member} is the only etcd member: it has no peers to be cut from")
+    install(topo.ns(member), peer_chains(others))
+
+
+def restore_etcd_peers(topo: Topology, member: str) -> None:
+    check_etcd_member(topo, member)
+    remove(topo.ns(member), ["peers_in", "peers_out"])
 
 
 def _pairs(topo: Topology, side_a: str | Iterable[str], side_b: str | Iterable[str]

@@ -4,6 +4,7 @@
         lab.exec("client", "curl", "-s", f"http://{lab.vip}/")
         lab.kill("r1", link_down=True); lab.start("r1")
         lab.cut_etcd("r2"); lab.restore_etcd("r2")
+        lab.start(lab.kill_etcd_leader())   # an etcd member restarts with its data
 
 Entering the context builds the lab (``up``); leaving it always tears it down (``down``).
 Another process attaches to a running lab with ``Lab.attach(prefix)``.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import build, faults, netns, procs, services
+from . import build, etcd_cluster, faults, netns, procs, services
 from . import state as st
 from .config_file import lab_lvs_cf, read_config, validate
 from .netns import LabError
@@ -66,9 +67,10 @@ class Lab:
         cluster: str = DEFAULT_CLUSTER,
         network: str = "nat",
         dataplane: str = "nftables",
+        etcd_members: int = 1,
     ) -> None:
         self.topology = Topology(prefix, subnet_public, subnet_private, routers, servers,
-                                 host_link, cluster, network)
+                                 host_link, cluster, network, etcd_members)
         if network == "direct" and dataplane == "nftables" and not agent_cmd:
             raise LabError("a direct-routing lab needs the IPVS data plane (--dataplane ipvs): "
                            "nftables forwards by NAT, and the real servers' replies would "
@@ -88,7 +90,8 @@ class Lab:
         topo = state.topology
         lab = cls(topo.prefix, topo.public, topo.private, topo.routers, topo.servers,
                   agent_cmd=state.agent_cmd, host_link=topo.host_link, state_dir=state.state_dir,
-                  cluster=topo.cluster, network=topo.network)
+                  cluster=topo.cluster, network=topo.network,
+                  etcd_members=topo.etcd_members)
         lab._state = state
         lab.heartbeat_port = _heartbeat_port(state.config_path)
         return lab
@@ -124,8 +127,19 @@ class Lab:
         return self.topology.server_names
 
     @property
+    def etcd_names(self) -> list[str]:
+        """The etcd members: ``etcd`` alone, or ``etcd1``..``etcdN``."""
+        return self.topology.etcd_names
+
+    @property
+    def etcd_endpoints(self) -> str:
+        """Every member's client URL, comma-separated (``--etcd``, ``--endpoints``)."""
+        return self.topology.etcd_endpoints
+
+    @property
     def etcd_url(self) -> str:
-        return self.topology.etcd_url
+        """The same as :attr:`etcd_endpoints` (for callers written before etcd clusters)."""
+        return self.topology.etcd_endpoints
 
     @property
     def vip(self) -> str:
@@ -191,10 +205,11 @@ class Lab:
         self.heartbeat_port = heartbeat_port
         st.write_secret(self.key_path, secrets.token_hex(32) + "\n")
         self._state = st.LabState(topo, str(self.state_dir), str(config_path), self.agent_cmd,
-                                  time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                                  time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                  etcd_token=f"{topo.prefix}-{secrets.token_hex(8)}")
         build.build(topo)
         st.save(self.state)
-        self.start("etcd")
+        self.start_etcd()
         services.push_config(topo, str(config_path))
         for host in [*topo.server_names, *topo.router_names]:
             self.start(host)
@@ -292,7 +307,7 @@ class Lab:
         if h.role == "server":
             return services.httpd_command(self.topology, h.name)
         if h.role == "etcd":
-            return self._etcd().command()
+            return self._etcd(h.name).command()
         raise LabError(f"{host} runs nothing of its own (it is the {h.role})")
 
     def start(self, host: str) -> int:
@@ -305,11 +320,9 @@ class Lab:
         build.set_links(self.topology, h, up=True)
         log = self.log_path(h.name)
         if h.role == "etcd":
-            etcd = self._etcd()
-            try:
-                etcd.start(timeout=20)
-            except RuntimeError as exc:
-                raise LabError(f"{exc}:\n{procs.tail(log)}") from None
+            etcd = self._etcd(h.name)
+            etcd.spawn()
+            self._wait_etcd_listens(etcd)
             assert etcd.proc is not None
             proc: subprocess.Popen[Any] = etcd.proc
         else:
@@ -344,9 +357,79 @@ class Lab:
         self._reap()
         self._save(self.state.with_pid(h.name, None))
 
-    def _etcd(self) -> services.LabEtcd:
-        return services.LabEtcd(self.topology, self.state_dir / "etcd-data",
-                                self.log_path("etcd"))
+    # ------------------------------------------------------------ etcd
+
+    def start_etcd(self, within: float = 30.0) -> list[str]:
+        """Start every etcd member not running (together: a new cluster needs a majority
+        before any member serves), then wait for a leader; the members started."""
+        started = [m for m in self.etcd_names if not self.alive(m)]
+        members = {m: self._etcd(m) for m in started}
+        for name, etcd in members.items():
+            build.set_links(self.topology, self.topology.host(name), up=True)
+            etcd.spawn()
+            assert etcd.proc is not None
+            self._children.append(etcd.proc)
+        for name, etcd in members.items():
+            self._wait_etcd_listens(etcd)
+            assert etcd.proc is not None
+            self._save(self.state.with_pid(name, etcd.proc.pid))
+        self.wait_etcd(within)
+        return started
+
+    def kill_etcd(self) -> list[str]:
+        """SIGKILL every running etcd member (all of etcd down); the members killed."""
+        killed = self._etcd_running()
+        for member in killed:
+            self.kill(member)
+        return killed
+
+    def _wait_etcd_listens(self, etcd: services.LabEtcd) -> None:
+        try:
+            etcd.wait_ready(20)
+        except RuntimeError as exc:
+            raise LabError(f"{exc}:\n{procs.tail(etcd.log_path)}") from None
+
+    def wait_etcd(self, within: float = 30.0) -> str:
+        """Wait until the etcd cluster has a leader that a majority follows; its name."""
+        deadline = time.monotonic() + within
+        while (leader := self.etcd_leader()) is None:
+            if time.monotonic() > deadline:
+                seen = self.etcd_status()
+                raise LabError(
+                    f"the etcd of lab {self.prefix} has no leader after {within:g} s "
+                    f"(answering: {', '.join(seen) or 'none'}); see the etcd logs in "
+                    f"{self.log_dir}/")
+            time.sleep(0.1)
+        return leader
+
+    def etcd_status(self) -> dict[str, etcd_cluster.MemberStatus]:
+        """{member: its endpoint status} of the members that answer, asked from the client
+        (only the members whose process runs: a dead one would cost a timeout)."""
+        return etcd_cluster.status(self.topology, members=self._etcd_running())
+
+    def etcd_leader(self) -> str | None:
+        """The leading etcd member (None: none, or it does not answer)."""
+        return etcd_cluster.leader(self.topology, members=self._etcd_running())
+
+    def _etcd_running(self) -> list[str]:
+        return [m for m in self.etcd_names if self.alive(m)]
+
+    def kill_etcd_leader(self) -> str:
+        """SIGKILL the leading etcd member; its name (restart it with ``start(name)``)."""
+        leader = self.etcd_leader()
+        if leader is None:
+            raise LabError(f"the etcd of lab {self.prefix} has no leader to kill")
+        self.kill(leader)
+        return leader
+
+    def etcd_data_dir(self, member: str) -> Path:
+        """A member's data dir; a lone member's is ``etcd-data`` itself, as it always was."""
+        base = self.state_dir / "etcd-data"
+        return base if self.topology.etcd_members == 1 else base / member
+
+    def _etcd(self, member: str) -> services.LabEtcd:
+        return services.LabEtcd(self.topology, member, self.etcd_data_dir(member),
+                                self.log_path(member), self.state.etcd_token or None)
 
     def _save(self, state: st.LabState) -> None:
         self._state = state
@@ -374,11 +457,20 @@ class Lab:
     # ------------------------------------------------------------ faults
 
     def cut_etcd(self, router: str) -> None:
-        """Drop traffic between ``router`` and etcd (routers still hear each other)."""
+        """Drop traffic between ``router`` and every etcd member (routers still hear each
+        other)."""
         faults.cut_etcd(self.topology, router)
 
     def restore_etcd(self, router: str) -> None:
         faults.restore_etcd(self.topology, router)
+
+    def cut_etcd_peers(self, member: str) -> None:
+        """Cut etcd ``member`` from the other members (a minority of one); the routers and
+        the client still reach it."""
+        faults.cut_etcd_peers(self.topology, member)
+
+    def restore_etcd_peers(self, member: str) -> None:
+        faults.restore_etcd_peers(self.topology, member)
 
     def partition(self, side_a: str | Iterable[str], side_b: str | Iterable[str]) -> None:
         """No heartbeats between the two groups of routers (both links); etcd still works."""

@@ -12,7 +12,7 @@ from .echo import ECHO_PORT
 from .etcd_server import LocalEtcd
 from .netns import LabError, ns_exec, pid_in, sh
 from .procs import PYTHON, env, listening, venv_tool
-from .topology import ETCD_PORT, METRICS_PORT, PUBLIC, Topology
+from .topology import ETCD_PEER_PORT, ETCD_PORT, METRICS_PORT, PUBLIC, Topology
 
 HTTP_PORT = 80
 PLACEHOLDERS = ("node", "etcd", "cluster", "config", "metrics", "keyfile", "statedir")
@@ -39,7 +39,7 @@ def agent_command(template: Sequence[str], topo: Topology, node: str, config: st
     ``statedir``: the agent's own state directory (conntrackd's socket and lock file):
     one per router, since the lab's routers share the filesystem.
     """
-    values = {"node": node, "etcd": topo.etcd_url, "cluster": topo.cluster, "config": config,
+    values = {"node": node, "etcd": topo.etcd_endpoints, "cluster": topo.cluster, "config": config,
               "metrics": f"{topo.host(node).address(PUBLIC)}:{METRICS_PORT}",
               "keyfile": keyfile, "statedir": statedir}
     out = []
@@ -66,12 +66,17 @@ def httpd_command(topo: Topology, server: str) -> list[str]:
 
 
 class LabEtcd(LocalEtcd):
-    """LocalEtcd in the lab's etcd namespace; ready once it listens there (we need no route)."""
+    """One member of the lab's etcd, in its own namespace; ready once it listens there (we
+    need no route). ``token``: the lab's cluster token (a fresh one per lab)."""
 
-    def __init__(self, topo: Topology, data_dir: Path, log_path: Path) -> None:
-        super().__init__(data_dir, host=topo.etcd_ip, client_port=ETCD_PORT,
-                         peer_port=ETCD_PORT + 1, name="lab", log_path=log_path,
-                         netns=topo.ns("etcd"))
+    def __init__(self, topo: Topology, member: str, data_dir: Path, log_path: Path,
+                 token: str | None = None) -> None:
+        # A lone member keeps the name it always had (its data dir knows it by that name).
+        name = "lab" if topo.etcd_members == 1 else member
+        initial = None if topo.etcd_members == 1 else topo.etcd_initial_cluster
+        super().__init__(data_dir, host=topo.etcd_member_ip(member), client_port=ETCD_PORT,
+                         peer_port=ETCD_PEER_PORT, name=name, log_path=log_path,
+                         netns=topo.ns(member), initial_cluster=initial, cluster_token=token)
 
     def healthy(self) -> bool:
         proc = self.proc
@@ -81,8 +86,9 @@ class LabEtcd(LocalEtcd):
 
 def lvsctl_in(topo: Topology, host: str, *args: str, timeout: float = 60,
               capture: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``lvsctl --etcd <lab etcd> --cluster <cluster> ARGS`` inside ``host``'s namespace."""
-    argv = ns_exec(topo.ns(host), PYTHON, "-c", _LVSCTL, "--etcd", topo.etcd_url,
+    """Run ``lvsctl --etcd <every member> --cluster <cluster> ARGS`` inside ``host``'s
+    namespace."""
+    argv = ns_exec(topo.ns(host), PYTHON, "-c", _LVSCTL, "--etcd", topo.etcd_endpoints,
                    "--cluster", topo.cluster, *args)
     if capture:
         return sh(*argv, check=False, timeout=timeout, env=env())
@@ -96,6 +102,6 @@ def push_config(topo: Topology, config_path: str) -> str:
     """Store the lab's lvs.cf in its etcd (``config push --force``, from the client)."""
     proc = lvsctl_in(topo, "client", "config", "push", "--force", config_path)
     if proc.returncode != 0:
-        raise LabError(f"pushing {config_path} to {topo.etcd_url} failed:\n"
+        raise LabError(f"pushing {config_path} to {topo.etcd_endpoints} failed:\n"
                        f"{(proc.stderr or proc.stdout).strip()}")
     return proc.stdout.strip()

@@ -29,10 +29,12 @@ class LabState:
     agent_cmd: tuple[str, ...]
     created: str
     pids: dict[str, int] = field(default_factory=dict)
+    etcd_token: str = ""  # the etcd cluster's --initial-cluster-token ("": a lab of old)
 
     @property
     def etcd_url(self) -> str:
-        return self.topology.etcd_url
+        """Every etcd member's client URL, comma-separated."""
+        return self.topology.etcd_endpoints
 
     def with_pid(self, host: str, pid: int | None) -> LabState:
         pids = dict(self.pids)
@@ -46,7 +48,7 @@ class LabState:
         return {"topology": self.topology.to_json(), "state_dir": self.state_dir,
                 "etcd_url": self.etcd_url, "config_path": self.config_path,
                 "agent_cmd": list(self.agent_cmd), "created": self.created,
-                "pids": self.pids}
+                "pids": self.pids, "etcd_token": self.etcd_token}
 
     @classmethod
     def from_json(cls, doc: Any) -> LabState:
@@ -57,7 +59,8 @@ class LabState:
             return cls(topology=Topology.from_json(doc["topology"]),
                        state_dir=str(doc["state_dir"]), config_path=str(doc["config_path"]),
                        agent_cmd=tuple(str(a) for a in doc["agent_cmd"]),
-                       created=str(doc.get("created", "")), pids=pids)
+                       created=str(doc.get("created", "")), pids=pids,
+                       etcd_token=str(doc.get("etcd_token", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise LabError(f"state file is incomplete or damaged ({exc!r})") from None
 

@@ -3,7 +3,7 @@
 Two LANs, each a bridge in its own namespace: ``public`` (etcd, routers' eth0, client)
 and ``private`` (routers' eth1, real servers). Addresses are offsets in each subnet:
 
-    public   .1 host link   .2 etcd   .11.. routers   .21.. real servers (direct)
+    public   .1 host link   .2.. etcd members   .11.. routers   .21.. real servers (direct)
              .50 client   .100 VIP
     private  .11.. routers   .21.. real servers   .254 nat_router (real servers' gateway)
 
@@ -11,6 +11,10 @@ and ``private`` (routers' eth1, real servers). Addresses are offsets in each sub
 route is nat_router, held by the active router) or ``direct`` (direct routing: each real
 server also sits on the public LAN, holds the VIP on ``lo`` without answering ARP for it,
 and answers the client directly).
+
+``etcd_members`` (1, 3 or 5) is the size of the lab's etcd cluster, each member a host of
+its own: ``etcd1``..``etcdN`` at .2, .3, ... A one-member lab calls its member ``etcd``
+(at .2), as labs did before there were clusters, so older state files still describe it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ DEFAULT_PREFIX = "lab"
 DEFAULT_PUBLIC = "10.77.0.0/24"
 DEFAULT_CLUSTER = "default"
 ETCD_PORT = 2379
+ETCD_PEER_PORT = 2380
+ETCD_MEMBERS = (1, 3, 5)
 METRICS_PORT = 9100
 MAX_ROUTERS = 9
 MAX_SERVERS = 29
@@ -34,7 +40,7 @@ HOST_IF = "host"  # the root namespace's veth is "<prefix>-host"
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 # The namespaces a lab of a prefix may own: nothing else is touched by ``down``.
-HOST_RE = r"(etcd|client|public|private|r\d+|rs\d+)"
+HOST_RE = r"(etcd\d*|client|public|private|r\d+|rs\d+)"
 
 _OFFSETS = {"etcd": 2, "client": 50, "vip": 100, "host": 1, "gateway": 254}
 NETWORKS = ("nat", "direct")
@@ -99,9 +105,13 @@ class Topology:
     host_link: bool = False
     cluster: str = DEFAULT_CLUSTER
     network: str = "nat"  # nat | direct
+    etcd_members: int = 1  # 1 | 3 | 5 (a state file without it: 1, the lab of old)
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
+        if self.etcd_members not in ETCD_MEMBERS or isinstance(self.etcd_members, bool):
+            raise LabError(f"etcd members must be 1, 3 or 5 (an odd number, so that a "
+                           f"majority survives a failure), not {self.etcd_members!r}")
         if self.network not in NETWORKS:
             raise LabError(f"lab network must be {' or '.join(NETWORKS)}, not {self.network!r}")
         if not self.private:
@@ -127,12 +137,53 @@ class Topology:
         return ipaddress.ip_network(self.public if lan == PUBLIC else self.private).prefixlen
 
     @property
-    def etcd_ip(self) -> str:
-        return self._ip(PUBLIC, _OFFSETS["etcd"])
+    def etcd_names(self) -> list[str]:
+        """The etcd members' host names: ``etcd`` alone, or ``etcd1``..``etcdN``."""
+        if self.etcd_members == 1:
+            return ["etcd"]
+        return [f"etcd{i}" for i in range(1, self.etcd_members + 1)]
+
+    def etcd_member_ip(self, member: str) -> str:
+        return self._ip(PUBLIC, _OFFSETS["etcd"] + self._etcd_index(member))
+
+    def etcd_member_url(self, member: str) -> str:
+        """The client URL of one member."""
+        return f"http://{self.etcd_member_ip(member)}:{ETCD_PORT}"
+
+    def etcd_peer_url(self, member: str) -> str:
+        return f"http://{self.etcd_member_ip(member)}:{ETCD_PEER_PORT}"
+
+    @property
+    def etcd_ips(self) -> list[str]:
+        return [self.etcd_member_ip(m) for m in self.etcd_names]
+
+    @property
+    def etcd_urls(self) -> list[str]:
+        """Every member's client URL."""
+        return [self.etcd_member_url(m) for m in self.etcd_names]
+
+    @property
+    def etcd_endpoints(self) -> str:
+        """Every member's client URL, comma-separated: the value of ``pulse --etcd``,
+        ``lvsctl --etcd`` and ``etcdctl --endpoints``."""
+        return ",".join(self.etcd_urls)
 
     @property
     def etcd_url(self) -> str:
-        return f"http://{self.etcd_ip}:{ETCD_PORT}"
+        """The same as :attr:`etcd_endpoints` (for callers written before etcd clusters)."""
+        return self.etcd_endpoints
+
+    @property
+    def etcd_initial_cluster(self) -> str:
+        """``--initial-cluster`` of every member: ``name=peer URL,...``."""
+        return ",".join(f"{m}={self.etcd_peer_url(m)}" for m in self.etcd_names)
+
+    def _etcd_index(self, member: str) -> int:
+        try:
+            return self.etcd_names.index(member)
+        except ValueError:
+            raise LabError(f"{member!r} is not an etcd member of lab {self.prefix} "
+                           f"(members: {', '.join(self.etcd_names)})") from None
 
     @property
     def vip(self) -> str:
@@ -169,7 +220,8 @@ class Topology:
 
     @property
     def hosts(self) -> tuple[Host, ...]:
-        out = [Host("etcd", "etcd", (Iface("eth0", PUBLIC, self.etcd_ip),))]
+        out = [Host(m, "etcd", (Iface("eth0", PUBLIC, self.etcd_member_ip(m)),))
+               for m in self.etcd_names]
         for i, name in enumerate(self.router_names, 1):
             out.append(Host(name, "router", (Iface("eth0", PUBLIC, self._ip(PUBLIC, 10 + i)),
                                              Iface("eth1", PRIVATE, self._ip(PRIVATE, 10 + i)))))
@@ -194,7 +246,8 @@ class Topology:
     def to_json(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "public": self.public, "private": self.private,
                 "routers": self.routers, "servers": self.servers,
-                "host_link": self.host_link, "cluster": self.cluster, "network": self.network}
+                "host_link": self.host_link, "cluster": self.cluster, "network": self.network,
+                "etcd_members": self.etcd_members}
 
     @classmethod
     def from_json(cls, doc: Any) -> Topology:

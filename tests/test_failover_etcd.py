@@ -116,11 +116,11 @@ def test_etcd_restart_while_the_old_active_is_cut_off(cluster, attempt):
         cluster.lab.partition(old, others)
         new = cluster.wait_one_holder(other_than=old)
         time.sleep(0.5)
-        cluster.lab.kill("etcd")
+        cluster.lab.kill_etcd()
         cluster.lab.restore_etcd(old)
         time.sleep(1.5)
         back = time.monotonic()
-        cluster.lab.start("etcd")
+        cluster.lab.start_etcd()
         time.sleep(3)  # etcd is back for everyone, the peers are still cut off
         assert cluster.role(old) != "active"
         end = time.monotonic()
@@ -159,12 +159,12 @@ def test_etcd_outage_longer_than_the_ttl_keeps_the_vip_in_place(cluster):
     active = cluster.restore()
     with cluster.watch(http=True) as watch:
         down = time.monotonic()
-        cluster.lab.kill("etcd")
+        cluster.lab.kill_etcd()
         time.sleep(6)  # three lease TTLs
         assert cluster.one_holder() == active and roles_are(cluster, active)
         assert all(cluster.metrics(r)["lvs_etcd_ok"] == 0.0 for r in cluster.routers)
         up = time.monotonic()
-        cluster.lab.start("etcd")
+        cluster.lab.start_etcd()
         assert cluster.wait_healthy() == active
         time.sleep(1)
         assert cluster.healthy() == active

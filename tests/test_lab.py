@@ -16,19 +16,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cluster import lvscf
-from lvslab import Lab, LabError, Topology, faults, netns, services
+from lvslab import Lab, LabError, Topology, etcd_cluster, faults, netns, services
 from lvslab import state as lab_state
+from lvslab.cli import etcd_line
 from lvslab.cli import lab as lab_cli
 from lvslab.config_file import lab_lvs_cf, priorities, validate
 from lvslab.echo import echo_reply
 from lvslab.etcd_server import free_port
 from lvslab.httpd import response, wants_keep_alive
+from lvslab.topology import HOST_RE
 
 LVSLAB = str(Path(sys.executable).parent / "lvslab")
 NET = 100 + os.getpid() % 100  # second octet: distinct per run
@@ -75,6 +78,95 @@ def test_topology_addresses_and_names():
         topo.host("r4")
 
 
+def test_etcd_cluster_topology():
+    one = Topology("lab", "10.77.0.0/24")
+    assert one.etcd_members == 1 and one.etcd_names == ["etcd"]
+    assert one.etcd_urls == ["http://10.77.0.2:2379"]
+    assert one.etcd_endpoints == one.etcd_url == "http://10.77.0.2:2379"
+    assert Topology.from_json({"prefix": "lab"}).etcd_members == 1  # an older state file
+    three = Topology("lab", "10.77.0.0/24", routers=2, servers=1, etcd_members=3)
+    assert [h.name for h in three.hosts] == ["etcd1", "etcd2", "etcd3", "r1", "r2", "rs1",
+                                              "client"]
+    assert [(h.role, h.address()) for h in three.hosts[:3]] == [
+        ("etcd", "10.77.0.2"), ("etcd", "10.77.0.3"), ("etcd", "10.77.0.4")]
+    assert three.ns("etcd2") == "lab-etcd2"
+    assert three.etcd_endpoints == ("http://10.77.0.2:2379,http://10.77.0.3:2379,"
+                                    "http://10.77.0.4:2379")
+    assert three.etcd_initial_cluster == ("etcd1=http://10.77.0.2:2380,"
+                                          "etcd2=http://10.77.0.3:2380,"
+                                          "etcd3=http://10.77.0.4:2380")
+    assert Topology.from_json(json.loads(json.dumps(three.to_json()))) == three
+    five = Topology("lab", routers=9, etcd_members=5)
+    addrs = [h.address("public") for h in five.hosts if h.role in ("etcd", "router")]
+    assert addrs[4] == "10.77.0.6" and addrs[5] == "10.77.0.11"  # no clash with routers
+    assert len(set(addrs)) == len(addrs)
+    with pytest.raises(LabError, match="'etcd' is not an etcd member"):
+        three.etcd_member_ip("etcd")
+    cmd = services.agent_command(["pulse", "--etcd", "{etcd}"], three, "r1", "c", "k")
+    assert cmd[-1] == three.etcd_endpoints  # the agents get every member
+    assert all(re.fullmatch(HOST_RE, h.name) for t in (one, five) for h in t.hosts)
+
+
+def test_lab_etcd_member_commands(tmp_path):
+    """A member of a cluster names every peer and the lab's token; a lone member is the
+    single-node etcd it always was (its old data dir and name still fit)."""
+    three = Topology("lab", "10.77.0.0/24", etcd_members=3)
+    etcd2 = services.LabEtcd(three, "etcd2", tmp_path / "e2", tmp_path / "e2.log", "tok")
+    cmd = etcd2.command()
+    arg = lambda flag: cmd[cmd.index(flag) + 1]  # noqa: E731
+    assert cmd[:4] == ["ip", "netns", "exec", "lab-etcd2"]
+    assert (arg("--name"), arg("--initial-cluster"), arg("--initial-cluster-token")) == (
+        "etcd2", three.etcd_initial_cluster, "tok")
+    assert (arg("--listen-client-urls"), arg("--listen-peer-urls")) == (
+        "http://10.77.0.3:2379", "http://10.77.0.3:2380")
+    lone = services.LabEtcd(Topology("lab"), "etcd", tmp_path / "e", tmp_path / "e.log").command()
+    assert lone[lone.index("--name") + 1] == "lab"
+    assert lone[lone.index("--initial-cluster") + 1] == "lab=http://10.77.0.2:2380"
+    assert "--initial-cluster-token" not in lone
+
+
+STATUS = [  # etcdctl endpoint status -w json, etcd2 (the old leader) not answering
+    {"Endpoint": "http://10.77.0.2:2379", "Status": {
+        "header": {"cluster_id": 7, "member_id": 11, "revision": 5, "raft_term": 3},
+        "leader": 33, "raftIndex": 20, "raftTerm": 3}},
+    {"Endpoint": "http://10.77.0.4:2379", "Status": {
+        "header": {"cluster_id": 7, "member_id": 33, "revision": 5, "raft_term": 3},
+        "leader": 33, "raftIndex": 20, "raftTerm": 3}},
+    {"Endpoint": "http://10.9.9.9:2379", "Status": {"header": {"member_id": 99}}},
+]
+
+
+def test_etcd_leader_from_endpoint_status():
+    three = Topology("lab", "10.77.0.0/24", etcd_members=3)
+    seen = etcd_cluster.parse_status(json.dumps(STATUS), three)
+    assert list(seen) == ["etcd1", "etcd3"]  # not a member of ours: ignored
+    assert seen["etcd3"] == etcd_cluster.MemberStatus("etcd3", 33, 33, 3, 20, 7)
+    assert etcd_cluster.leader_of(seen, 3) == "etcd3"
+    assert etcd_cluster.leader_of(seen, 5) is None  # 2 of 5 follow it: no majority
+    assert etcd_cluster.leader_of({"etcd1": seen["etcd1"]}, 3) is None  # leader silent
+    electing = {n: replace(s, leader_id=0) for n, s in seen.items()}
+    assert etcd_cluster.leader_of(electing, 3) is None
+    assert etcd_cluster.parse_status("", three) == {}
+    with pytest.raises(LabError, match="not JSON"):
+        etcd_cluster.parse_status("Error: x", three)
+    assert "leader etcd3, 2 of 3 members answer (etcd1, etcd3)" in etcd_line(seen, 3)
+    assert "no leader" in etcd_line({}, 3)
+
+
+def test_etcd_fault_scripts():
+    three = Topology("lab", "10.77.0.0/24", etcd_members=3)
+    cut = faults.add_script(faults.etcd_chains(three.etcd_ips))
+    assert "ip saddr { 10.77.0.2, 10.77.0.3, 10.77.0.4 } drop" in cut
+    assert "ip daddr { 10.77.0.2, 10.77.0.3, 10.77.0.4 } drop" in cut
+    peers = faults.peer_chains(["10.77.0.2", "10.77.0.4"])
+    assert peers == {"peers_in": ("input", ["ip saddr { 10.77.0.2, 10.77.0.4 } drop"]),
+                     "peers_out": ("output", ["ip daddr { 10.77.0.2, 10.77.0.4 } drop"])}
+    with pytest.raises(LabError, match="r1 is not an etcd member"):
+        faults.cut_etcd_peers(three, "r1")
+    with pytest.raises(LabError, match="only etcd member"):
+        faults.cut_etcd_peers(Topology("lab"), "etcd")
+
+
 def test_direct_routing_topology_puts_real_servers_on_the_public_lan():
     topo = Topology("lab", "10.77.0.0/24", routers=2, servers=2, network="direct")
     rs2 = topo.host("rs2")
@@ -107,6 +199,9 @@ def test_direct_routing_topology_puts_real_servers_on_the_public_lan():
     ({"private": "10.77.0.0/24"}, "overlap"),
     ({"routers": 0}, "routers must be"),
     ({"servers": 30}, "real servers must be"),
+    ({"etcd_members": 2}, "etcd members must be 1, 3 or 5"),
+    ({"etcd_members": 0}, "etcd members must be 1, 3 or 5"),
+    ({"etcd_members": 7}, "etcd members must be 1, 3 or 5"),
 ])
 def test_bad_topology_is_a_clear_error(kwargs, message):
     with pytest.raises(LabError, match=message):
@@ -501,7 +596,9 @@ def test_cli_up_status_fault_kill_start_down():
         up = lvslab("up", "--prefix", p, "--subnet", sub, "--no-host-link",
                     "--routers", "2", "--servers", "1", "--agent-cmd", "sleep 3600")
         assert up.returncode == 0, up.stderr
-        assert f"http://{net}.2:2379" in up.stdout
+        # three etcd members by default; the printout names every endpoint
+        endpoints = f"http://{net}.2:2379,http://{net}.3:2379,http://{net}.4:2379"
+        assert "3 members of etcd" in up.stdout and f"etcd       {endpoints}\n" in up.stdout
         assert f"ip netns exec {p}-client curl http://{net}.100/" in up.stdout
         assert f"lvslab down --prefix {p}" in up.stdout
         assert not [line for line in netns.ip_json(None, "link") if line["ifname"] == f"{p}-host"]
@@ -511,6 +608,20 @@ def test_cli_up_status_fault_kill_start_down():
         assert st.returncode == 0, st.stderr
         assert re.search(r"│ r2 +│ router .*│ pid \d+ +│ up", st.stdout), st.stdout
         assert "config serial_no 1" in st.stdout  # lvsctl status of the lab's etcd
+        assert re.search(r"etcd: leader etcd\d, 3 of 3 members answer", st.stdout), st.stdout
+
+        killed = lvslab("kill", "--prefix", p, "etcd-leader")
+        leader = killed.stdout.split(":")[0]
+        assert killed.returncode == 0 and leader in ("etcd1", "etcd2", "etcd3"), killed
+        st = lvslab("status", "--prefix", p)
+        assert re.search(rf"│ {leader} +│ etcd .*│ not running", st.stdout), st.stdout
+        assert "2 of 3 members answer" in st.stdout, st.stdout  # electing, or a new leader
+        assert lvslab("start", "--prefix", p, leader).returncode == 0
+        assert lvslab("fault", "cut-etcd-peers", "--prefix", p, leader).returncode == 0
+        assert f"{leader}: peers_in, peers_out" in lvslab("fault", "list", "--prefix", p).stdout
+        assert lvslab("fault", "restore-etcd-peers", "--prefix", p, leader).returncode == 0
+        bad = lvslab("up", "--prefix", p, "--subnet", sub, "--etcd-members", "2")
+        assert bad.returncode == 1 and "etcd members must be 1, 3 or 5" in bad.stderr
 
         assert lvslab("fault", "cut-etcd", "--prefix", p, "r1").returncode == 0
         listed = lvslab("fault", "list", "--prefix", p).stdout

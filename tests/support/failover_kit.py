@@ -96,10 +96,12 @@ def subnets(tag: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def lab_for(tag: str, routers: int = 2, servers: int = 1, **settings: object,
-            ) -> Iterator[Cluster]:
+def lab_for(tag: str, routers: int = 2, servers: int = 1, etcd_members: int | None = None,
+            **settings: object) -> Iterator[Cluster]:
     """A running lab with real agents, torn down afterwards; waits for its first active.
 
+    ``etcd_members``: 1, 3 or 5; by default ``$FAILOVER_ETCD_MEMBERS``, else 1 (a test not
+    about etcd does not need a cluster; ``FAILOVER_ETCD_MEMBERS=3`` runs them all on one).
     ``settings``: lvs.cf globals that differ from the lab's (e.g. ``fast_eviction=1``).
     The agents' logs and the watchers' records are kept in ``KEEP/<pid>/lab-<tag>`` (until
     the next run).
@@ -113,7 +115,9 @@ def lab_for(tag: str, routers: int = 2, servers: int = 1, **settings: object,
     config = write_config(keep / "lvs.cf", tag, routers, servers, **settings) if settings else None
     public, private = subnets(tag)
     with Lab(prefix(tag), public, private, routers=routers, servers=servers,
-             config=config) as lab:
+             config=config,
+             etcd_members=etcd_members or int(os.environ.get("FAILOVER_ETCD_MEMBERS", 1)),
+             ) as lab:
         try:
             cluster = Cluster(lab)
             cluster.wait_healthy()
@@ -167,8 +171,8 @@ class Cluster:
     # -- etcd and metrics --------------------------------------------------------------------
 
     def lvsctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """``lvsctl --etcd <lab etcd> ARGS`` run in the client namespace."""
-        return self.lab.exec("client", LVSCTL, "--etcd", self.lab.etcd_url, *args,
+        """``lvsctl --etcd <every etcd member> ARGS`` run in the client namespace."""
+        return self.lab.exec("client", LVSCTL, "--etcd", self.lab.etcd_endpoints, *args,
                              timeout=timeout)
 
     def status(self) -> dict[str, Any] | None:
@@ -240,7 +244,7 @@ class Cluster:
         """``etcdctl watch`` of the leader key from the client: every PUT (with the node it
         names) and DELETE, stamped with its arrival time."""
         key = Keys(self.lab.topology.cluster).leader
-        proc = self.lab.popen("client", "etcdctl", "--endpoints", self.lab.etcd_url, "watch",
+        proc = self.lab.popen("client", "etcdctl", "--endpoints", self.lab.etcd_endpoints, "watch",
                               key, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         events: list[LeaderEvent] = []
 
@@ -307,8 +311,7 @@ class Cluster:
     def restore(self) -> str:
         """Undo every fault, restart what is dead, wait until whole; the active router."""
         self.lab.clear_faults()
-        if not self.lab.alive("etcd"):
-            self.lab.start("etcd")
+        self.lab.start_etcd()  # the members that are down; waits for a leader
         for r in self.routers:
             if not self.lab.alive(r):
                 self.lab.start_agent(r)
