@@ -17,45 +17,29 @@ def fault() -> None:
     """Break the lab on purpose (every fault can be removed again)."""
 
 
-@fault.command("cut-etcd")
-@_where
-@click.argument("router")
-@_errors
-def cut_etcd(prefix: str, state_dir: str | None, router: str) -> None:
-    """Drop ROUTER's traffic to and from every etcd member (routers still hear each
-    other)."""
-    _attach(prefix, state_dir).cut_etcd(router)
-    click.echo(f"{router}: cut from etcd")
+def _one_host_fault(name: str, arg: str, method: str, done: str, doc: str) -> None:
+    """Register ``lvslab fault NAME ARG``: ``Lab.<method>(ARG)``, then ``ARG: done``."""
+
+    @fault.command(name, help=doc)
+    @_where
+    @click.argument(arg)
+    @_errors
+    def command(prefix: str, state_dir: str | None, **args: str) -> None:
+        host = args[arg]
+        getattr(_attach(prefix, state_dir), method)(host)
+        click.echo(f"{host}: {done}")
 
 
-@fault.command("restore-etcd")
-@_where
-@click.argument("router")
-@_errors
-def restore_etcd(prefix: str, state_dir: str | None, router: str) -> None:
-    """Undo cut-etcd."""
-    _attach(prefix, state_dir).restore_etcd(router)
-    click.echo(f"{router}: etcd reachable again")
-
-
-@fault.command("cut-etcd-peers")
-@_where
-@click.argument("member")
-@_errors
-def cut_etcd_peers(prefix: str, state_dir: str | None, member: str) -> None:
-    """Cut etcd MEMBER from the other members (routers and client still reach it)."""
-    _attach(prefix, state_dir).cut_etcd_peers(member)
-    click.echo(f"{member}: cut from the other etcd members")
-
-
-@fault.command("restore-etcd-peers")
-@_where
-@click.argument("member")
-@_errors
-def restore_etcd_peers(prefix: str, state_dir: str | None, member: str) -> None:
-    """Undo cut-etcd-peers."""
-    _attach(prefix, state_dir).restore_etcd_peers(member)
-    click.echo(f"{member}: back with the other etcd members")
+_one_host_fault("cut-etcd", "router", "cut_etcd", "cut from etcd",
+                "Drop ROUTER's traffic to and from every etcd member (routers still hear "
+                "each other).")
+_one_host_fault("restore-etcd", "router", "restore_etcd", "etcd reachable again",
+                "Undo cut-etcd.")
+_one_host_fault("cut-etcd-peers", "member", "cut_etcd_peers",
+                "cut from the other etcd members",
+                "Cut etcd MEMBER from the other members (routers and client still reach it).")
+_one_host_fault("restore-etcd-peers", "member", "restore_etcd_peers",
+                "back with the other etcd members", "Undo cut-etcd-peers.")
 
 
 @fault.command()
