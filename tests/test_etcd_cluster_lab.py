@@ -14,6 +14,7 @@ A real lab: three etcd members, two routers running pulse, one real server.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -23,6 +24,7 @@ from support.failover_kit import Cluster, lab_for, measured, netns_mark, wait_fo
 
 from cluster.keys import Keys
 from lvslab import Lab
+from lvslab.procs import venv_tool
 
 pytestmark = netns_mark
 
@@ -45,6 +47,14 @@ def leader_key(cluster: Cluster) -> tuple[int, int]:
     key = Keys(cluster.lab.topology.cluster).leader
     (kv,) = json.loads(etcdctl(cluster.lab, "get", key, "-w", "json"))["kvs"]
     return kv["lease"], kv["create_revision"]
+
+
+def node_leases(cluster: Cluster, endpoints: str | None = None) -> dict[str, int]:
+    """Each router's node key -> the lease it is bound to (a new lease: the old one lapsed)."""
+    keys = Keys(cluster.lab.topology.cluster)
+    out = json.loads(etcdctl(cluster.lab, "get", "--prefix", keys.nodes_prefix, "-w", "json",
+                             endpoints=endpoints))
+    return {base64.b64decode(kv["key"]).decode(): kv["lease"] for kv in out.get("kvs", [])}
 
 
 def established(lab: Lab, host: str) -> set[str]:
@@ -115,12 +125,14 @@ def test_the_etcd_leader_killed_keeps_the_vip_and_rejoins_with_its_data(cluster)
 
 def test_a_member_cut_from_its_peers_leaves_the_others_a_leader(cluster):
     """The cut member knows no leader, the other two keep one and serve; the VIP stays
-    where it is. (Requests that reach the cut member wait for a leader it cannot reach:
-    etcd has no fail-fast unless the client asks for one, so the agents' lease refreshes
-    sent there miss. A backup's lease may lapse and be re-granted meanwhile; the active
-    keeps its VIP on its peers' acknowledgements.)"""
+    where it is, and no router's lease lapses: the agents require a leader on every call
+    (``hasleader``), so the cut member refuses their requests at once and they go to
+    another member. (Without it, a refresh sent there waits for a leader it cannot reach,
+    and leases lapsed about every 2.5 s.)"""
     lab = cluster.lab
     active = cluster.restore()
+    leases = node_leases(cluster)
+    assert len(leases) == 2
     follower = next(m for m in lab.etcd_names if m != lab.wait_etcd())
     majority = ",".join(lab.topology.etcd_member_url(m) for m in lab.etcd_names
                         if m != follower)
@@ -134,6 +146,12 @@ def test_a_member_cut_from_its_peers_leaves_the_others_a_leader(cluster):
             assert "OK" in etcdctl(lab, "put", "/lab-test/cut", "yes", endpoints=majority)
             time.sleep(6)  # three lease TTLs
             assert cluster.one_holder() == active
+            assert node_leases(cluster, majority) == leases
+            # our client asks for a leader: the cut member refuses at once, no 5 s wait
+            alone = lab.exec("client", venv_tool("lvsctl"), "--etcd",
+                             lab.topology.etcd_member_url(follower), "status", timeout=30)
+            assert alone.returncode != 0
+            assert "no leader" in alone.stdout + alone.stderr
         finally:
             lab.restore_etcd_peers(follower)
         wait_for(lambda: (st := lab.etcd_status().get(follower)) is not None

@@ -30,6 +30,7 @@ from etcd3aio import (
 from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService
 
+from .channel import LeaderChannels
 from .settings import EtcdSettings
 
 log = logging.getLogger(__name__)
@@ -140,14 +141,16 @@ class Etcd:
         # gRPC's default reconnect backoff starts at 1 s and grows to 120 s, and channels
         # share subchannels process-wide: after an etcd restart that would keep us away
         # for seconds. Reconnect fast, and keep each client's connections its own.
-        self._client._manager.grpc_options += [
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-            ("grpc.use_local_subchannel_pool", 1),
-        ]
+        options = [("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 1000),
+                   ("grpc.use_local_subchannel_pool", 1)]
+        self._client._manager = LeaderChannels([e.target for e in settings.endpoints], options)
+        self._member_channels = [LeaderChannels([e.target], options) for e in settings.endpoints]
+        self._server_name = server_name
         self._refresher: Any = None
         self._connected = False
+        self._members: dict[int, grpc.aio.Channel] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -166,6 +169,10 @@ class Etcd:
             with contextlib.suppress(Exception):
                 await self._refresher.__aexit__(None, None, None)
             self._refresher = None
+        for channel in self._members.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._members.clear()
         if self._connected:
             await self._client.close()
             self._connected = False
@@ -187,9 +194,27 @@ class Etcd:
         await self.close()
 
     @property
-    def raw(self) -> Etcd3Client:
-        """The underlying etcd3aio client: for :mod:`cluster.etcd` only (leases, watches)."""
-        return self._client
+    def members(self) -> int:
+        """How many endpoints (members) the settings name."""
+        return len(self.settings.endpoints)
+
+    def channel(self, member: int | None = None) -> grpc.aio.Channel:
+        """The round-robin channel over every endpoint, or (``member``: an index into the
+        endpoints) a channel to that member alone, for a stream that must be moved off a
+        member that stopped answering. For :mod:`cluster.etcd` only."""
+        if member is None or self.members == 1:
+            assert self._client._channel is not None, "not connected"
+            return self._client._channel
+        if member not in self._members:
+            self._members[member] = self._member_channels[member].get_channel(
+                **self.settings.credentials(), tls_server_name=self._server_name)
+        return self._members[member]
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """What every call sends besides :data:`~cluster.etcd.channel.REQUIRE_LEADER`
+        (the auth token, once authenticated)."""
+        return self._client.kv._metadata or None if self._client.kv is not None else None
 
     @contextlib.asynccontextmanager
     async def _errors(self, what: str) -> AsyncIterator[None]:

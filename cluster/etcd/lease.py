@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class LeaseKeeper:
         self.stats = LeaseStats()
         self._stop = asyncio.Event()
         self._refresh = asyncio.Event()  # set: send a refresh now
+        # The keep-alive stream goes to one member at a time (agents spread over them) and
+        # moves to the next when it fails or stops answering.
+        self._member = random.randrange(etcd.members)
 
     @property
     def deadline(self) -> float:
@@ -60,6 +64,11 @@ class LeaseKeeper:
         if self.lease_id is None or self.confirmed_at is None:
             return float("-inf")
         return self.confirmed_at + self.granted_ttl
+
+    @property
+    def answer_within(self) -> float:
+        """How long a refresh may go unanswered before its stream is given up."""
+        return min(2 * self.interval, self.granted_ttl)
 
     def refresh_now(self) -> None:
         """Send a refresh at once (e.g. after a stall: the licence wants fresh evidence)."""
@@ -75,7 +84,9 @@ class LeaseKeeper:
                 backoff = 0.05
             except (EtcdUnavailable, grpc.aio.AioRpcError, TimeoutError) as exc:
                 self.stats.failures += 1
-                log.debug("lease keep-alive: %s", exc)
+                self._member = (self._member + 1) % self.etcd.members
+                log.debug("lease keep-alive: %s; next stream to member %d", _why(exc),
+                          self._member)
             except EtcdAuthError as exc:
                 self.stats.failures += 1
                 log.error("lease keep-alive refused: %s", exc)
@@ -96,7 +107,6 @@ class LeaseKeeper:
         assert self.lease_id is not None
         lease_id = self.lease_id
         sent: collections.deque[float] = collections.deque()
-        client = self.etcd.raw
 
         async def requests() -> AsyncIterator[LeaseKeepAliveRequest]:
             while not self._stop.is_set():
@@ -106,12 +116,15 @@ class LeaseKeeper:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._refresh.wait(), self.interval)
 
-        stub = LeaseStub(client._channel)  # pinned etcd3aio: the channel is stable API
-        call = stub.LeaseKeepAlive(requests(), metadata=client.lease._metadata or None)
+        stub = LeaseStub(self.etcd.channel(self._member))
+        call = stub.LeaseKeepAlive(requests(), metadata=self.etcd.metadata)
         try:
             while not self._stop.is_set():
-                # No answer within the TTL: treat the stream as dead and open another.
-                resp = await asyncio.wait_for(call.read(), self.granted_ttl)
+                # No answer within two intervals: the stream's member is stuck (say, cut
+                # from its peers before it noticed: etcd then waits for the leader for
+                # seconds). Open the next stream to the next member, while the lease
+                # still has half its TTL.
+                resp = await asyncio.wait_for(call.read(), self.answer_within)
                 if resp is grpc.aio.EOF:
                     raise EtcdUnavailable("keep-alive stream closed")
                 at = sent.popleft() if sent else self.clock()
@@ -141,3 +154,11 @@ class LeaseKeeper:
             with contextlib.suppress(EtcdUnavailable, EtcdAuthError):
                 await self.etcd.revoke(lease_id)
         self.on_change()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name} {exc.details()}"
+    return str(exc)

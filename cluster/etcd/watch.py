@@ -97,8 +97,7 @@ class PrefixWatch:
 
     async def _stream(self) -> AsyncIterator[list[Change] | None]:
         """One watch stream from ``revision + 1``; yields None if that was compacted."""
-        client = self.etcd.raw
-        stub = WatchStub(client._channel)  # pinned etcd3aio: the channel is stable API
+        stub = WatchStub(self.etcd.channel())
         create = WatchCreateRequest(
             key=self.prefix.encode(),
             range_end=prefix_range_end(self.prefix),
@@ -110,7 +109,7 @@ class PrefixWatch:
             yield WatchRequest(create_request=create)
             await stop.wait()
 
-        call = stub.Watch(requests(), metadata=client.watch._metadata or None)
+        call = stub.Watch(requests(), metadata=self.etcd.metadata)
         try:
             async for resp in call:
                 if resp.compact_revision:
