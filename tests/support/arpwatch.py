@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import errno
 import fcntl
 import ipaddress
 import itertools
@@ -365,6 +366,11 @@ def capture(iface: str, out_path: str, vips: Iterable[str] = (), probe: Iterable
             try:
                 frame, anc, _flags, addr = sock.recvmsg(65535, socket.CMSG_SPACE(16))
             except (TimeoutError, InterruptedError):
+                continue
+            except OSError as exc:  # our own link went down (a flapping host): wait
+                if exc.errno != errno.ENETDOWN:
+                    raise
+                time.sleep(every)
                 continue
             t = _kernel_time(anc, offset)
             event = parse_frame(frame, t, watched, addr[2] == PACKET_OUTGOING, source)

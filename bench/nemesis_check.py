@@ -1,0 +1,240 @@
+"""The nemesis' checker: pure functions over a campaign's history, each returning the
+violations it finds. No I/O: the runner (bench/nemesis.py) gathers the history.
+
+What is checked (issue 11):
+
+* never two owners of a VIP (ARP answers and the frames captured on both LANs), and no
+  frame claiming a VIP from a host that is not a router;
+* no claim from a router frozen past its lease (it is certainly unlicensed then);
+* every service gap (HTTP prober) within the bound of the faults around it
+  (:func:`bench.nemesis_plan.allowed_gap`; no fault around it: ``NO_GAP``);
+* the connections the design promises to keep are kept;
+* after the last fault healed the cluster converged (one active, health, kernel tables);
+* no agent exited unless the nemesis killed it; no traceback in any log;
+* no key of a dead router outlived its lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from bench.nemesis_plan import KINDS, NO_GAP, Step, allowed_gap
+
+TTL = 2.0  # the lab's lease TTL (s)
+SETTLE = 1.0  # s after a bound's end before a gap or a broken connection is no longer its
+CONN_GRACE = 12.0  # s a connection may take to notice it is broken (TCP timers)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A step as it ran: the router it hit (for steps aimed at the active), when it
+    started and was healed (monotonic clock), or why it was skipped."""
+
+    step: Step
+    router: str = ""
+    started: float = 0.0
+    healed: float = 0.0
+    skipped: str = ""
+    note: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.step.kind
+
+    @property
+    def target(self) -> str:
+        return self.router or self.step.target
+
+    def window(self) -> tuple[float, float]:
+        """When the step may still explain a gap: from its start to its heal plus its
+        bound plus :data:`SETTLE`."""
+        return self.started, self.healed + KINDS[self.kind].gap + SETTLE
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    t: float
+    detail: str
+    steps: tuple[int, ...] = ()  # indexes of the steps around it (the replay's suspects)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A frame in which ``router`` claimed ``ip`` (ARP answer, gratuitous ARP, NA)."""
+
+    t: float
+    ip: str
+    router: str
+
+
+@dataclass(frozen=True)
+class Overlap:
+    ip: str
+    start: float
+    end: float
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gap:
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Conn:
+    """A long-lived connection: its real server, and when it broke (None: kept)."""
+
+    id: int
+    server: str
+    broke: float | None
+    state: str
+
+
+@dataclass
+class History:
+    """What the runner recorded."""
+
+    applied: list[Applied]
+    overlaps: list[Overlap] = field(default_factory=list)
+    foreign: list[Claim] = field(default_factory=list)  # claims from non-routers
+    claims: list[Claim] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    conns: list[Conn] = field(default_factory=list)
+    exits: list[tuple[float, str]] = field(default_factory=list)  # agents gone, not by us
+    tracebacks: list[tuple[str, str]] = field(default_factory=list)  # (log, line)
+    stale_keys: list[tuple[float, str]] = field(default_factory=list)  # (t, key)
+    wrong: list[tuple[float, str]] = field(default_factory=list)  # e.g. a bad config stored
+    converged: float | None = None  # s after the last heal; None: never
+    convergence: str = ""  # what was still wrong if it never converged
+
+
+def service_gaps(requests: Iterable[tuple[float, float, bool]]) -> list[Gap]:
+    """Stretches without service seen by the HTTP prober: from the end of the last success
+    before failed requests to the end of the first success after them."""
+    out, last_ok, failed = [], None, False
+    for _start, end, ok in sorted(requests):
+        if not ok:
+            failed = failed or last_ok is not None
+        elif failed and last_ok is not None:
+            out.append(Gap(last_ok, end))
+            failed = False
+        if ok:
+            last_ok = end
+    return out
+
+
+def around(applied: Sequence[Applied], start: float, end: float) -> list[Applied]:
+    """The steps that ran and whose window meets [start, end]."""
+    out = []
+    for a in applied:
+        if a.skipped:
+            continue
+        lo, hi = a.window()
+        if lo <= end and start <= hi:
+            out.append(a)
+    return out
+
+
+def check_owners(h: History) -> list[Violation]:
+    out = [Violation("two owners", o.start,
+                     f"{o.ip} answered by {' and '.join(o.owners)} "
+                     f"{o.start:.3f}..{o.end:.3f}",
+                     tuple(a.step.index for a in around(h.applied, o.start, o.end)))
+           for o in h.overlaps]
+    out += [Violation("foreign claim", c.t, f"{c.ip} claimed by {c.router}")
+            for c in h.foreign]
+    return out
+
+
+def check_late_claims(h: History, ttl: float = TTL) -> list[Violation]:
+    """Claims from a router whose agent was frozen for longer than the lease TTL: it was
+    certainly unlicensed (its guardian or fence must have silenced it)."""
+    out = []
+    for a in h.applied:
+        if a.skipped or a.kind != "freeze-long":
+            continue
+        unlicensed = a.started + ttl
+        late = [c for c in h.claims if c.router == a.target and unlicensed < c.t < a.healed]
+        if late:
+            out.append(Violation("late claim", late[0].t,
+                                 f"{a.target} claimed {late[0].ip} {late[0].t - a.started:.2f}"
+                                 f" s into a freeze ({len(late)} frames)", (a.step.index,)))
+    return out
+
+
+def check_gaps(h: History) -> list[Violation]:
+    out = []
+    for g in h.gaps:
+        steps = around(h.applied, g.start, g.end)
+        bound = allowed_gap([a.step for a in steps])
+        if g.duration > bound:
+            names = ", ".join(f"#{a.step.index} {a.kind} {a.target}".rstrip()
+                              for a in steps) or "no fault"
+            out.append(Violation("gap", g.start,
+                                 f"service gap of {g.duration:.2f} s > {bound:.2f} s "
+                                 f"allowed ({names})", tuple(a.step.index for a in steps)))
+    return out
+
+
+def check_connections(h: History, grace: float = CONN_GRACE) -> list[Violation]:
+    out = []
+    for c in h.conns:
+        if c.broke is None:
+            continue
+        steps = [a for a in around(h.applied, c.broke - grace, c.broke)]
+        excused = any(not KINDS[a.kind].keeps_connections and a.target == c.server
+                      for a in steps)
+        if not excused:
+            names = ", ".join(f"#{a.step.index} {a.kind} {a.target}".rstrip()
+                              for a in steps) or "no fault"
+            out.append(Violation("connection lost", c.broke,
+                                 f"connection {c.id} to {c.server} ended ({c.state}) "
+                                 f"during {names}", tuple(a.step.index for a in steps)))
+    return out
+
+
+def check_agents(h: History) -> list[Violation]:
+    out = [Violation("agent exited", t, f"{router}'s agent exited, nobody killed it",
+                     tuple(a.step.index for a in around(h.applied, t - 5, t)))
+           for t, router in h.exits]
+    out += [Violation("traceback", 0.0, f"{log}: {line}") for log, line in h.tracebacks]
+    out += [Violation("stale key", t, f"{key} outlived its lease")
+            for t, key in h.stale_keys]
+    out += [Violation("wrong", t, what) for t, what in h.wrong]
+    return out
+
+
+def check_convergence(h: History) -> list[Violation]:
+    if h.converged is not None:
+        return []
+    return [Violation("no convergence", 0.0, f"after the faults: {h.convergence}")]
+
+
+CHECKS = (check_owners, check_late_claims, check_gaps, check_connections, check_agents,
+          check_convergence)
+
+
+def check(h: History) -> list[Violation]:
+    """Every violation in the history, in time order."""
+    return sorted((v for c in CHECKS for v in c(h)), key=lambda v: v.t)
+
+
+def suspects(violations: Sequence[Violation], applied: Sequence[Applied]) -> list[Step]:
+    """The steps around the first violation: the shortest history worth replaying first."""
+    if not violations:
+        return []
+    first = violations[0]
+    wanted = set(first.steps) or {a.step.index for a in around(applied, first.t - 10,
+                                                               first.t)}
+    return [a.step for a in applied if a.step.index in wanted]
+
+
+__all__ = ["NO_GAP", "Applied", "Claim", "Conn", "Gap", "History", "Overlap", "Violation",
+           "check", "service_gaps", "suspects"]
