@@ -115,6 +115,9 @@ async def lab() -> AsyncIterator[netlab.Lab]:
         )
         lab.run("c", "ip", "route", "add", "10.231.100.0/24", "via", "10.231.1.1")
         lab.run("c", "ip", "-6", "route", "add", "fd00:231:100::/64", "via", "fd00:231:1::1")
+        for vip in (VIP, VIP_FULLNAT):  # the router holds the VIPs, as an active agent does
+            lab.run("r", "ip", "addr", "add", f"{vip.address}/32", "dev", "lo")
+        lab.run("r", "ip", "-6", "addr", "add", f"{VIP6.address}/128", "dev", "lo")
         lab.sysctl("r", "net.ipv4.ip_forward", 1)
         lab.sysctl("r", "net.ipv6.conf.all.forwarding", 1)
         for name, addr in RS.items():
@@ -205,14 +208,48 @@ send(IP(src=src, dst=dst) / TCP(sport=sport, dport=40000, flags=flags, seq=1000)
 """
 
 
-def guard_drops(lab: netlab.Lab) -> int:
-    """Packets the reply guard of the router has dropped so far."""
+def guard_drops(lab: netlab.Lab, comment: str = "piranha:guard4") -> int:
+    """Packets the reply guard (or the base rule of ``comment``) of the router has met."""
     out = lab.run("r", "nft", "-j", "list", "chain", "inet", "piranha", "prerouting").stdout
     for item in json.loads(out)["nftables"]:
         rule = item.get("rule", {})
-        if rule.get("comment") == "piranha:guard4":
+        if rule.get("comment") == comment:
             return next(s["counter"]["packets"] for s in rule["expr"] if "counter" in s)
-    raise AssertionError("no reply guard rule")
+    raise AssertionError(f"no rule {comment}")
+
+
+async def test_a_mid_stream_packet_to_an_address_not_held_is_left_alone(lab):
+    """A router that does not hold the VIP (a stale ARP entry sent the client here) does not
+    pick up a connection it does not know: a real server chosen now would reset it. The
+    packet goes on unbalanced; once the router holds the VIP, the client's retransmission is
+    picked up and the connection lives on (``sh``: the same real server)."""
+    backend = NftBackend(netns=lab.ns("r"), compact_delay=None)
+    rs1, rs2 = DestKey(RS["rs1"], 8080), DestKey(RS["rs2"], 8080)
+    await backend.apply([AddService(VIP, ServiceSpec("sh")), AddDest(VIP, rs1, DestSpec(1)),
+                         AddDest(VIP, rs2, DestSpec(1))])
+    (name,) = (await connect(lab, VIP, 1))["names"]
+    holder = await in_ns(lab.ns("c"), sys.executable, "-c", HOLDER, VIP.address, "80", name,
+                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    mine = DestKey(RS[name], 8080)
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"holding\n"
+        # meanwhile a pick-up could only choose the other server, which would reset it
+        await backend.apply([EditDest(VIP, mine, DestSpec(0))])
+        lab.run("r", "ip", "addr", "del", f"{VIP.address}/32", "dev", "lo")
+        lab.run("r", "conntrack", "-F")
+        before = guard_drops(lab, "piranha:nonlocal")
+        holder.stdin.write(b"again\n")
+        await holder.stdin.drain()
+        await asyncio.sleep(0.8)
+        assert guard_drops(lab, "piranha:nonlocal") > before
+        await backend.apply([EditDest(VIP, mine, DestSpec(1))])
+        lab.run("r", "ip", "addr", "add", f"{VIP.address}/32", "dev", "lo")
+        reply = await asyncio.wait_for(holder.stdout.readline(), 10)
+        assert reply.split()[0] == name.encode()
+    finally:
+        holder.kill()
+        await holder.wait()
+        backend.close()
 
 
 async def test_reply_guard_drops_mid_stream_packets_opening_from_a_real_server(lab):

@@ -7,9 +7,10 @@ kernels >= 5.2)::
     map svc4/svc6 { addr . l4proto . port : verdict }         tcp/udp services on one port
     map any4/any6 { addr . l4proto : verdict }                tcp/udp services on all ports
     set rs4/rs6 { addr . port }                               NAT real servers (guard.py)
-    chain prerouting, output (nat, dstnat): one vmap lookup per map -> goto service chain;
-        then (prerouting) the reply guard: drop a non-SYN TCP packet opening a connection
-        from a real server endpoint
+    chain prerouting, output (nat, dstnat): (prerouting) the reply guard: drop a non-SYN
+        TCP packet opening a connection from a real server endpoint; then leave alone a
+        non-SYN TCP packet opening a connection to an address not ours (NONLOCAL); then
+        one vmap lookup per map -> goto service chain
     chain postrouting (nat, srcnat): masquerade our DNATed connections when full NAT is on
     chain svc4_tcp_10_0_0_1_80 { dnat ... map {ranges : server}; reject comment SPEC }
     (mh: dnat ... jhash ip saddr [. th sport] mod SIZE seed S map {slot : server, ...})
@@ -85,11 +86,35 @@ def _dispatch_rule_expr(name: str) -> list[Json]:
     return [{"vmap": {"key": {"concat": parts}, "data": f"@{name}"}}]
 
 
+#: Before the dispatch in prerouting: a TCP packet without SYN that opens a connection
+#: (conntrack picks up mid-stream flows) to an address that is not ours is not load
+#: balanced. That is a connection this router does not know, sent here by a stale ARP
+#: entry (say, to a router rebooted after a crash, while the VIP is elsewhere or nowhere):
+#: a real server picked now would not know it and would reset it. Left alone, the packet
+#: is forwarded toward the VIP's holder, or lost and retransmitted until the holder, which
+#: has the state, gets it. New connections (SYN) are still balanced, so a router that just
+#: released its VIPs serves the ones that reach it until the clients' ARP moves.
+NONLOCAL = "piranha:nonlocal"
+
+
+def nonlocal_expr() -> list[Json]:
+    """``meta l4proto tcp tcp flags & syn == 0 fib daddr type != local counter accept``."""
+    flags = {"payload": {"protocol": "tcp", "field": "flags"}}
+    return [
+        {"match": {"op": "==", "left": _meta("l4proto"), "right": "tcp"}},
+        {"match": {"op": "==", "left": {"&": [flags, "syn"]}, "right": 0}},
+        {"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["daddr"]}},
+                   "right": "local"}},
+        {"counter": None},
+        {"accept": None},
+    ]
+
+
 def base_rule_comments(cfg: Config) -> dict[str, list[str]]:
     """Comments of the base rules, chain by chain, in order (read checks them)."""
     dispatch = [f"piranha:{name}" for name in DISPATCH_ORDER]
     return {
-        "prerouting": [*dispatch, *guard.COMMENTS],
+        "prerouting": [*guard.COMMENTS, NONLOCAL, *dispatch],
         "output": dispatch,
         "postrouting": ["piranha:fullnat"] if cfg.full_nat else [],
     }
@@ -132,6 +157,8 @@ def base_commands(cfg: Config) -> list[Json]:
             name = comment.removeprefix("piranha:")
             if name == "fullnat":
                 expr = _fullnat_expr(cfg)
+            elif comment == NONLOCAL:
+                expr = nonlocal_expr()
             elif name.startswith("guard"):
                 expr = guard.rule_expr(int(name[-1]))
             else:
