@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import start_http_server
+from prometheus_client import ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -64,6 +65,9 @@ class PulseCollector(Collector):
         yield _gauge("lvs_licence_remaining_seconds", "until this router's licence to assert "
                      "ownership ends (-1: not licensed)",
                      max(-1.0, p.licence_end() - p.clock()))
+        if p.loop is not None:  # scraped from the server's thread: all_tasks copes
+            yield _gauge("lvs_asyncio_tasks", "asyncio tasks in the agent's event loop",
+                         len(asyncio.all_tasks(p.loop)))
         if p.stall is not None:
             yield _counter("lvs_stalls", "stalls of this agent noticed (event loop late by "
                            "more than the safety margin, or time the clock missed)",
@@ -212,5 +216,6 @@ def serve(pulse: Pulse, address: str) -> CollectorRegistry:
     host, _, port = address.rpartition(":")
     registry = CollectorRegistry()
     registry.register(PulseCollector(pulse))
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, _open_fds, cpu
     start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
     return registry

@@ -112,6 +112,7 @@ class Pulse:
         self.vips: VipManager | None = None
         self.guardian: Guardian | None = None
         self.stall: StallWatch | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # once running (metrics count tasks)
         self.fence: ArpFence | None = None
         self.dataplane = DataPlane(opts.dataplane, licensed=self.licensed)
         self.ctsync = ConntrackSync(opts.node, opts.run_dir / "conntrackd",
@@ -137,7 +138,7 @@ class Pulse:
     # -- life cycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, self.dataplane.request_check)

@@ -30,9 +30,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -93,6 +94,7 @@ class Result:
     t0: float
     end: float
     out: Path
+    sampled: Any = None
 
 
 def campaign_config(topo: Topology) -> str:
@@ -197,11 +199,14 @@ def run_steps(lab: Lab, ctx: Ctx, cluster: Cluster, steps: Sequence[Step], t0: f
                 if step.kind in GONE and time.monotonic() - a.started > TTL + 1.5 \
                         and etcd_calm(applied.values(), heals.values(), a.started - 1.0):
                     stale += node_key(lab, a.router)
+                begun = time.monotonic()
                 try:
                     heal()  # type: ignore[operator]
                 except Exception as exc:
                     ctx.notes.append(f"heal failed: {exc}")
                 healed = time.monotonic()
+                if healed - begun > 1.0:
+                    ctx.notes.append(f"healing took {healed - begun:.1f} s")
                 busy.discard(a.router)
                 note = "; ".join(n for n in (a.note, *ctx.notes) if n)
                 applied[index] = Applied(a.step, a.router, a.started, healed, note=note)
@@ -320,7 +325,11 @@ def conns(records: Sequence[dict[str, object]]) -> list[Conn]:
     return out
 
 
-def campaign(opts: Options) -> Result:
+def campaign(opts: Options,
+             during: Callable[[Lab], contextlib.AbstractContextManager[Any]] | None = None,
+             ) -> Result:
+    """Run a campaign; ``during(lab)`` is entered while the faults run (the soak's
+    sampler) and what it yields lands in ``Result.sampled``."""
     topo = Topology(opts.prefix, opts.public, opts.private, routers=3, servers=2,
                     etcd_members=3)
     if opts.replay is not None:  # from the first step's time on, three seconds in
@@ -348,10 +357,11 @@ def campaign(opts: Options) -> Result:
         exits = ExitWatch(lab, ctx, lock)
         t0 = time.monotonic()
         try:
-            applied, stale = run_steps(lab, ctx, cluster, steps, t0, lock)
-            time.sleep(max(0.0, t0 + opts.seconds - time.monotonic()))
-            converged, why = converge(lab, cluster)
-            time.sleep(2.0)  # the service after convergence, in the record
+            with during(lab) if during else contextlib.nullcontext() as sampled:
+                applied, stale = run_steps(lab, ctx, cluster, steps, t0, lock)
+                time.sleep(max(0.0, t0 + opts.seconds - time.monotonic()))
+                converged, why = converge(lab, cluster)
+                time.sleep(2.0)  # the service after convergence, in the record
         finally:
             exits.stop()
             report = watch.stop()
@@ -368,7 +378,8 @@ def campaign(opts: Options) -> Result:
             wrong=ctx.wrong, converged=converged, convergence=why)
     history.tracebacks = tracebacks(opts.out / "logs")
     violations = check(history)
-    return Result(opts.seed, steps, applied, history, violations, report, t0, end, opts.out)
+    return Result(opts.seed, steps, applied, history, violations, report, t0, end, opts.out,
+                  sampled)
 
 
 def write_history(result: Result, path: Path) -> None:

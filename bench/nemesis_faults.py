@@ -293,7 +293,7 @@ def junk(ctx: Ctx, target: str, rng: random.Random) -> Heal:
     written = {
         f"{keys.nodes_prefix}junk{n}": "not json {",
         f"{keys.health_prefix}http/nosuch{n}": '{"state": "up", "extra": [1, 2]}',
-        f"{keys.observations_prefix}junk{n}/http/rs1": "\x00\x01binary",
+        f"{keys.observations_prefix}junk{n}/http/rs1": "\x01\x7fbinary\ufffd",
         f"{keys.admin_prefix}http/rs{n}": '{"mode": "explode"}',
         f"{keys.prefix}zz-unknown-{n}": "[]",
     }

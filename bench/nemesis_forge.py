@@ -13,15 +13,16 @@ rejected and counted (``lvs_heartbeat_rejected``); neither may move anything.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import random
 import signal
+import socket
+import struct
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scapy.all import IP, UDP, Raw, conf, send
 
 from agent.heartbeat.config import load_secret
 from agent.heartbeat.packet import Heartbeat, Incarnation, encode
@@ -40,6 +41,15 @@ def packets(key: bytes, cluster: str, node: str, rng: random.Random) -> list[byt
     return [encode(forged, rng.randbytes(len(key) or 32)), encode(replayed, key)]
 
 
+def datagram(src: str, dst: str, payload: bytes) -> bytes:
+    """IPv4 + UDP from ``src`` (spoofed) to ``dst``, port 539 both ways. The kernel fills in
+    the IP checksum, length and id of a raw IP_HDRINCL packet; UDP's checksum 0 is none."""
+    udp = struct.pack("!HHHH", PORT, PORT, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, 64, socket.IPPROTO_UDP, 0,
+                     ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return ip + udp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--key", required=True)
@@ -53,14 +63,18 @@ def main() -> None:
     rng = random.Random(args.seed)
     stop: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    conf.verb = 0
+    # a raw socket sends at once: no ARP wait in our process for a router that is down
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     while not stop:
         for sender, src in routers.items():
             for receiver, dst in routers.items():
                 if receiver == sender:
                     continue
                 for data in packets(key, args.cluster, sender, rng):
-                    send(IP(src=src, dst=dst) / UDP(sport=PORT, dport=PORT) / Raw(data))
+                    try:
+                        sock.sendto(datagram(src, dst, data), (dst, 0))
+                    except OSError:
+                        pass  # a router unreachable now
         time.sleep(args.every)
 
 

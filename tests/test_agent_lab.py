@@ -86,6 +86,10 @@ def test_metrics_endpoint(lab: Lab) -> None:
     assert "lvs_dataplane_services 2.0" in text  # the lab's http and echo virtuals
     assert 'lvs_peer_alive{peer="r2"} 1.0' in text
     assert 'lvs_role{role="backup"} 1.0' in metrics(lab, "r2")
+    # what a soak test watches for growth: memory, descriptors, tasks
+    for name in ("process_resident_memory_bytes", "process_open_fds", "lvs_asyncio_tasks"):
+        (value,) = re.findall(rf"^{name} (\S+)$", text, re.M)
+        assert float(value) > 0, name
     # Metrics listen on the router's address only, not on every address.
     assert lab.exec("r1", "curl", "-sf", "http://127.0.0.1:9100/metrics").returncode != 0
 

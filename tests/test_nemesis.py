@@ -145,6 +145,8 @@ def test_connections_may_end_only_where_the_design_lets_them():
     assert v.check == "connection lost" and v.steps == (1,)
     (v,) = check(history(conns=[Conn(4, "rs1", 112.0, "timeout")]))  # a crash keeps them
     assert v.check == "connection lost" and "crash" in v.detail
+    # its server crashed long before: it ends when its next packet reaches the server
+    assert check(history(conns=[Conn(5, "rs2", 190.0, "reset")])) == []
 
 
 def test_agent_exits_tracebacks_stale_keys_and_no_convergence_fail():

@@ -1,0 +1,267 @@
+"""Soak: hours of client load with a fault every few minutes, watching for growth (issue 11).
+
+    sudo .venv/bin/python bench/soak.py --hours 1 [--mean-gap 180] [--seed 1]
+        [--out /tmp/soak] [--png docs/img/soak.png] [--write-docs]
+
+It is a nemesis campaign (bench/nemesis.py: the same lab, probers, 20 long-lived
+connections, checker) with faults every ``--mean-gap`` seconds on average, while every
+``--every`` seconds it samples each agent's resident memory, open file descriptors and
+asyncio tasks (its metrics: ``process_resident_memory_bytes``, ``process_open_fds``,
+``lvs_asyncio_tasks``) and the number of keys under the cluster's etcd prefix.
+
+Growth is the slope of a least-squares line through each series, per hour, over the
+samples taken while no fault was running (a restarted agent starts a new series; its
+first minute is left out, while it warms up). "Beyond noise": the slope exceeds twice its
+standard error and 5 % of the series' mean per hour. ``--write-docs`` replaces the "Soak"
+section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from bench.failover_report import replace_section  # noqa: E402
+from bench.nemesis import Options, Result, campaign, summary, write_history  # noqa: E402
+from bench.nemesis_report import write_png as write_timeline  # noqa: E402
+from cluster.keys import Keys  # noqa: E402
+from lvslab import Lab  # noqa: E402
+
+SECTION = "Soak"
+METRICS = {"rss_mb": ("process_resident_memory_bytes", 1 / 2**20),
+           "fds": ("process_open_fds", 1.0),
+           "tasks": ("lvs_asyncio_tasks", 1.0)}
+WARM = 60.0  # s after an agent (re)starts before its samples count
+INTRO = """Hours of client load (20 long-lived connections, an HTTP request every 50 ms) with
+a nemesis fault every few minutes; each agent's resident memory, open descriptors and
+asyncio tasks and the etcd key count sampled every 10 s. Slopes are least-squares lines
+over the samples taken while no fault ran (nor in the 30 s after one), per agent process
+(its first minute left out); growth beyond noise = slope > 2 standard errors and > 5 % of
+the mean per hour. The checker of the campaign (docs/faults.md) runs over the whole soak."""
+
+
+@dataclass
+class Sample:
+    t: float
+    router: str
+    pid: int
+    values: dict[str, float]
+
+
+@dataclass
+class Samples:
+    agents: list[Sample] = field(default_factory=list)
+    keys: list[tuple[float, int]] = field(default_factory=list)  # (t, etcd key count)
+
+
+def scrape(lab: Lab, router: str) -> dict[str, float]:
+    url = f"http://{lab.address(router)}:9100/metrics"
+    text = lab.exec("client", "curl", "-s", "-m", "2", url, timeout=10).stdout
+    out = {}
+    for name, (metric, scale) in METRICS.items():
+        m = re.search(rf"^{metric} (\S+)$", text, re.M)
+        if m:
+            out[name] = float(m.group(1)) * scale
+    return out
+
+
+def key_count(lab: Lab) -> int | None:
+    prefix = Keys(lab.topology.cluster).prefix
+    res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_endpoints,
+                   "--command-timeout=3s", "get", "--prefix", "--count-only", "-w", "json",
+                   prefix, timeout=10)
+    with contextlib.suppress(ValueError, KeyError):
+        return int(json.loads(res.stdout)["count"])
+    return None
+
+
+@contextlib.contextmanager
+def sampler(lab: Lab, every: float, samples: Samples) -> Iterator[Samples]:
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every):
+            now = time.monotonic()
+            for r in lab.routers:
+                pid = lab.pid(r)
+                with contextlib.suppress(Exception):
+                    values = scrape(lab, r) if pid and lab.alive(r) else {}
+                    if values:
+                        samples.agents.append(Sample(now, r, pid or 0, values))
+            with contextlib.suppress(Exception):
+                n = key_count(lab)
+                if n is not None:
+                    samples.keys.append((now, n))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+@dataclass(frozen=True)
+class Trend:
+    series: str
+    n: int
+    mean: float
+    slope: float  # per hour
+    stderr: float  # of the slope, per hour
+
+    @property
+    def grows(self) -> bool:
+        """Growth beyond noise: > 2 standard errors and > 5 % of the mean per hour."""
+        return self.slope > 2 * self.stderr and self.slope > 0.05 * abs(self.mean)
+
+
+def trend(series: str, points: Sequence[tuple[float, float]]) -> Trend | None:
+    """Least-squares slope (per hour) and its standard error."""
+    n = len(points)
+    if n < 5:
+        return None
+    xs = [t / 3600 for t, _ in points]
+    ys = [v for _, v in points]
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    resid = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    stderr = math.sqrt(resid / (n - 2) / sxx) if n > 2 else float("inf")
+    return Trend(series, n, my, slope, stderr)
+
+
+def quiet(t: float, result: Result, settle: float = 30.0) -> bool:
+    """No fault ran at ``t`` nor ended in the ``settle`` s before it."""
+    return not any(a.started <= t <= a.healed + settle for a in result.applied
+                   if not a.skipped)
+
+
+def trends(result: Result, samples: Samples) -> list[Trend]:
+    out: list[Trend] = []
+    first: dict[tuple[str, int], float] = {}
+    for s in samples.agents:
+        first.setdefault((s.router, s.pid), s.t)
+    routers = sorted({s.router for s in samples.agents})
+    for router in routers:
+        for name in METRICS:
+            # the longest-lived process of this router: one series, no restarts in it
+            by_pid: dict[int, list[tuple[float, float]]] = {}
+            for s in samples.agents:
+                if s.router == router and name in s.values and quiet(s.t, result) \
+                        and s.t - first[(s.router, s.pid)] > WARM:
+                    by_pid.setdefault(s.pid, []).append((s.t - result.t0, s.values[name]))
+            if by_pid:
+                points = max(by_pid.values(), key=len)
+                if (tr := trend(f"{router} {name}", points)) is not None:
+                    out.append(tr)
+    keys = [(t - result.t0, float(n)) for t, n in samples.keys if quiet(t, result)]
+    if (tr := trend("etcd keys", keys)) is not None:
+        out.append(tr)
+    return out
+
+
+def write_png(result: Result, samples: Samples, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(METRICS) + 1, 1, figsize=(12, 9), sharex=True)
+    for ax, name in zip(axes, METRICS, strict=False):
+        for router in sorted({s.router for s in samples.agents}):
+            pts = [((s.t - result.t0) / 60, s.values[name]) for s in samples.agents
+                   if s.router == router and name in s.values]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", markersize=2, label=router)
+        ax.set_ylabel(name)
+        ax.legend(fontsize=7, loc="upper left")
+    ax = axes[-1]
+    ax.plot([(t - result.t0) / 60 for t, _ in samples.keys], [n for _, n in samples.keys],
+            ".", markersize=2, color="black")
+    ax.set_ylabel("etcd keys")
+    for a in result.applied:
+        if not a.skipped:
+            for axis in axes:
+                axis.axvspan((a.started - result.t0) / 60, (a.healed - result.t0) / 60,
+                             color="orange", alpha=0.15, linewidth=0)
+    axes[-1].set_xlabel("minutes (orange: a fault running)")
+    fig.suptitle(f"soak: {(result.end - result.t0) / 3600:.2f} h, seed {result.seed}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report(result: Result, ts: Sequence[Trend], argv: Sequence[str]) -> str:
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    ran = [a for a in result.applied if not a.skipped]
+    lines = [
+        f"Command (as root): `.venv/bin/python bench/soak.py {' '.join(argv)}`. Machine: "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kernel {platform.release()}, "
+        f"commit {head}. {len(ran)} faults over {(result.end - result.t0) / 60:.0f} min "
+        f"({', '.join(sorted({a.kind for a in ran}))}).",
+        "",
+        "| series | samples | mean | slope per hour | std. error | growth beyond noise |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in ts:
+        lines.append(f"| {t.series} | {t.n} | {t.mean:.2f} | {t.slope:+.3f} | {t.stderr:.3f} "
+                     f"| {'YES' if t.grows else 'no'} |")
+    lines += ["", "Checker: " + ("no violation" if not result.violations else
+                                 f"{len(result.violations)} violation(s): " + "; ".join(
+                                     f"{v.check}: {v.detail}" for v in result.violations[:5])),
+              "", "![soak](img/soak.png)"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hours", type=float, default=1.0)
+    ap.add_argument("--mean-gap", type=float, default=180.0)
+    ap.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/soak"))
+    ap.add_argument("--png", type=Path)
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args(args_list)
+    opts = Options(seconds=args.hours * 3600, seed=args.seed, out=args.out,
+                   mean_gap=args.mean_gap, prefix="soak", public="10.65.0.0/24",
+                   private="10.65.1.0/24")
+    samples = Samples()
+    result = campaign(opts, during=lambda lab: sampler(lab, args.every, samples))
+    write_history(result, opts.out / "history.json")
+    write_timeline(result, opts.out / "timeline.png")
+    (opts.out / "samples.json").write_text(json.dumps(
+        {"agents": [asdict(s) for s in samples.agents], "keys": samples.keys}))
+    ts = trends(result, samples)
+    png = args.png or opts.out / "soak.png"
+    write_png(result, samples, png)
+    text = report(result, ts, args_list)
+    print(summary(result))
+    print(text)
+    if args.write_docs:
+        doc = REPO / "docs" / "benchmarks.md"
+        doc.write_text(replace_section(doc.read_text(), f"## {SECTION}\n\n{INTRO}\n\n{text}\n",
+                                       SECTION))
+    return 1 if result.violations or any(t.grows for t in ts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
