@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import heapq
 import json
 import random
 import re
@@ -32,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from bench.nemesis_check import (  # noqa: E402
     service_gaps,
     suspects,
 )
-from bench.nemesis_faults import ACTS, Ctx  # noqa: E402
+from bench.nemesis_faults import ACTS, ETCD_ONLY, Ctx, Unlocked  # noqa: E402
 from bench.nemesis_plan import ACTIVE, KINDS, Shape, Step, dump, load, plan  # noqa: E402
 from bench.nemesis_report import write_png  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
@@ -154,70 +154,94 @@ def active_router(lab: Lab, cluster: Cluster) -> str | None:
     return holders[0] if len(holders) == 1 else None
 
 
-def run_steps(lab: Lab, ctx: Ctx, cluster: Cluster, steps: Sequence[Step], t0: float,
-              lock: threading.Lock) -> tuple[list[Applied], list[tuple[float, str]]]:
-    """Start and heal every step at its time; what ran, and the node keys of routers
-    found down longer than the lease TTL (with etcd healthy) that were still there."""
-    queue: list[tuple[float, int, int]] = []  # (time, 0 heal / 1 start, index)
-    for s in steps:
-        heapq.heappush(queue, (t0 + s.at, 1, s.index))
-    by_index = {s.index: s for s in steps}
-    heals: dict[int, tuple[object, Applied]] = {}
-    applied: dict[int, Applied] = {}
-    busy: set[str] = set()
-    stale: list[tuple[float, str]] = []
-    while queue:
-        when, starting, index = heapq.heappop(queue)
-        time.sleep(max(0.0, when - time.monotonic()))
-        step = by_index[index]
-        with lock:
-            if starting:
-                target = step.target
-                if target == ACTIVE:
-                    target = active_router(lab, cluster) or ""
-                if KINDS[step.kind].target == "router" and (not target or target in busy):
+class Runner:
+    """Every step in a thread of its own: act at its time, hold, heal. Acts and heals that
+    change the lab take the lab's lock; those that only talk to etcd (config pushes, junk
+    keys) do not, since they may wait for an etcd that another fault has taken away."""
+
+    def __init__(self, lab: Lab, ctx: Ctx, cluster: Cluster, t0: float,
+                 lock: threading.Lock) -> None:
+        self.lab, self.ctx, self.cluster, self.t0, self.lock = lab, ctx, cluster, t0, lock
+        self.state = threading.Lock()  # guards the fields below
+        self.applied: dict[int, Applied] = {}
+        self.running: dict[int, Applied] = {}
+        self.busy: set[str] = set()
+        self.stale: list[tuple[float, str]] = []
+
+    def run(self, steps: Sequence[Step]) -> tuple[list[Applied], list[tuple[float, str]]]:
+        """Start and heal every step at its time; what ran, and the node keys of routers
+        found down longer than the lease TTL (with etcd healthy) that were still there."""
+        threads = []
+        for step in sorted(steps, key=lambda s: s.at):
+            time.sleep(max(0.0, self.t0 + step.at - time.monotonic()))
+            thread = threading.Thread(target=self._step, args=(step,), daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(120)
+        return [self.applied[i] for i in sorted(self.applied)], self.stale
+
+    def _lab(self, kind: str) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext() if kind in ETCD_ONLY else self.lock
+
+    def _step(self, step: Step) -> None:
+        kind = KINDS[step.kind]
+        with self._lab(step.kind):
+            target = step.target
+            if target == ACTIVE:
+                target = active_router(self.lab, self.cluster) or ""
+            with self.state:
+                if kind.target == "router" and (not target or target in self.busy):
                     why = "no active router" if not target else f"{target} is under a fault"
-                    applied[index] = Applied(step, target, skipped=why)
-                    continue
-                ctx.notes.clear()
-                started = time.monotonic()
-                try:
-                    heal = ACTS[step.kind](ctx, target, random.Random(step.seed))
-                except Exception as exc:  # a lab act failed: record, never stop the campaign
-                    applied[index] = Applied(step, target, started, started,
-                                             skipped=f"act failed: {exc}")
-                    continue
-                if KINDS[step.kind].target == "router":
-                    busy.add(target)
-                heals[index] = (heal, Applied(step, target, started, note="; ".join(ctx.notes)))
-                heapq.heappush(queue, (started + step.hold, 0, index))
-                print(f"  +{started - t0:6.2f}s #{index} {step.kind} {target} "
-                      f"({step.hold:.1f} s) {'; '.join(ctx.notes)}", flush=True)
-            else:
-                heal, a = heals.pop(index)
-                ctx.notes.clear()
-                if step.kind in GONE and time.monotonic() - a.started > TTL + 1.5 \
-                        and etcd_calm(applied.values(), heals.values(), a.started - 1.0):
-                    stale += node_key(lab, a.router)
-                begun = time.monotonic()
-                try:
-                    heal()  # type: ignore[operator]
-                except Exception as exc:
-                    ctx.notes.append(f"heal failed: {exc}")
-                healed = time.monotonic()
-                if healed - begun > 1.0:
-                    ctx.notes.append(f"healing took {healed - begun:.1f} s")
-                busy.discard(a.router)
-                note = "; ".join(n for n in (a.note, *ctx.notes) if n)
-                applied[index] = Applied(a.step, a.router, a.started, healed, note=note)
-    return [applied[i] for i in sorted(applied)], stale
+                    self.applied[step.index] = Applied(step, target, skipped=why)
+                    return
+                if kind.target == "router":
+                    self.busy.add(target)
+            started = time.monotonic()
+            try:
+                heal = ACTS[step.kind](self.ctx, target, random.Random(step.seed))
+            except Exception as exc:  # a lab act failed: record, never stop the campaign
+                with self.state:
+                    self.busy.discard(target)
+                    self.applied[step.index] = Applied(step, target, started, started,
+                                                       skipped=f"act failed: {exc}")
+                return
+        note = "; ".join(self.ctx.notes)
+        print(f"  +{started - self.t0:6.2f}s #{step.index} {step.kind} {target} "
+              f"({step.hold:.1f} s) {note}", flush=True)
+        with self.state:
+            self.running[step.index] = Applied(step, target, started, note=note)
+        time.sleep(max(0.0, started + step.hold - time.monotonic()))
+        self.ctx.notes.clear()
+        with self._lab(step.kind) if not isinstance(heal, Unlocked) else contextlib.nullcontext():
+            if step.kind in GONE and time.monotonic() - started > TTL + 1.5:
+                with self.state:
+                    calm = etcd_calm(self.applied.values(), self.running.values(),
+                                     started - 1.0, step.index)
+                if calm:
+                    found = node_key(self.lab, target)
+                    with self.state:
+                        self.stale += found
+            begun = time.monotonic()
+            try:
+                heal()
+            except Exception as exc:
+                self.ctx.notes.append(f"heal failed: {exc}")
+            healed = time.monotonic()
+        if healed - begun > 1.0:
+            self.ctx.notes.append(f"healing took {healed - begun:.1f} s")
+        note = "; ".join(n for n in (note, *self.ctx.notes) if n)
+        with self.state:
+            self.busy.discard(target)
+            self.running.pop(step.index, None)
+            self.applied[step.index] = Applied(step, target, started, healed, note=note)
 
 
-def etcd_calm(done: Iterable[Applied], running: Iterable[tuple[object, Applied]],
-              since: float) -> bool:
+def etcd_calm(done: Iterable[Applied], running: Iterable[Applied], since: float,
+              me: int) -> bool:
     """No etcd fault ran since ``since`` (without a leader, etcd lets no lease expire)."""
     etcd = {"member", "etcd"}
-    if any(KINDS[a.kind].target in etcd for _, a in running):
+    if any(KINDS[a.kind].target in etcd for a in running if a.step.index != me):
         return False
     return not any(KINDS[a.kind].target in etcd and not a.skipped and a.healed > since
                    for a in done)
@@ -290,6 +314,45 @@ def stale_keys(lab: Lab) -> list[tuple[float, str]]:
             and not lab.alive(k[len(keys.nodes_prefix):])]
 
 
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) \S+ agent\.vip\.manager: "
+                      r"(acquired (\d+) VIP|released VIPs)")
+
+
+RESTART_LINE = re.compile(r"^--- (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) start: ")
+
+
+def holding(log_dir: Path, routers: Iterable[str], offset: float,
+            ) -> dict[str, list[tuple[float, float]]]:
+    """Per router, from its agent's log: when it held its VIPs (monotonic clock;
+    ``offset`` = wall clock - monotonic clock)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for path in [log_dir / f"{r}.log" for r in routers]:
+        if not path.exists():
+            continue
+        since: float | None = None
+        spans: list[tuple[float, float]] = []
+        for line in path.read_text(errors="replace").splitlines():
+            if (r := RESTART_LINE.match(line)) and since is not None:  # a new agent
+                wall = datetime.strptime(r.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+                spans.append((since, max(since, wall - offset)))
+                since = None
+                continue
+            m = LOG_LINE.match(line)
+            if not m:
+                continue
+            wall = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            t = wall - offset
+            if m.group(4) is not None and int(m.group(4)) > 0:
+                since = t if since is None else since
+            elif m.group(4) is None and since is not None:
+                spans.append((since, t))
+                since = None
+        if since is not None:
+            spans.append((since, float("inf")))
+        out[path.stem] = spans
+    return out
+
+
 def tracebacks(log_dir: Path) -> list[tuple[str, str]]:
     out = []
     for path in sorted(log_dir.glob("r*.log")):
@@ -358,7 +421,7 @@ def campaign(opts: Options,
         t0 = time.monotonic()
         try:
             with during(lab) if during else contextlib.nullcontext() as sampled:
-                applied, stale = run_steps(lab, ctx, cluster, steps, t0, lock)
+                applied, stale = Runner(lab, ctx, cluster, t0, lock).run(steps)
                 time.sleep(max(0.0, t0 + opts.seconds - time.monotonic()))
                 converged, why = converge(lab, cluster)
                 time.sleep(2.0)  # the service after convergence, in the record
@@ -377,6 +440,8 @@ def campaign(opts: Options,
             conns=conns(records), exits=exits.exits, stale_keys=stale + stale_keys(lab),
             wrong=ctx.wrong, converged=converged, convergence=why)
     history.tracebacks = tracebacks(opts.out / "logs")
+    history.holding = holding(opts.out / "logs", topo.router_names,
+                              time.time() - time.monotonic())
     violations = check(history)
     return Result(opts.seed, steps, applied, history, violations, report, t0, end, opts.out,
                   sampled)

@@ -4,7 +4,8 @@ violations it finds. No I/O: the runner (bench/nemesis.py) gathers the history.
 What is checked (issue 11):
 
 * never two owners of a VIP (ARP answers and the frames captured on both LANs), and no
-  frame claiming a VIP from a host that is not a router;
+  frame claiming a VIP from a host that is not a router, nor from a router that did not
+  hold it then (its agent's log says when it did);
 * no claim from a router frozen past its lease (it is certainly unlicensed then);
 * every service gap (HTTP prober) within the bound of the faults around it
   (:func:`bench.nemesis_plan.allowed_gap`; no fault around it: ``NO_GAP``);
@@ -24,6 +25,7 @@ from bench.nemesis_plan import KINDS, NO_GAP, Step, allowed_gap
 TTL = 2.0  # the lab's lease TTL (s)
 SETTLE = 1.0  # s after a bound's end before a gap or a broken connection is no longer its
 CONN_GRACE = 12.0  # s a connection may take to notice it is broken (TCP timers)
+LOSES_STATE = {"server-crash"}  # its daemons are killed: their connections are gone
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class History:
     claims: list[Claim] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     conns: list[Conn] = field(default_factory=list)
+    holding: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per router, when its agent said it held its VIPs (from "acquired" to "released")."""
     exits: list[tuple[float, str]] = field(default_factory=list)  # agents gone, not by us
     tracebacks: list[tuple[str, str]] = field(default_factory=list)  # (log, line)
     stale_keys: list[tuple[float, str]] = field(default_factory=list)  # (t, key)
@@ -153,6 +157,48 @@ def check_owners(h: History) -> list[Violation]:
     return out
 
 
+DEATHS = {"crash", "sigkill", "sigkill-family", "sigterm"}
+EARLY = 0.05  # s a claim may precede the "acquired" line (the kernel answers at once)
+
+
+def check_claims_held(h: History, ttl: float = TTL) -> list[Violation]:
+    """Every frame claiming a VIP comes from a router that held it then: between its
+    agent's "acquired" and "released" lines, and no longer than the lease TTL after the
+    agent died (its VIP guardian, the address lifetime or the fence end the claim by
+    then). Routers absent from ``holding`` are not judged (no log)."""
+    ends: dict[str, list[float]] = {}
+    for a in h.applied:
+        if not a.skipped and a.kind in DEATHS:
+            ends.setdefault(a.target, []).append(a.started + ttl)
+    for t, router in h.exits:
+        ends.setdefault(router, []).append(t + ttl)
+    out = []
+    for c in h.claims:
+        if c.router not in h.holding:
+            continue
+        ok = False
+        for start, end in h.holding[c.router]:
+            end = min([end, *(e for e in ends.get(c.router, []) if e - ttl >= start)])
+            if start - EARLY <= c.t <= end:
+                ok = True
+                break
+        if not ok:
+            out.append(Violation("claim without VIP", c.t,
+                                 f"{c.router} claimed {c.ip} while not holding it",
+                                 tuple(a.step.index for a in around(h.applied, c.t - 5, c.t))))
+    return _first_per(out)
+
+
+def _first_per(violations: list[Violation], within: float = 5.0) -> list[Violation]:
+    """One violation per router and stretch of ``within`` s (a burst of frames is one)."""
+    out: list[Violation] = []
+    for v in sorted(violations, key=lambda v: v.t):
+        if not any(o.detail.split()[0] == v.detail.split()[0] and v.t - o.t < within
+                   for o in out):
+            out.append(v)
+    return out
+
+
 def check_late_claims(h: History, ttl: float = TTL) -> list[Violation]:
     """Claims from a router whose agent was frozen for longer than the lease TTL: it was
     certainly unlicensed (its guardian or fence must have silenced it)."""
@@ -189,10 +235,12 @@ def check_connections(h: History, grace: float = CONN_GRACE) -> list[Violation]:
         if c.broke is None:
             continue
         steps = [a for a in around(h.applied, c.broke - grace, c.broke)]
-        # its real server lost it (crashed, cut off, removed) before: it can only end, and
-        # it ends when its next packet reaches the server, perhaps much later
-        excused = any(not KINDS[a.kind].keeps_connections and a.target == c.server
-                      and not a.skipped and a.started <= c.broke for a in h.applied)
+        # its real server crashed before (it lost the connection, which ends when its next
+        # packet reaches the server, perhaps much later), or a fault that does not keep
+        # connections hit its server shortly before
+        excused = any(a.target == c.server and not a.skipped and a.started <= c.broke
+                      and (a.kind in LOSES_STATE or a in steps) and
+                      not KINDS[a.kind].keeps_connections for a in h.applied)
         if not excused:
             names = ", ".join(f"#{a.step.index} {a.kind} {a.target}".rstrip()
                               for a in steps) or "no fault"
@@ -219,8 +267,8 @@ def check_convergence(h: History) -> list[Violation]:
     return [Violation("no convergence", 0.0, f"after the faults: {h.convergence}")]
 
 
-CHECKS = (check_owners, check_late_claims, check_gaps, check_connections, check_agents,
-          check_convergence)
+CHECKS = (check_owners, check_claims_held, check_late_claims, check_gaps, check_connections,
+          check_agents, check_convergence)
 
 
 def check(h: History) -> list[Violation]:

@@ -28,6 +28,20 @@ FORGE_SCRIPT = Path(__file__).with_name("nemesis_forge.py")
 LVSCTL = str(Path(sys.executable).parent / "lvsctl")
 
 
+class Unlocked:
+    """A heal that only talks to etcd (and may wait for it): run without the lab's lock."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def __call__(self) -> None:
+        self.fn()
+
+
+#: Faults whose act only talks to etcd through lvsctl/etcdctl: no lab lock needed.
+ETCD_ONLY = {"config-valid", "config-invalid", "config-server", "junk", "switchover"}
+
+
 @dataclass
 class Ctx:
     """What the faults act on, and what they leave for the runner to know."""
@@ -37,9 +51,16 @@ class Ctx:
     workdir: Path
     serial: int = 1
     down: set[str] = field(default_factory=set)  # agents the nemesis stopped on purpose
-    notes: list[str] = field(default_factory=list)  # what a step's act reported
+    _local: threading.local = field(default_factory=threading.local)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     wrong: list[tuple[float, str]] = field(default_factory=list)  # what must not happen
+
+    @property
+    def notes(self) -> list[str]:
+        """What the current thread's act or heal reported (each step runs in a thread)."""
+        if not hasattr(self._local, "notes"):
+            self._local.notes = []
+        return self._local.notes  # type: ignore[no-any-return]
 
     def lvsctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return self.lab.exec("client", LVSCTL, "--etcd", self.lab.etcd_endpoints, *args,
@@ -272,9 +293,7 @@ def config_server(ctx: Ctx, server: str, rng: random.Random) -> Heal:
     if res.returncode != 0:
         ctx.notes.append(f"not stored: {res.stderr.strip()[-160:]}")
 
-    def heal() -> None:
-        _push_until_stored(ctx, ctx.config)
-    return heal
+    return Unlocked(lambda: _push_until_stored(ctx, ctx.config))
 
 
 def _push_until_stored(ctx: Ctx, text: str, within: float = 20.0) -> None:
@@ -301,18 +320,31 @@ def junk(ctx: Ctx, target: str, rng: random.Random) -> Heal:
         ctx.lab.exec("client", "etcdctl", "--endpoints", ctx.lab.etcd_endpoints,
                      "--command-timeout=2s", "put", key, value, timeout=10)
 
-    def heal() -> None:
-        for key in written:
-            ctx.lab.exec("client", "etcdctl", "--endpoints", ctx.lab.etcd_endpoints,
-                         "--command-timeout=2s", "del", key, timeout=10)
-    return heal
+    def heal() -> None:  # again while etcd cannot take it (another fault)
+        left, deadline = list(written), time.monotonic() + 20
+        while left and time.monotonic() < deadline:
+            res = ctx.lab.exec("client", "etcdctl", "--endpoints", ctx.lab.etcd_endpoints,
+                               "--command-timeout=2s", "del", left[0], timeout=10)
+            if res.returncode == 0:
+                left.pop(0)
+            else:
+                time.sleep(0.5)
+        if left:
+            ctx.notes.append(f"junk left in etcd: {', '.join(left)}")
+    return Unlocked(heal)
 
 
 def forged_heartbeats(ctx: Ctx, target: str, rng: random.Random) -> Heal:
     routers = ",".join(f"{r}={ctx.lab.address(r)}" for r in ctx.lab.routers)
+    replay = ctx.workdir / "captured-heartbeats.jsonl"
+    listener = next((r for r in ctx.lab.routers if ctx.lab.alive(r)), ctx.lab.routers[0])
+    got = ctx.lab.exec(listener, PYTHON, str(FORGE_SCRIPT), "--capture", str(replay),
+                       "--seconds", "1", timeout=15)
+    ctx.notes.append(f"{got.stdout.strip() or 0} captured at {listener}")
     proc = ctx.lab.popen("client", PYTHON, str(FORGE_SCRIPT), "--key", str(ctx.lab.key_path),
                          "--cluster", ctx.lab.topology.cluster, "--routers", routers,
-                         "--seed", str(rng.getrandbits(32)), stdout=subprocess.DEVNULL)
+                         "--replay", str(replay), "--seed", str(rng.getrandbits(32)),
+                         stdout=subprocess.DEVNULL)
     return lambda: _stop(proc)
 
 

@@ -2,18 +2,23 @@
 address spoofed), until SIGTERM. Runs in the lab's client namespace:
 
     python bench/nemesis_forge.py --key KEYFILE --cluster default \\
-        --routers r1=10.77.0.11,r2=10.77.0.12 [--seed N] [--every 0.05]
+        --routers r1=10.77.0.11,r2=10.77.0.12 [--replay FILE] [--seed N] [--every 0.05]
 
-Two kinds, alternately: a heartbeat claiming the active role with a huge term under a
-wrong key (bad MAC), and one signed with the real key but of a run an hour old with an
-old timestamp (what an attacker who recorded the previous run would replay). Both must be
-rejected and counted (``lvs_heartbeat_rejected``); neither may move anything.
+Three kinds: a heartbeat claiming the active role with a huge term under a wrong key (bad
+MAC); one signed with the real key but of a run an hour old (what an attacker who
+recorded the previous run would replay); and, with ``--replay``, real heartbeats captured
+a moment earlier, sent again byte for byte from their senders' addresses. All must be
+rejected and counted; none may move anything. The capture runs in a router's namespace:
+
+    python bench/nemesis_forge.py --capture FILE --iface eth0 --seconds 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import json
 import random
 import signal
 import socket
@@ -50,15 +55,51 @@ def datagram(src: str, dst: str, payload: bytes) -> bytes:
     return ip + udp
 
 
+def capture(path: str, iface: str, seconds: float) -> int:
+    """Heartbeats this router receives on ``iface`` for ``seconds``, as JSON lines of
+    source, destination and the datagram's payload (hex); how many."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sock.bind((iface, 0))
+    sock.settimeout(0.05)
+    end, n = time.monotonic() + seconds, 0
+    with open(path, "w") as out:
+        while time.monotonic() < end:
+            try:
+                frame = sock.recv(65535)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            ihl = (ip[0] & 0x0F) * 4
+            if len(ip) < ihl + 8 or ip[9] != socket.IPPROTO_UDP:
+                continue
+            if struct.unpack("!H", ip[ihl + 2:ihl + 4])[0] != PORT:
+                continue
+            src, dst = (str(ipaddress.IPv4Address(ip[a:a + 4])) for a in (12, 16))
+            out.write(json.dumps({"src": src, "dst": dst, "data": ip[ihl + 8:].hex()}) + "\n")
+            n += 1
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--key", required=True)
+    ap.add_argument("--capture", help="capture mode: write heartbeats received here")
+    ap.add_argument("--iface", default="eth0")
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--replay", help="a --capture file to send again")
+    ap.add_argument("--key")
     ap.add_argument("--cluster", default="default")
-    ap.add_argument("--routers", required=True, help="name=address,...")
+    ap.add_argument("--routers", default="", help="name=address,... (to send)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=float, default=0.05)
     args = ap.parse_args()
+    if args.capture:
+        print(capture(args.capture, args.iface, args.seconds))
+        return
     key = load_secret(args.key)
+    replay = []
+    if args.replay:
+        with open(args.replay) as f:
+            replay = [json.loads(line) for line in f if line.strip()]
     routers = dict(item.split("=", 1) for item in args.routers.split(","))
     rng = random.Random(args.seed)
     stop: list[int] = []
@@ -75,6 +116,10 @@ def main() -> None:
                         sock.sendto(datagram(src, dst, data), (dst, 0))
                     except OSError:
                         pass  # a router unreachable now
+        for old in replay:
+            with contextlib.suppress(OSError):
+                sock.sendto(datagram(old["src"], old["dst"], bytes.fromhex(old["data"])),
+                            (old["dst"], 0))
         time.sleep(args.every)
 
 

@@ -99,8 +99,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "junk written under the cluster's etcd prefix (bad JSON, unknown keys): counted "
          "and ignored"),
     Kind("forged-heartbeats", "host", (1.0, 6.0), NO_GAP,
-         "heartbeats with a bad MAC, and validly signed ones of an earlier run, sent to "
-         "every router as from a peer: rejected and counted"),
+         "heartbeats with a bad MAC, validly signed ones of a run an hour old, and real "
+         "ones captured a moment before, sent again from their senders' addresses: "
+         "rejected and counted"),
     Kind("cpu", "host", (2.0, 8.0), 1.0,
          "every core saturated by busy processes: nothing moves, the prober may be slow"),
 )}

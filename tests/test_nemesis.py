@@ -128,6 +128,22 @@ def test_a_frozen_router_claiming_past_its_lease_fails():
     assert v.check == "late claim" and v.steps == (2,)
 
 
+def test_a_claim_needs_the_vip_held_by_its_agent():
+    h = history(claims=[Claim(105.0, "vip", "r1"), Claim(111.0, "vip", "r1"),
+                        Claim(99.98, "vip", "r2")])
+    h.holding = {"r1": [(100.0, float("inf"))], "r2": [(100.0, 104.0)]}
+    assert check(h) == []  # r2 a little early (the kernel answers before the log line)
+    # r1 crashed at 110 (CRASH): claims end with its licence, a TTL later
+    h.claims.append(Claim(112.5, "vip", "r1"))
+    h.claims.append(Claim(104.5, "vip", "r2"))  # r2 released at 104
+    h.claims.append(Claim(104.6, "vip", "r2"))  # the same burst: one violation
+    found = check(h)
+    assert [(v.check, v.detail.split()[0]) for v in found] == [
+        ("claim without VIP", "r2"), ("claim without VIP", "r1")]
+    h.holding["r1"].append((112.0, float("inf")))  # restarted and won again
+    assert [v.detail.split()[0] for v in check(h)] == ["r2"]
+
+
 def test_gaps_are_judged_by_the_faults_around_them():
     assert check(history(gaps=[Gap(111.0, 113.5)])) == []  # a failover gap: crash
     (v,) = check(history(gaps=[Gap(111.0, 111.0 + KINDS["crash"].gap + 0.5)]))
@@ -147,6 +163,11 @@ def test_connections_may_end_only_where_the_design_lets_them():
     assert v.check == "connection lost" and "crash" in v.detail
     # its server crashed long before: it ends when its next packet reaches the server
     assert check(history(conns=[Conn(5, "rs2", 190.0, "reset")])) == []
+    # a flap long before explains nothing
+    h = history(conns=[Conn(6, "rs1", 190.0, "reset")])
+    h.applied.append(ran(Step(2, 40.0, "server-flap", "rs1", 2.0, 0), 140.0))
+    (v,) = check(h)
+    assert v.check == "connection lost"
 
 
 def test_agent_exits_tracebacks_stale_keys_and_no_convergence_fail():

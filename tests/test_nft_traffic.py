@@ -218,11 +218,12 @@ def guard_drops(lab: netlab.Lab, comment: str = "piranha:guard4") -> int:
     raise AssertionError(f"no rule {comment}")
 
 
-async def test_a_mid_stream_packet_to_an_address_not_held_is_left_alone(lab):
+async def test_a_mid_stream_packet_to_an_address_not_held_is_dropped(lab):
     """A router that does not hold the VIP (a stale ARP entry sent the client here) does not
     pick up a connection it does not know: a real server chosen now would reset it. The
-    packet goes on unbalanced; once the router holds the VIP, the client's retransmission is
-    picked up and the connection lives on (``sh``: the same real server)."""
+    packet is dropped and leaves no conntrack entry; once the router holds the VIP, the
+    client's retransmission is picked up and the connection lives on (``sh``: the same
+    real server)."""
     backend = NftBackend(netns=lab.ns("r"), compact_delay=None)
     rs1, rs2 = DestKey(RS["rs1"], 8080), DestKey(RS["rs2"], 8080)
     await backend.apply([AddService(VIP, ServiceSpec("sh")), AddDest(VIP, rs1, DestSpec(1)),
@@ -242,6 +243,9 @@ async def test_a_mid_stream_packet_to_an_address_not_held_is_left_alone(lab):
         await holder.stdin.drain()
         await asyncio.sleep(0.8)
         assert guard_drops(lab, "piranha:nonlocal") > before
+        # no entry left behind to clash with a synced one committed at a takeover
+        listed = lab.run("r", "conntrack", "-L", "-p", "tcp", "--dport", "80").stdout
+        assert VIP.address not in listed
         await backend.apply([EditDest(VIP, mine, DestSpec(1))])
         lab.run("r", "ip", "addr", "add", f"{VIP.address}/32", "dev", "lo")
         reply = await asyncio.wait_for(holder.stdout.readline(), 10)

@@ -8,8 +8,8 @@ kernels >= 5.2)::
     map any4/any6 { addr . l4proto : verdict }                tcp/udp services on all ports
     set rs4/rs6 { addr . port }                               NAT real servers (guard.py)
     chain prerouting, output (nat, dstnat): (prerouting) the reply guard: drop a non-SYN
-        TCP packet opening a connection from a real server endpoint; then leave alone a
-        non-SYN TCP packet opening a connection to an address not ours (NONLOCAL); then
+        TCP packet opening a connection from a real server endpoint; then drop a non-SYN TCP
+        packet opening a connection to an address not ours (NONLOCAL); then
         one vmap lookup per map -> goto service chain
     chain postrouting (nat, srcnat): masquerade our DNATed connections when full NAT is on
     chain svc4_tcp_10_0_0_1_80 { dnat ... map {ranges : server}; reject comment SPEC }
@@ -87,18 +87,19 @@ def _dispatch_rule_expr(name: str) -> list[Json]:
 
 
 #: Before the dispatch in prerouting: a TCP packet without SYN that opens a connection
-#: (conntrack picks up mid-stream flows) to an address that is not ours is not load
-#: balanced. That is a connection this router does not know, sent here by a stale ARP
-#: entry (say, to a router rebooted after a crash, while the VIP is elsewhere or nowhere):
-#: a real server picked now would not know it and would reset it. Left alone, the packet
-#: is forwarded toward the VIP's holder, or lost and retransmitted until the holder, which
-#: has the state, gets it. New connections (SYN) are still balanced, so a router that just
-#: released its VIPs serves the ones that reach it until the clients' ARP moves.
+#: (conntrack picks up mid-stream flows) to an address that is not ours is dropped. That
+#: is a connection this router does not know, sent here by a stale ARP entry (say, to a
+#: router rebooted after a crash, while the VIP is elsewhere or nowhere): a real server
+#: picked now would not know it and would reset it. Dropped, it leaves no conntrack entry
+#: behind (one would clash with the synced entry committed when this router takes over),
+#: and the client retransmits until the VIP's holder, which has the state, gets it. New
+#: connections (SYN) are still balanced, so a router that just released its VIPs serves
+#: the ones that reach it until the clients' ARP moves.
 NONLOCAL = "piranha:nonlocal"
 
 
 def nonlocal_expr() -> list[Json]:
-    """``meta l4proto tcp tcp flags & syn == 0 fib daddr type != local counter accept``."""
+    """``meta l4proto tcp tcp flags & syn == 0 fib daddr type != local counter drop``."""
     flags = {"payload": {"protocol": "tcp", "field": "flags"}}
     return [
         {"match": {"op": "==", "left": _meta("l4proto"), "right": "tcp"}},
@@ -106,7 +107,7 @@ def nonlocal_expr() -> list[Json]:
         {"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["daddr"]}},
                    "right": "local"}},
         {"counter": None},
-        {"accept": None},
+        {"drop": None},
     ]
 
 
