@@ -1,0 +1,55 @@
+"""The soak bench's pure parts: the growth trend of a series and which samples count."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench.nemesis import Result
+from bench.nemesis_check import Applied, History
+from bench.nemesis_plan import Step
+from bench.soak import Sample, Samples, trend, trends
+
+
+def test_a_flat_noisy_series_does_not_grow():
+    rng = random.Random(1)
+    points = [(t * 10.0, 50.0 + rng.gauss(0, 1)) for t in range(360)]
+    tr = trend("rss", points)
+    assert tr is not None and not tr.grows
+    assert abs(tr.slope) < 3 * tr.stderr + 1e-9
+
+
+def test_a_leak_grows():
+    rng = random.Random(2)
+    points = [(t * 10.0, 50.0 + t * 0.05 + rng.gauss(0, 1)) for t in range(360)]
+    tr = trend("rss", points)  # 18 units per hour on a mean of about 59
+    assert tr is not None and tr.grows
+    assert tr.slope == pytest.approx(18.0, rel=0.1)
+
+
+def test_too_few_points_give_no_trend():
+    assert trend("x", [(0.0, 1.0), (10.0, 2.0)]) is None
+    assert trend("x", [(5.0, float(i)) for i in range(10)]) is None  # no time passed
+
+
+def result_with(applied: list[Applied]) -> Result:
+    return Result(seed=1, steps=[a.step for a in applied], applied=applied,
+                  history=History(applied=applied), violations=[], report=None, t0=0.0,
+                  end=3600.0, out=None)  # type: ignore[arg-type]
+
+
+def test_samples_during_faults_and_warm_up_are_left_out_and_restarts_split_series():
+    crash = Applied(Step(0, 1000.0, "crash", "r1", 5.0, 0), "r1", 1000.0, 1005.0)
+    samples = Samples()
+    for i in range(300):
+        t = i * 10.0
+        pid = 100 if t < 1005 else 200  # r1 restarted by the heal
+        during = 1000 <= t <= 1035
+        samples.agents.append(Sample(t, "r1", pid, {"rss_mb": 999.0 if during else 50.0}))
+    samples.keys = [(i * 10.0, 40) for i in range(300)]
+    ts = {t.series: t for t in trends(result_with([crash]), samples)}
+    rss = ts["r1 rss_mb"]
+    assert rss.mean == 50.0  # nothing from the fault, its settling, or a warm-up
+    assert rss.n == len([i for i in range(300) if i * 10.0 > 1010 + 60])  # first seen at 1010
+    assert not ts["etcd keys"].grows
