@@ -2,7 +2,7 @@
 the whole history (issue 11; faults and bounds: docs/faults.md).
 
     sudo .venv/bin/python bench/nemesis.py --minutes 10 --seed 7 [--faults crash,cpu,...]
-        [--replay steps.json] [--out DIR] [--png FILE]
+        [--replay steps.json] [--shrink] [--out DIR] [--png FILE]
 
 The lab: three routers running pulse (nftables, conntrackd syncing connections), two real
 servers, a three-member etcd. While the faults run, the client probes ARP for each VIP
@@ -12,7 +12,9 @@ connections open, and sends a short HTTP request every 50 ms. Afterwards the che
 (plan, what ran, ownership, gaps, connections, violations) and ``timeline.png``.
 
 A failing campaign prints the seed, the violations, and the steps around the first one,
-saved as ``suspects.json``: ``--replay suspects.json`` runs just those again.
+saved as ``suspects.json``: ``--replay suspects.json`` runs just those again, and
+``--shrink`` replays ever fewer of them to find the shortest history that still breaks the
+same check (``shortest.json``).
 Exit status: 0 when the checker found nothing, 1 otherwise.
 """
 
@@ -50,6 +52,7 @@ from bench.nemesis_check import (  # noqa: E402
     Violation,
     check,
     service_gaps,
+    shrink,
     suspects,
 )
 from bench.nemesis_faults import ACTS, ETCD_ONLY, Ctx, Unlocked  # noqa: E402
@@ -75,6 +78,7 @@ class Options:
     seed: int = 1
     faults: tuple[str, ...] | None = None
     replay: Path | None = None
+    steps: Sequence[Step] | None = None  # run exactly these (a shrink trial)
     out: Path = Path("/tmp/nemesis")
     png: Path | None = None
     prefix: str = PREFIX
@@ -388,6 +392,24 @@ def conns(records: Sequence[dict[str, object]]) -> list[Conn]:
     return out
 
 
+def replayable(steps: Sequence[Step]) -> list[Step]:
+    """``steps`` moved to start three seconds into a campaign, spacing kept."""
+    shift = min((s.at for s in steps), default=0.0) - 3.0
+    return [dataclasses.replace(s, at=round(s.at - shift, 3)) for s in steps]
+
+
+def reproduces(opts: Options, steps: list[Step], check_name: str) -> bool:
+    """Does a campaign of just ``steps`` (moved to its start) break ``check_name`` again?"""
+    steps = replayable(steps)
+    trial = dataclasses.replace(opts, steps=steps, replay=None, out=opts.out / "shrink",
+                                seconds=max(s.end for s in steps) + 5.0)
+    result = campaign(trial)
+    found = any(v.check == check_name for v in result.violations)
+    print(f"  shrink: {len(steps)} steps ({', '.join(s.kind for s in steps)}): "
+          f"{'fails' if found else 'passes'}", flush=True)
+    return found
+
+
 def campaign(opts: Options,
              during: Callable[[Lab], contextlib.AbstractContextManager[Any]] | None = None,
              ) -> Result:
@@ -395,10 +417,11 @@ def campaign(opts: Options,
     sampler) and what it yields lands in ``Result.sampled``."""
     topo = Topology(opts.prefix, opts.public, opts.private, routers=3, servers=2,
                     etcd_members=3)
-    if opts.replay is not None:  # from the first step's time on, three seconds in
-        steps = load(opts.replay.read_text())
-        shift = min((s.at for s in steps), default=0.0) - 3.0
-        steps = [dataclasses.replace(s, at=round(s.at - shift, 3)) for s in steps]
+    if opts.steps is not None:
+        steps = list(opts.steps)
+    elif opts.replay is not None:
+        steps = replayable(load(opts.replay.read_text()))
+        opts.seconds = max(opts.seconds, max((s.end for s in steps), default=0.0) + 5.0)
     else:
         steps = plan(opts.seed, opts.seconds,
                      Shape(tuple(topo.router_names), tuple(topo.etcd_names),
@@ -498,6 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/nemesis"))
     ap.add_argument("--png", type=Path, help="also write the timeline here")
     ap.add_argument("--mean-gap", type=float, default=3.0, help="mean seconds between faults")
+    ap.add_argument("--shrink", action="store_true",
+                    help="on a violation, replay ever fewer of the steps around it to find "
+                         "the shortest history that still breaks the same check")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     faults = tuple(f for f in args.faults.split(",") if f) or None
@@ -514,8 +540,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         (opts.out / "suspects.json").write_text(dump(suspect))
         print(f"seed {seed}; the steps around the first violation: "
               f"{', '.join(f'#{s.index} {s.kind}' for s in suspect)}\n"
-              f"replay them: {sys.argv[0]} --replay {opts.out / 'suspects.json'} "
-              f"--minutes {args.minutes:g}")
+              f"replay them: {sys.argv[0]} --replay {opts.out / 'suspects.json'}")
+        if args.shrink and suspect:
+            name = result.violations[0].check
+            if reproduces(opts, suspect, name):
+                shortest = shrink(suspect, lambda steps: reproduces(opts, steps, name))
+                (opts.out / "shortest.json").write_text(dump(shortest))
+                print(f"shortest history that still breaks '{name}': "
+                      f"{', '.join(f'#{s.index} {s.kind} {s.target}' for s in shortest)}\n"
+                      f"replay it: {sys.argv[0]} --replay {opts.out / 'shortest.json'}")
+            else:
+                print(f"the steps around it alone do not break '{name}' again: replay the "
+                      f"whole campaign with --seed {seed}")
         return 1
     print(f"history: {opts.out / 'history.json'}, timeline: {opts.out / 'timeline.png'}")
     return 0

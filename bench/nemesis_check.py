@@ -17,7 +17,7 @@ What is checked (issue 11):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bench.nemesis_plan import KINDS, NO_GAP, Step, allowed_gap
@@ -286,5 +286,19 @@ def suspects(violations: Sequence[Violation], applied: Sequence[Applied]) -> lis
     return [a.step for a in applied if a.step.index in wanted]
 
 
+def shrink(steps: Sequence[Step], fails: Callable[[list[Step]], bool]) -> list[Step]:
+    """A 1-minimal sub-list of ``steps`` that still ``fails`` (each replay is a campaign):
+    drop one step at a time, keep it dropped if the failure stays."""
+    current = list(steps)
+    i = 0
+    while i < len(current) and len(current) > 1:
+        trial = current[:i] + current[i + 1:]
+        if fails(trial):
+            current = trial
+        else:
+            i += 1
+    return current
+
+
 __all__ = ["NO_GAP", "Applied", "Claim", "Conn", "Gap", "History", "Overlap", "Violation",
-           "check", "service_gaps", "suspects"]
+           "check", "service_gaps", "shrink", "suspects"]

@@ -20,6 +20,7 @@ from bench.nemesis_check import (
     Overlap,
     check,
     service_gaps,
+    shrink,
     suspects,
 )
 from bench.nemesis_plan import ACTIVE, KINDS, NO_GAP, Shape, Step, allowed_gap, dump, load, plan
@@ -183,6 +184,18 @@ def test_the_suspects_are_the_steps_around_the_first_violation():
     h = history(overlaps=[Overlap("vip", 112.0, 112.1, ("r1", "r2"))])
     assert suspects(check(h), h.applied) == [CRASH]
     assert suspects([], h.applied) == []
+
+
+def test_shrinking_keeps_only_the_steps_the_failure_needs():
+    steps = [Step(i, float(i), "cpu", "", 1.0, 0) for i in range(8)]
+    tries = []
+
+    def fails(trial: list[Step]) -> bool:  # the bug needs steps 2 and 5 together
+        tries.append(len(trial))
+        return {2, 5} <= {s.index for s in trial}
+
+    assert [s.index for s in shrink(steps, fails)] == [2, 5]
+    assert len(tries) <= 2 * len(steps)
 
 
 def test_service_gaps_run_from_the_last_success_to_the_next():
