@@ -21,7 +21,7 @@ from bench.conn_lab import crash as crash_router
 from bench.conn_lab import reboot
 from cluster.keys import Keys
 from lvslab import Lab, build
-from lvslab.procs import PYTHON
+from lvslab.procs import PYTHON, stop
 
 Heal = Callable[[], None]
 FORGE_SCRIPT = Path(__file__).with_name("nemesis_forge.py")
@@ -345,23 +345,13 @@ def forged_heartbeats(ctx: Ctx, target: str, rng: random.Random) -> Heal:
                          "--cluster", ctx.lab.topology.cluster, "--routers", routers,
                          "--replay", str(replay), "--seed", str(rng.getrandbits(32)),
                          stdout=subprocess.DEVNULL)
-    return lambda: _stop(proc)
+    return lambda: stop(proc)
 
 
 def cpu(ctx: Ctx, target: str, rng: random.Random) -> Heal:
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
              for _ in range(os.cpu_count() or 2)]
-    return lambda: [_stop(p) for p in procs] and None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return lambda: [stop(p) for p in procs] and None
 
 
 ACTS: dict[str, Callable[[Ctx, str, random.Random], Heal]] = {

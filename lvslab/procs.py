@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .netns import LabError, ns_exec, pid_in
 
@@ -69,6 +70,17 @@ def kill(pid: int, ns: str, sig: int = signal.SIGKILL) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     return True
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM ``proc`` (our child), SIGKILL it if it is still there after ``grace`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_gone(pid: int, ns: str, within: float = 5.0) -> bool:

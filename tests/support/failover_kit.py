@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cluster.keys import Keys
-from lvslab import Lab, LabError, Topology, netns
+from lvslab import Lab, LabError, Topology, netns, procs
 from lvslab.config_file import lab_lvs_cf
 from support import arpwatch
 
@@ -396,13 +396,7 @@ class Watch:
 
     def _end(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            procs.stop(proc)
         self.procs = []
 
     @property
