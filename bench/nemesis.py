@@ -2,7 +2,7 @@
 the whole history (issue 11; faults and bounds: docs/faults.md).
 
     sudo .venv/bin/python bench/nemesis.py --minutes 10 --seed 7 [--faults crash,cpu,...]
-        [--replay steps.json] [--shrink] [--out DIR] [--png FILE]
+        [--replay steps.json] [--no-shrink] [--out DIR] [--png FILE]
 
 The lab: three routers running pulse (nftables, conntrackd syncing connections), two real
 servers, a three-member etcd. While the faults run, the client probes ARP for each VIP
@@ -13,8 +13,8 @@ connections open, and sends a short HTTP request every 50 ms. Afterwards the che
 
 A failing campaign prints the seed, the violations, and the steps around the first one,
 saved as ``suspects.json``: ``--replay suspects.json`` runs just those again, and
-``--shrink`` replays ever fewer of them to find the shortest history that still breaks the
-same check (``shortest.json``).
+then (unless ``--no-shrink``) ever fewer of them are replayed to find the shortest history
+that still breaks the same check (``shortest.json``).
 Exit status: 0 when the checker found nothing, 1 otherwise.
 """
 
@@ -521,9 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/nemesis"))
     ap.add_argument("--png", type=Path, help="also write the timeline here")
     ap.add_argument("--mean-gap", type=float, default=3.0, help="mean seconds between faults")
-    ap.add_argument("--shrink", action="store_true",
+    ap.add_argument("--shrink", action=argparse.BooleanOptionalAction, default=True,
                     help="on a violation, replay ever fewer of the steps around it to find "
-                         "the shortest history that still breaks the same check")
+                         "the shortest history that still breaks the same check "
+                         "(default; each trial is a short campaign)")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     faults = tuple(f for f in args.faults.split(",") if f) or None

@@ -44,7 +44,8 @@ def test_a_fixed_seed_campaign_breaks_no_promise():
     if result.violations:
         path = Path(out / "suspects.json")
         path.write_text(dump(suspects(result.violations, result.applied)))
-        pytest.fail(f"{text}\nreplay: .venv/bin/python bench/nemesis.py --replay {path}")
+        pytest.fail(f"{text}\nfind the shortest history that breaks it: "
+                    f"sudo .venv/bin/python bench/nemesis.py --replay {path}")
     ran = [a for a in result.applied if not a.skipped]
     # the campaign really broke things: many faults, the VIP moved, requests were probed
     assert len(ran) >= 15, [a.kind for a in ran]
