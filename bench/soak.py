@@ -9,11 +9,12 @@ connections, checker) with faults every ``--mean-gap`` seconds on average, while
 asyncio tasks (its metrics: ``process_resident_memory_bytes``, ``process_open_fds``,
 ``lvs_asyncio_tasks``) and the number of keys under the cluster's etcd prefix.
 
-Growth is the slope of a least-squares line through each series, per hour, over the
-samples taken while no fault was running (a restarted agent starts a new series; its
-first minute is left out, while it warms up). "Beyond noise": the slope exceeds twice its
-standard error and 5 % of the series' mean per hour. ``--write-docs`` replaces the "Soak"
-section of docs/benchmarks.md.
+Growth is the slope of a least-squares line, per hour, through each router's series over
+the second half of the life of its longest-lived agent process (the first half is warm-up:
+lazy imports, caches, allocator arenas; a leak keeps growing), on samples taken while no
+fault ran nor in the 30 s after one. "Beyond noise": the slope exceeds twice its standard
+error and 5 % of the series' mean per hour. ``--write-docs`` replaces the "Soak" section
+of docs/benchmarks.md; ``--analyse OUT`` reports again on a finished soak's output.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from bench.failover_report import replace_section  # noqa: E402
 from bench.nemesis import Options, Result, campaign, summary, write_history  # noqa: E402
+from bench.nemesis_check import Violation  # noqa: E402
+from bench.nemesis_plan import Step  # noqa: E402
 from bench.nemesis_report import write_png as write_timeline  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
 from lvslab import Lab  # noqa: E402
@@ -48,10 +51,12 @@ METRICS = {"rss_mb": ("process_resident_memory_bytes", 1 / 2**20),
 WARM = 60.0  # s after an agent (re)starts before its samples count
 INTRO = """Hours of client load (20 long-lived connections, an HTTP request every 50 ms) with
 a nemesis fault every few minutes; each agent's resident memory, open descriptors and
-asyncio tasks and the etcd key count sampled every 10 s. Slopes are least-squares lines
-over the samples taken while no fault ran (nor in the 30 s after one), per agent process
-(its first minute left out); growth beyond noise = slope > 2 standard errors and > 5 % of
-the mean per hour. The checker of the campaign (docs/faults.md) runs over the whole soak."""
+asyncio tasks and the etcd key count sampled every 10 s. A fault may restart an agent, so
+each router's series is its longest-lived agent process, and the slope (least squares,
+per hour) is fitted over the second half of that life, after its warm-up, on samples
+taken while no fault ran nor in the 30 s after one; growth beyond noise = slope > 2
+standard errors and > 5 % of the mean per hour. The checker of the campaign
+(docs/faults.md) runs over the whole soak."""
 
 
 @dataclass
@@ -80,13 +85,14 @@ def scrape(lab: Lab, router: str) -> dict[str, float]:
 
 
 def key_count(lab: Lab) -> int | None:
+    """Keys under the cluster's prefix (etcdctl 3.4 has no --count-only)."""
     prefix = Keys(lab.topology.cluster).prefix
     res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_endpoints,
-                   "--command-timeout=3s", "get", "--prefix", "--count-only", "-w", "json",
-                   prefix, timeout=10)
-    with contextlib.suppress(ValueError, KeyError):
-        return int(json.loads(res.stdout)["count"])
-    return None
+                   "--command-timeout=3s", "get", "--prefix", "--keys-only", prefix,
+                   timeout=10)
+    if res.returncode != 0:
+        return None
+    return sum(1 for line in res.stdout.splitlines() if line.startswith(prefix))
 
 
 @contextlib.contextmanager
@@ -154,23 +160,27 @@ def quiet(t: float, result: Result, settle: float = 30.0) -> bool:
 
 
 def trends(result: Result, samples: Samples) -> list[Trend]:
+    """Per router and series: the trend over the second half of the life of its
+    longest-lived agent process (the first half is its warm-up: lazy imports, caches,
+    allocator arenas), quiet samples only; and the etcd key count over the whole soak."""
     out: list[Trend] = []
     first: dict[tuple[str, int], float] = {}
+    last: dict[tuple[str, int], float] = {}
     for s in samples.agents:
         first.setdefault((s.router, s.pid), s.t)
+        last[(s.router, s.pid)] = s.t
     routers = sorted({s.router for s in samples.agents})
     for router in routers:
+        lives = {pid: last[(r, pid)] - first[(r, pid)] for r, pid in first if r == router}
+        pid = max(lives, key=lambda p: lives[p])
+        half = first[(router, pid)] + max(WARM, lives[pid] / 2)
         for name in METRICS:
-            # the longest-lived process of this router: one series, no restarts in it
-            by_pid: dict[int, list[tuple[float, float]]] = {}
-            for s in samples.agents:
-                if s.router == router and name in s.values and quiet(s.t, result) \
-                        and s.t - first[(s.router, s.pid)] > WARM:
-                    by_pid.setdefault(s.pid, []).append((s.t - result.t0, s.values[name]))
-            if by_pid:
-                points = max(by_pid.values(), key=len)
-                if (tr := trend(f"{router} {name}", points)) is not None:
-                    out.append(tr)
+            points = [(s.t - result.t0, s.values[name]) for s in samples.agents
+                      if s.router == router and s.pid == pid and name in s.values
+                      and s.t >= half and quiet(s.t, result)]
+            label = f"{router} {name} (pid {pid}, {lives[pid] / 60:.0f} min, 2nd half)"
+            if (tr := trend(label, points)) is not None:
+                out.append(tr)
     keys = [(t - result.t0, float(n)) for t, n in samples.keys if quiet(t, result)]
     if (tr := trend("etcd keys", keys)) is not None:
         out.append(tr)
@@ -230,6 +240,26 @@ def report(result: Result, ts: Sequence[Trend], argv: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def load_run(out: Path) -> tuple[Result, Samples]:
+    """A finished soak's result and samples, from its output directory (``--analyse``)."""
+    from bench.nemesis_check import Applied, History
+
+    hist = json.loads((out / "history.json").read_text())
+    steps = {d["index"]: Step(**d) for d in hist["steps"]}
+    applied = [Applied(steps[a["step"]], a["router"], a["started"], a["healed"],
+                       a["skipped"], a["note"]) for a in hist["applied"]]
+    violations = [Violation(v["check"], v["t"], v["detail"], tuple(v["steps"]))
+                  for v in hist["violations"]]
+    end = max([hist["t0"], *(a.healed for a in applied)])
+    raw = json.loads((out / "samples.json").read_text())
+    samples = Samples([Sample(**d) for d in raw["agents"]], [tuple(k) for k in raw["keys"]])
+    if samples.agents:
+        end = max(end, samples.agents[-1].t)
+    result = Result(hist["seed"], list(steps.values()), applied, History(applied=applied),
+                    violations, None, hist["t0"], end, out)
+    return result, samples
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -240,7 +270,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/soak"))
     ap.add_argument("--png", type=Path)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--analyse", type=Path, help="report on a finished soak's --out")
     args = ap.parse_args(args_list)
+    if args.analyse is not None:
+        result, samples = load_run(args.analyse)
+        ts = trends(result, samples)
+        png = args.png or args.analyse / "soak.png"
+        write_png(result, samples, png)
+        text = report(result, ts, args_list)
+        print(text)
+        if args.write_docs:
+            doc = REPO / "docs" / "benchmarks.md"
+            doc.write_text(replace_section(doc.read_text(),
+                                           f"## {SECTION}\n\n{INTRO}\n\n{text}\n", SECTION))
+        return 1 if result.violations or any(t.grows for t in ts) else 0
     opts = Options(seconds=args.hours * 3600, seed=args.seed, out=args.out,
                    mean_gap=args.mean_gap, prefix="soak", public="10.65.0.0/24",
                    private="10.65.1.0/24")
