@@ -48,8 +48,23 @@ def test_samples_during_faults_and_warm_up_are_left_out_and_restarts_split_serie
         during = 1000 <= t <= 1035
         samples.agents.append(Sample(t, "r1", pid, {"rss_mb": 999.0 if during else 50.0}))
     samples.keys = [(i * 10.0, 40) for i in range(300)]
-    ts = {t.series: t for t in trends(result_with([crash]), samples)}
+    ts = {t.series.split(" (")[0]: t for t in trends(result_with([crash]), samples)}
     rss = ts["r1 rss_mb"]
-    assert rss.mean == 50.0  # nothing from the fault, its settling, or a warm-up
-    assert rss.n == len([i for i in range(300) if i * 10.0 > 1010 + 60])  # first seen at 1010
+    assert rss.mean == 50.0  # nothing from the fault or its settling
+    # the longer life (pid 200, 1010..2990 s), its second half: from 2000 s
+    assert rss.n == len([i for i in range(300) if i * 10.0 >= 2000])
     assert not ts["etcd keys"].grows
+
+
+def test_warm_up_growth_that_levels_off_is_not_a_leak_but_growth_to_the_end_is():
+    def samples(leak: bool) -> Samples:
+        out = Samples()
+        for i in range(360):
+            t = i * 10.0
+            warm = min(t, 1200.0) / 1200.0 * 5  # +5 MB over the first 20 minutes
+            out.agents.append(Sample(t, "r1", 7, {"rss_mb": 70 + warm + (t / 360 if leak
+                                                                          else 0)}))
+        return out
+
+    assert not any(t.grows for t in trends(result_with([]), samples(leak=False)))
+    assert any(t.grows for t in trends(result_with([]), samples(leak=True)))
