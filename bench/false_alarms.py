@@ -1,0 +1,532 @@
+"""False alarms under CPU saturation: how low can each side set its timers? (issue 11)
+
+Every core of the machine is kept busy (``stress-ng --cpu``, at the agents' own nice
+level) while the lab runs with no fault at all. For each timer setting, from slow to fast,
+the lab is built, settles unloaded, then runs ``--seconds`` under saturation; anything that
+moves the VIP (or would) is a false failover:
+
+* ``owner changes``: the VIP answered from another router's MAC (an ARP prober in the
+  client namespace asks for the VIP every 20 ms);
+* ``takeovers``: a router became active / master (pulse: "becoming ACTIVE"; keepalived:
+  "Entering MASTER STATE" in its log);
+* pulse also: an active that let go (``released VIPs``), a new leader key (``won the
+  leader key``), and, as near misses that moved nothing, ``PeerDead`` verdicts and the
+  agent's own ``stalled for`` warnings (the longest stall it saw).
+
+pulse runs with fast eviction (a silent active is evicted at ``deadtime``: without it the
+2 s lease keeps any heartbeat miss from moving the VIP) and ``keepalive`` about a third of
+``deadtime``; keepalived with VRRPv3 (centisecond adverts) at ``advert_int``: a backup
+declares the master dead after 3 x advert_int + skew. A system's sweep stops at its first
+setting with a false failover (``--all`` runs every setting).
+
+    sudo .venv/bin/python bench/false_alarms.py --system pulse [--seconds 60]
+    sudo .venv/bin/python bench/false_alarms.py --system keepalived [--seconds 60]
+    .venv/bin/python bench/false_alarms.py --report --write-docs   # table + picture
+
+Each run merges its outcomes into ``--json`` (default bench/results/false-alarms.json),
+so the sweeps can run one system at a time (short turns on a shared machine);
+``--report`` renders the table, ``--png`` and, with ``--write-docs``, the "False alarms
+under CPU saturation" section of docs/benchmarks.md from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+SECTION = "False alarms under CPU saturation"
+JSON = REPO / "bench" / "results" / "false-alarms.json"
+PNG = REPO / "docs" / "img" / "false-alarms.png"
+PREFIX = "bfa"
+PUBLIC, PRIVATE = "10.91.0.0/24", "10.91.1.0/24"
+BACKUP_PRIORITY = 200  # keepalived's second router (its skew time)
+ARP_EVERY = 0.02
+ARP_HOLD = 0.5  # claims of one MAC this close are one ownership interval (the prober stalls)
+
+# (keepalive, deadtime): keepalive about deadtime / 3, the issue's BFD-class 0.03 / 0.1.
+PULSE_STEPS: tuple[tuple[float, float], ...] = (
+    (0.3, 1.0), (0.15, 0.5), (0.1, 0.3), (0.06, 0.2), (0.03, 0.1), (0.015, 0.05),
+    (0.01, 0.03))
+KEEPALIVED_STEPS: tuple[float, ...] = (1.0, 0.5, 0.3, 0.1, 0.05, 0.03, 0.02, 0.01)
+
+
+# ---------------------------------------------------------------- pure
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One timer setting of one system."""
+
+    system: str  # pulse | keepalived
+    keepalive: float  # pulse: heartbeat interval; keepalived: advert_int
+    deadtime: float = 0.0  # pulse only
+
+    @property
+    def label(self) -> str:
+        if self.system == "pulse":
+            return f"keepalive {self.keepalive:g}, deadtime {self.deadtime:g}"
+        return f"advert_int {self.keepalive:g}"
+
+    @property
+    def detect(self) -> float:
+        """Silence after which a backup declares the active dead (seconds)."""
+        if self.system == "pulse":
+            return self.deadtime
+        return master_down(self.keepalive, BACKUP_PRIORITY)
+
+
+def master_down(advert_int: float, priority: int) -> float:
+    """VRRPv3's Master_Down_Interval (RFC 5798): 3 x advert + (256 - prio) x advert / 256."""
+    return 3 * advert_int + (256 - priority) * advert_int / 256
+
+
+def steps(system: str) -> list[Setting]:
+    if system == "pulse":
+        return [Setting("pulse", k, d) for k, d in PULSE_STEPS]
+    return [Setting("keepalived", a) for a in KEEPALIVED_STEPS]
+
+
+@dataclass
+class LogCounts:
+    """What the agents' logs say happened during the window."""
+
+    takeovers: int = 0  # became active / master
+    releases: int = 0  # pulse: an active released its VIPs
+    leader_changes: int = 0  # pulse: a new leader key
+    peer_dead: int = 0  # pulse: a peer declared dead (a near miss if nothing moved)
+    stalls: int = 0  # pulse: the agent noticed it had stalled (longer than its margin)
+    longest_stall: float = 0.0
+
+    def add(self, other: LogCounts) -> None:
+        self.takeovers += other.takeovers
+        self.releases += other.releases
+        self.leader_changes += other.leader_changes
+        self.peer_dead += other.peer_dead
+        self.stalls += other.stalls
+        self.longest_stall = max(self.longest_stall, other.longest_stall)
+
+
+STALL_RE = re.compile(r"stalled for (\d+(?:\.\d+)?) s")
+
+
+def count_pulse_log(text: str) -> LogCounts:
+    """Count the events of a pulse agent's log (the part written during the window)."""
+    c = LogCounts()
+    for line in text.splitlines():
+        if "becoming ACTIVE" in line:
+            c.takeovers += 1
+        elif "released VIPs" in line:
+            c.releases += 1
+        elif "won the leader key" in line:
+            c.leader_changes += 1
+        elif "PeerDead(" in line:
+            c.peer_dead += 1
+        elif m := STALL_RE.search(line):
+            c.stalls += 1
+            c.longest_stall = max(c.longest_stall, float(m.group(1)))
+    return c
+
+
+def count_keepalived_log(text: str) -> LogCounts:
+    """Count the state changes in a keepalived log (the part written during the window)."""
+    return LogCounts(takeovers=sum("Entering MASTER STATE" in line
+                                   for line in text.splitlines()))
+
+
+def owner_changes(owners: list[str]) -> int:
+    """Changes in a succession of owners (consecutive repeats already collapsed or not)."""
+    return sum(1 for a, b in itertools.pairwise(owners) if a != b)
+
+
+@dataclass
+class Outcome:
+    """One setting run under saturation for ``seconds``."""
+
+    setting: Setting
+    seconds: float
+    owner_changes: int = 0
+    two_owners: int = 0  # overlapping ownership intervals seen by the prober
+    counts: LogCounts = field(default_factory=LogCounts)
+    busy: float = 0.0  # share of CPU time busy during the window (all cores)
+    probes: int = 0
+    error: str | None = None
+    when: str = ""
+    commit: str = ""
+
+    @property
+    def false_failovers(self) -> int:
+        """Anything that moved (or started to move) the VIP with no fault."""
+        c = self.counts
+        return max(self.owner_changes, c.takeovers, c.releases, c.leader_changes)
+
+    @property
+    def survived(self) -> bool:
+        return self.error is None and self.false_failovers == 0
+
+    def to_json(self) -> dict[str, object]:
+        doc = asdict(self)
+        doc["false_failovers"] = self.false_failovers
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> Outcome:
+        d = dict(doc)
+        d.pop("false_failovers", None)
+        d["setting"] = Setting(**d["setting"])  # type: ignore[arg-type]
+        d["counts"] = LogCounts(**d["counts"])  # type: ignore[arg-type]
+        return cls(**d)  # type: ignore[arg-type]
+
+
+def lowest_survived(outcomes: list[Outcome], system: str) -> Setting | None:
+    """The fastest setting of ``system`` that survived, every slower one surviving too."""
+    mine = sorted((o for o in outcomes if o.setting.system == system),
+                  key=lambda o: -o.setting.detect)
+    best = None
+    for o in mine:
+        if not o.survived:
+            break
+        best = o.setting
+    return best
+
+
+def merge(old: list[Outcome], new: list[Outcome]) -> list[Outcome]:
+    """``old`` with every setting measured in ``new`` replaced by its new outcome."""
+    fresh = {o.setting for o in new}
+    kept = [o for o in old if o.setting not in fresh]
+    return sorted([*kept, *new], key=lambda o: (o.setting.system, -o.setting.detect))
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = ["| system | timers | declared dead after | seconds | false failovers | "
+            "VIP owner changes | takeovers | peer-dead verdicts | agent stalls (longest) | "
+            "CPU busy |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        c = o.counts
+        stalls = f"{c.stalls} ({c.longest_stall * 1000:.0f} ms)" if o.setting.system == "pulse" \
+            else "-"
+        dead = str(c.peer_dead) if o.setting.system == "pulse" else "-"
+        verdict = "error: " + o.error.splitlines()[0] if o.error else str(o.false_failovers)
+        rows.append(f"| {o.setting.system} | {o.setting.label} | "
+                    f"{o.setting.detect * 1000:.0f} ms | {o.seconds:g} | {verdict} | "
+                    f"{o.owner_changes} | {c.takeovers} | {dead} | {stalls} | "
+                    f"{o.busy * 100:.0f} % |")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------- the lab (shell)
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class Hogs:
+    """``stress-ng --cpu`` workers on every core (``per_core`` each), at ``nice`` (0: the
+    agents' own level; negative: a neighbour the scheduler favours over the agents)."""
+
+    def __init__(self, per_core: int, nice: int = 0) -> None:
+        self.n = max(1, (os.cpu_count() or 1) * per_core)
+        self.nice = nice
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Hogs:
+        if shutil.which("stress-ng") is None:
+            raise SystemExit("false_alarms.py: stress-ng is missing (scripts/setup.sh installs it)")
+        self.proc = subprocess.Popen(
+            ["nice", "-n", str(self.nice), "stress-ng", "--cpu", str(self.n), "--quiet"],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(0.5)  # the workers run
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the group we started
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def run_setting(setting: Setting, seconds: float, per_core: int, workdir: Path,
+                say=print, nice: int = 0) -> Outcome:
+    """Build the lab at ``setting``, let it settle, saturate every core for ``seconds``."""
+    from support import arpwatch
+
+    from bench.failover_keepalived import STAND_IN, Keepalived, program_dataplane
+    from bench.failover_lab import ProbeLog, timed_config, wait_stable
+    from lvslab import Lab, LabError, netns
+    from lvslab.topology import Topology
+
+    out = Outcome(setting, seconds, when=time.strftime("%Y-%m-%d %H:%M %Z"),
+                  commit=_commit())
+    workdir = workdir / f"{setting.system}-{setting.keepalive:g}"  # own pid files and logs
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    pulse = setting.system == "pulse"
+    config = None
+    if pulse:
+        config = workdir / "lvs.cf"
+        config.write_text(timed_config(Topology(PREFIX, PUBLIC, PRIVATE), setting.keepalive,
+                                       setting.deadtime))
+    lab = Lab(PREFIX, PUBLIC, PRIVATE, agent_cmd=None if pulse else STAND_IN, config=config)
+    keepalived = None
+    watcher = None
+    try:
+        lab.up()
+        if not pulse:
+            program_dataplane(lab)
+            keepalived = Keepalived(lab, workdir, setting.keepalive, version=3)
+            keepalived.start_all()
+        probes = ProbeLog(lab, workdir / "probes.jsonl")
+        try:
+            wait_stable(lab, probes, etcd=pulse, hold=2.0, timeout=60)
+        finally:
+            probes.stop()
+        logs = {r: (keepalived.dir / f"{r}.log" if keepalived else lab.log_path(r))
+                for r in lab.routers}
+        start = {r: _size(p) for r, p in logs.items()}
+        macs = {r: str(netns.ip_json(lab.ns(r), "link", "show", "dev", "eth0")[0]["address"])
+                for r in lab.routers}
+        record = workdir / "arp.jsonl"
+        record.unlink(missing_ok=True)
+        watcher = lab.popen("client", *arpwatch.argv("eth0", record, probe=[lab.vip],
+                                                     every=ARP_EVERY), stdout=subprocess.PIPE)
+        if watcher.stdout is None or watcher.stdout.readline().strip() != b"ready":
+            raise LabError("the ARP prober did not start")
+        say(f"  {setting.label}: settled; {seconds:g} s with every core busy")
+        with Hogs(per_core, nice):
+            busy0, total0 = cpu_times()
+            time.sleep(seconds)
+            busy1, total1 = cpu_times()
+        out.busy = (busy1 - busy0) / max(1.0, total1 - total0)
+        time.sleep(1.0)  # whatever the load started finishes before we look
+        watcher.terminate()
+        watcher.wait(10)
+        events = arpwatch.read_events(record)
+        own = arpwatch.ownership(events, macs.values(), vips=[lab.vip], hold=ARP_HOLD)[lab.vip]
+        out.owner_changes = owner_changes(own.owners)
+        out.two_owners = len(own.overlaps)
+        out.probes = own.probes
+        count = count_pulse_log if pulse else count_keepalived_log
+        for r, path in logs.items():
+            out.counts.add(count(_read_from(path, start[r])))
+    except (LabError, OSError, subprocess.SubprocessError) as exc:
+        out.error = str(exc)
+    finally:
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        if keepalived is not None:
+            keepalived.stop_all()
+        if lab.log_dir.is_dir():
+            shutil.copytree(lab.log_dir, workdir / "logs", dirs_exist_ok=True)
+        lab.down()
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip() or "?"
+
+
+# ---------------------------------------------------------------- report
+
+
+def plot(outcomes: list[Outcome], path: Path) -> None:
+    """False failovers against the time to declare the active dead, one line per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colors = {"pulse": "tab:blue", "keepalived": "tab:orange"}
+    for system in ("pulse", "keepalived"):
+        mine = sorted((o for o in outcomes if o.setting.system == system and o.error is None),
+                      key=lambda o: o.setting.detect)
+        if not mine:
+            continue
+        xs = [o.setting.detect * 1000 for o in mine]
+        ys = [o.false_failovers for o in mine]
+        ax.plot(xs, ys, "-", color=colors[system], alpha=0.5)
+        for o, x, y in zip(mine, xs, ys, strict=True):
+            ax.plot(x, y, "o" if o.survived else "X", color=colors[system], ms=8)
+            ax.annotate(o.setting.label.replace(", ", "\n"), (x, y), fontsize=6,
+                        textcoords="offset points", xytext=(0, 8), ha="center")
+        ax.plot([], [], "o-", color=colors[system], label=system)
+    ax.set_xscale("log")
+    ax.set_xlabel("silence before the active is declared dead (ms; log scale)")
+    ax.set_ylabel("false failovers in the window")
+    seconds = max((o.seconds for o in outcomes), default=0)
+    ax.set_title(f"No fault, every core busy (stress-ng), {seconds:g} s per setting\n"
+                 "o: none, X: at least one false failover")
+    ax.legend(loc="upper right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(outcomes: list[Outcome], command: str, png: Path, notes: str) -> str:
+    lowest = {s: lowest_survived(outcomes, s) for s in ("pulse", "keepalived")}
+    lines = []
+    for system, best in lowest.items():
+        tried = [o for o in outcomes if o.setting.system == system]
+        if not tried:
+            continue
+        if best is None:
+            lines.append(f"* {system}: no setting survived")
+        else:
+            lines.append(f"* {system}: {best.label} (declared dead after "
+                         f"{best.detect * 1000:.0f} ms), the lowest without a false failover")
+    rel = os.path.relpath(png, REPO / "docs")
+    return "\n\n".join([
+        f"## {SECTION}",
+        __doc__.split("\n\n", 1)[1].split("\n    sudo", 1)[0].strip(),
+        f"Command (as root; one locked run per system, then the report): `{command}`. "
+        f"{notes}",
+        table(outcomes),
+        "Lowest timers without a false failover:\n\n" + "\n".join(lines),
+        f"![false failovers against timers]({rel})",
+    ]) + "\n"
+
+
+def write_docs(text: str) -> None:
+    path = REPO / "docs" / "benchmarks.md"
+    doc = path.read_text()
+    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    doc = pattern.sub(lambda _m: text + "\n", doc) if pattern.search(doc) \
+        else doc.rstrip() + "\n\n" + text
+    path.write_text(doc)
+
+
+def machine_notes(outcomes: list[Outcome]) -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    whens = sorted(o.when for o in outcomes if o.when)
+    commits = sorted({o.commit for o in outcomes if o.commit})
+    return (f"Machine: kernel {platform.release()}, {os.cpu_count()} x {cpu}; runs "
+            f"{whens[0] if whens else '?'} to {whens[-1] if whens else '?'}, commit(s) "
+            f"{', '.join(commits) or '?'}; etcd: one member.")
+
+
+# ---------------------------------------------------------------- main
+
+
+def load(path: Path) -> list[Outcome]:
+    if not path.exists():
+        return []
+    return [Outcome.from_json(d) for d in json.loads(path.read_text())["outcomes"]]
+
+
+def save(path: Path, outcomes: list[Outcome]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"outcomes": [o.to_json() for o in outcomes]}, indent=1) + "\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--system", choices=("pulse", "keepalived", "both"), default="both")
+    ap.add_argument("--seconds", type=float, default=60.0, help="saturated seconds per setting")
+    ap.add_argument("--per-core", type=int, default=1, help="stress-ng workers per core")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="nice level of the stress-ng workers (the agents run at 0)")
+    ap.add_argument("--only", help="comma list of timers to run (pulse: keepalive values; "
+                                   "keepalived: advert_int values)")
+    ap.add_argument("--all", action="store_true", help="do not stop at the first false failover")
+    ap.add_argument("--json", type=Path, default=JSON)
+    ap.add_argument("--png", type=Path, default=PNG)
+    ap.add_argument("--report", action="store_true", help="only render what --json holds")
+    ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench-false-alarms"))
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    outcomes = load(args.json)
+    if not args.report:
+        if os.geteuid() != 0:
+            print("false_alarms.py: needs root (network namespaces)", file=sys.stderr)
+            return 1
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        only = {float(x) for x in args.only.split(",")} if args.only else None
+        systems = ["pulse", "keepalived"] if args.system == "both" else [args.system]
+        new: list[Outcome] = []
+        for system in systems:
+            print(f"{system}:", flush=True)
+            for setting in steps(system):
+                if only is not None and setting.keepalive not in only:
+                    continue
+                o = run_setting(setting, args.seconds, args.per_core, args.workdir,
+                                say=lambda s: print(s, flush=True), nice=args.nice)
+                new.append(o)
+                c = o.counts
+                print(f"  {setting.label}: false failovers {o.false_failovers} (owner changes "
+                      f"{o.owner_changes}, takeovers {c.takeovers}, releases {c.releases}, "
+                      f"peer dead {c.peer_dead}, stalls {c.stalls} longest "
+                      f"{c.longest_stall * 1000:.0f} ms), busy {o.busy * 100:.0f} %"
+                      + (f"  ERROR {o.error}" if o.error else ""), flush=True)
+                outcomes = merge(outcomes, [o])
+                save(args.json, outcomes)
+                if not o.survived and not args.all:
+                    break
+    print()
+    print(table(outcomes))
+    if outcomes:
+        plot(outcomes, args.png)
+        print(f"picture: {args.png}")
+    if args.write_docs and outcomes:
+        command = shlex.join([".venv/bin/python", "bench/false_alarms.py",
+                              *(argv if argv is not None else sys.argv[1:])])
+        write_docs(render(outcomes, command, args.png, machine_notes(outcomes)))
+        print("wrote the section of docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
