@@ -80,15 +80,16 @@ def ratio(pulse: Summary | None, baseline: Summary | None, q: float = 50) -> flo
     return a / b
 
 
-def section(body: str) -> str:
-    return f"## {SECTION}\n\n{body.strip()}\n"
+def section(body: str, name: str = SECTION) -> str:
+    return f"## {name}\n\n{body.strip()}\n"
 
 
-def replace_section(doc: str, new_section: str) -> str:
-    """``doc`` with its "## Failover" section replaced (or appended); others kept intact."""
+def replace_section(doc: str, new_section: str, name: str = SECTION) -> str:
+    """``doc`` with its "## Failover" (or ``name``) section replaced (or appended); others
+    kept intact."""
     if not doc.strip():
         doc = INTRO
-    pattern = re.compile(rf"^## {SECTION}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
+    pattern = re.compile(rf"^## {re.escape(name)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
     if pattern.search(doc):
         return pattern.sub(lambda _m: new_section.rstrip() + "\n\n", doc, count=1).rstrip() + "\n"
     return doc.rstrip() + "\n\n" + new_section
