@@ -44,8 +44,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lvslab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -160,6 +165,8 @@ class Outcome:
 
     setting: Setting
     seconds: float
+    per_core: int = 1  # stress-ng workers per core
+    nice: int = 0  # their nice level (the agents run at 0)
     owner_changes: int = 0
     two_owners: int = 0  # overlapping ownership intervals seen by the prober
     counts: LogCounts = field(default_factory=LogCounts)
@@ -179,6 +186,14 @@ class Outcome:
     def survived(self) -> bool:
         return self.error is None and self.false_failovers == 0
 
+    @property
+    def load(self) -> tuple[int, int]:
+        return (self.per_core, self.nice)
+
+    @property
+    def key(self) -> tuple[Setting, int, int]:
+        return (self.setting, self.per_core, self.nice)
+
     def to_json(self) -> dict[str, object]:
         doc = asdict(self)
         doc["false_failovers"] = self.false_failovers
@@ -193,9 +208,11 @@ class Outcome:
         return cls(**d)  # type: ignore[arg-type]
 
 
-def lowest_survived(outcomes: list[Outcome], system: str) -> Setting | None:
-    """The fastest setting of ``system`` that survived, every slower one surviving too."""
-    mine = sorted((o for o in outcomes if o.setting.system == system),
+def lowest_survived(outcomes: list[Outcome], system: str,
+                    load: tuple[int, int] = (1, 0)) -> Setting | None:
+    """The fastest setting of ``system`` that survived under ``load`` (workers per core,
+    nice), every slower one surviving too."""
+    mine = sorted((o for o in outcomes if o.setting.system == system and o.load == load),
                   key=lambda o: -o.setting.detect)
     best = None
     for o in mine:
@@ -207,23 +224,29 @@ def lowest_survived(outcomes: list[Outcome], system: str) -> Setting | None:
 
 def merge(old: list[Outcome], new: list[Outcome]) -> list[Outcome]:
     """``old`` with every setting measured in ``new`` replaced by its new outcome."""
-    fresh = {o.setting for o in new}
-    kept = [o for o in old if o.setting not in fresh]
-    return sorted([*kept, *new], key=lambda o: (o.setting.system, -o.setting.detect))
+    fresh = {o.key for o in new}
+    kept = [o for o in old if o.key not in fresh]
+    return sorted([*kept, *new], key=lambda o: (o.per_core, -o.nice, o.setting.system,
+                                                -o.setting.detect))
+
+
+def load_label(load: tuple[int, int]) -> str:
+    per_core, nice = load
+    return f"{per_core}/core, nice {nice}"
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| system | timers | declared dead after | seconds | false failovers | "
+    rows = ["| load | system | timers | declared dead after | seconds | false failovers | "
             "VIP owner changes | takeovers | peer-dead verdicts | agent stalls (longest) | "
             "CPU busy |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         c = o.counts
         stalls = f"{c.stalls} ({c.longest_stall * 1000:.0f} ms)" if o.setting.system == "pulse" \
             else "-"
         dead = str(c.peer_dead) if o.setting.system == "pulse" else "-"
         verdict = "error: " + o.error.splitlines()[0] if o.error else str(o.false_failovers)
-        rows.append(f"| {o.setting.system} | {o.setting.label} | "
+        rows.append(f"| {load_label(o.load)} | {o.setting.system} | {o.setting.label} | "
                     f"{o.setting.detect * 1000:.0f} ms | {o.seconds:g} | {verdict} | "
                     f"{o.owner_changes} | {c.takeovers} | {dead} | {stalls} | "
                     f"{o.busy * 100:.0f} % |")
@@ -271,8 +294,13 @@ class Hogs:
 
 
 def run_setting(setting: Setting, seconds: float, per_core: int, workdir: Path,
-                say=print, nice: int = 0) -> Outcome:
-    """Build the lab at ``setting``, let it settle, saturate every core for ``seconds``."""
+                say: Callable[[str], None] = print, nice: int = 0,
+                control: float = 0.0) -> Outcome:
+    """Build the lab at ``setting``, let it settle, saturate every core for ``seconds``.
+
+    ``control`` > 0: halfway through, freeze every process of the VIP holder's namespace
+    for that many seconds (SIGSTOP, SIGCONT): a real fault the count must see (the check
+    that the bench can fail)."""
     from support import arpwatch
 
     from bench.failover_keepalived import STAND_IN, Keepalived, program_dataplane
@@ -280,7 +308,7 @@ def run_setting(setting: Setting, seconds: float, per_core: int, workdir: Path,
     from lvslab import Lab, LabError, netns
     from lvslab.topology import Topology
 
-    out = Outcome(setting, seconds, when=time.strftime("%Y-%m-%d %H:%M %Z"),
+    out = Outcome(setting, seconds, per_core, nice, when=time.strftime("%Y-%m-%d %H:%M %Z"),
                   commit=_commit())
     workdir = workdir / f"{setting.system}-{setting.keepalive:g}"  # own pid files and logs
     shutil.rmtree(workdir, ignore_errors=True)
@@ -319,7 +347,12 @@ def run_setting(setting: Setting, seconds: float, per_core: int, workdir: Path,
         say(f"  {setting.label}: settled; {seconds:g} s with every core busy")
         with Hogs(per_core, nice):
             busy0, total0 = cpu_times()
-            time.sleep(seconds)
+            if control > 0:
+                time.sleep(seconds / 2)
+                _freeze(lab, control)
+                time.sleep(max(0.0, seconds / 2 - control))
+            else:
+                time.sleep(seconds)
             busy1, total1 = cpu_times()
         out.busy = (busy1 - busy0) / max(1.0, total1 - total0)
         time.sleep(1.0)  # whatever the load started finishes before we look
@@ -345,6 +378,22 @@ def run_setting(setting: Setting, seconds: float, per_core: int, workdir: Path,
             shutil.copytree(lab.log_dir, workdir / "logs", dirs_exist_ok=True)
         lab.down()
     return out
+
+
+def _freeze(lab: Lab, seconds: float) -> None:
+    """SIGSTOP every process in the VIP holder's namespace for ``seconds``, then SIGCONT."""
+    from bench.failover_lab import vip_holders
+    from lvslab import netns
+
+    holders = vip_holders(lab)
+    pids = [p for h in holders for p in netns.ns_pids(lab.ns(h))]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def _size(path: Path) -> int:
@@ -378,28 +427,32 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = {"pulse": "tab:blue", "keepalived": "tab:orange"}
-    for system in ("pulse", "keepalived"):
-        mine = sorted((o for o in outcomes if o.setting.system == system and o.error is None),
-                      key=lambda o: o.setting.detect)
-        if not mine:
-            continue
-        xs = [o.setting.detect * 1000 for o in mine]
-        ys = [o.false_failovers for o in mine]
-        ax.plot(xs, ys, "-", color=colors[system], alpha=0.5)
-        for o, x, y in zip(mine, xs, ys, strict=True):
-            ax.plot(x, y, "o" if o.survived else "X", color=colors[system], ms=8)
-            ax.annotate(o.setting.label.replace(", ", "\n"), (x, y), fontsize=6,
-                        textcoords="offset points", xytext=(0, 8), ha="center")
-        ax.plot([], [], "o-", color=colors[system], label=system)
+    loads = sorted({o.load for o in outcomes}, key=lambda lo: (lo[0], -lo[1]))
+    styles = ["-", "--", ":", "-."]
+    for n, load in enumerate(loads):
+        for system in ("pulse", "keepalived"):
+            mine = sorted((o for o in outcomes if o.setting.system == system
+                           and o.load == load and o.error is None),
+                          key=lambda o: o.setting.detect)
+            if not mine:
+                continue
+            xs = [o.setting.detect * 1000 for o in mine]
+            ys = [o.false_failovers for o in mine]
+            style = styles[n % len(styles)]
+            ax.plot(xs, ys, style, color=colors[system], alpha=0.6)
+            for o, x, y in zip(mine, xs, ys, strict=True):
+                ax.plot(x, y, "o" if o.survived else "X", color=colors[system], ms=7)
+            ax.plot([], [], style, marker="o", color=colors[system],
+                    label=f"{system}, stress-ng {load_label(load)}")
     ax.set_xscale("log")
     ax.set_xlabel("silence before the active is declared dead (ms; log scale)")
     ax.set_ylabel("false failovers in the window")
     seconds = max((o.seconds for o in outcomes), default=0)
     ax.set_title(f"No fault, every core busy (stress-ng), {seconds:g} s per setting\n"
                  "o: none, X: at least one false failover")
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,17 +461,18 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
 
 
 def render(outcomes: list[Outcome], command: str, png: Path, notes: str) -> str:
-    lowest = {s: lowest_survived(outcomes, s) for s in ("pulse", "keepalived")}
     lines = []
-    for system, best in lowest.items():
-        tried = [o for o in outcomes if o.setting.system == system]
-        if not tried:
-            continue
-        if best is None:
-            lines.append(f"* {system}: no setting survived")
-        else:
-            lines.append(f"* {system}: {best.label} (declared dead after "
-                         f"{best.detect * 1000:.0f} ms), the lowest without a false failover")
+    for load in sorted({o.load for o in outcomes}, key=lambda lo: (lo[0], -lo[1])):
+        for system in ("pulse", "keepalived"):
+            if not any(o.setting.system == system and o.load == load for o in outcomes):
+                continue
+            best = lowest_survived(outcomes, system, load)
+            where = f"stress-ng {load_label(load)}"
+            if best is None:
+                lines.append(f"* {where}, {system}: no setting survived")
+            else:
+                lines.append(f"* {where}, {system}: {best.label} (declared dead after "
+                             f"{best.detect * 1000:.0f} ms)")
     rel = os.path.relpath(png, REPO / "docs")
     return "\n\n".join([
         f"## {SECTION}",
@@ -426,7 +480,8 @@ def render(outcomes: list[Outcome], command: str, png: Path, notes: str) -> str:
         f"Command (as root; one locked run per system, then the report): `{command}`. "
         f"{notes}",
         table(outcomes),
-        "Lowest timers without a false failover:\n\n" + "\n".join(lines),
+        "Lowest timers without a false failover (every slower setting survived too):\n\n"
+        + "\n".join(lines),
         f"![false failovers against timers]({rel})",
     ]) + "\n"
 
@@ -477,6 +532,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="nice level of the stress-ng workers (the agents run at 0)")
     ap.add_argument("--only", help="comma list of timers to run (pulse: keepalive values; "
                                    "keepalived: advert_int values)")
+    ap.add_argument("--control", type=float, default=0.0, metavar="SECONDS",
+                    help="freeze the VIP holder this long halfway (must count as a false "
+                         "failover: checks the bench; not merged into --json)")
     ap.add_argument("--all", action="store_true", help="do not stop at the first false failover")
     ap.add_argument("--json", type=Path, default=JSON)
     ap.add_argument("--png", type=Path, default=PNG)
@@ -503,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                 if only is not None and setting.keepalive not in only:
                     continue
                 o = run_setting(setting, args.seconds, args.per_core, args.workdir,
-                                say=lambda s: print(s, flush=True), nice=args.nice)
+                                say=lambda s: print(s, flush=True), nice=args.nice,
+                                control=args.control)
                 new.append(o)
                 c = o.counts
                 print(f"  {setting.label}: false failovers {o.false_failovers} (owner changes "
@@ -511,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"peer dead {c.peer_dead}, stalls {c.stalls} longest "
                       f"{c.longest_stall * 1000:.0f} ms), busy {o.busy * 100:.0f} %"
                       + (f"  ERROR {o.error}" if o.error else ""), flush=True)
+                if args.control:
+                    continue  # a check of the bench, not a result
                 outcomes = merge(outcomes, [o])
                 save(args.json, outcomes)
                 if not o.survived and not args.all:
