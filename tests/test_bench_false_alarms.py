@@ -75,6 +75,7 @@ PULSE_LOG = """\
 2026-12-06 08:00:00,003 INFO agent.pulse: won the leader key: term 7
 2026-12-06 08:00:00,004 INFO agent.pulse: becoming ACTIVE (term 7)
 2026-12-06 08:00:00,005 INFO agent.pulse: released VIPs (licence expired): 2 removed
+2026-12-06 08:00:00,005 INFO agent.vip.manager: released VIPs: 2 removed, 0 already gone
 """
 
 
