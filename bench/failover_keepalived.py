@@ -130,6 +130,10 @@ class Keepalived:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        # Stale after SIGKILL: a restart soon after (fast timers) may find the killed VRRP
+        # child not yet reaped and refuse to start ("daemon is already running").
+        for what in ("pid", "vrrp.pid", "checkers.pid"):
+            self._path(router, what).unlink(missing_ok=True)
 
     def crash(self, router: str) -> None:
         """Links down, then SIGKILL keepalived (its VRRP child too) and the stand-in."""
