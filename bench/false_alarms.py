@@ -312,7 +312,8 @@ def run_setting(setting: Setting, seconds: float, per_core: int, workdir: Path,
 
     out = Outcome(setting, seconds, per_core, nice, when=time.strftime("%Y-%m-%d %H:%M %Z"),
                   commit=_commit())
-    workdir = workdir / f"{setting.system}-{setting.keepalive:g}"  # own pid files and logs
+    # Own pid files and logs, kept until the same setting runs again under the same load.
+    workdir = workdir / f"{setting.system}-{setting.keepalive:g}-{per_core}x-nice{nice}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     pulse = setting.system == "pulse"
