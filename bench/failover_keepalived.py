@@ -29,16 +29,23 @@ VRID = 51
 
 
 def keepalived_conf(router: str, priority: int, vip: str, vip_len: int, gateway: str,
-                    gw_len: int) -> str:
-    """One VRRP instance at keepalived's defaults (advert_int 1, preemption, VRRPv2).
+                    gw_len: int, advert_int: float = 1.0, version: int = 2) -> str:
+    """One VRRP instance, at keepalived's defaults unless told (advert_int 1, preemption,
+    VRRPv2).
 
     The VIP on eth0 and the nat_router address on eth1 (the real servers' gateway) move
-    together, as pulse moves them.
+    together, as pulse moves them. Below one second ``version`` must be 3: VRRPv2 carries
+    whole seconds, VRRPv3 centiseconds (RFC 5798; keepalived rounds to 10 ms).
     """
+    if version == 2 and advert_int != int(advert_int):
+        raise ValueError(f"VRRPv2 advert_int must be whole seconds, not {advert_int:g}")
+    if version == 3 and not 0.01 <= advert_int <= 40.95:
+        raise ValueError(f"VRRPv3 advert_int must be 0.01..40.95 s, not {advert_int:g}")
     return f"""# keepalived baseline for the failover benchmark (router {router})
 global_defs {{
     router_id {router}
     enable_script_security
+    vrrp_version {version}
 }}
 
 vrrp_instance VI_1 {{
@@ -46,7 +53,7 @@ vrrp_instance VI_1 {{
     interface eth0
     virtual_router_id {VRID}
     priority {priority}
-    advert_int 1
+    advert_int {advert_int:g}
     virtual_ipaddress {{
         {vip}/{vip_len} dev eth0
         {gateway}/{gw_len} dev eth1
@@ -77,7 +84,8 @@ def program_dataplane(lab: Lab) -> int:
 class Keepalived:
     """One keepalived (VRRP only, no fork) per router namespace, files in ``workdir``."""
 
-    def __init__(self, lab: Lab, workdir: Path) -> None:
+    def __init__(self, lab: Lab, workdir: Path, advert_int: float = 1.0,
+                 version: int = 2) -> None:
         self.lab = lab
         self.dir = workdir / "keepalived"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +93,8 @@ class Keepalived:
         topo = lab.topology
         for i, router in enumerate(lab.routers):
             conf = keepalived_conf(router, PRIORITIES[i], lab.vip, topo.prefixlen("public"),
-                                   lab.gateway, topo.prefixlen("private"))
+                                   lab.gateway, topo.prefixlen("private"),
+                                   advert_int=advert_int, version=version)
             self._path(router, "conf").write_text(conf)
 
     def _path(self, router: str, what: str) -> Path:
@@ -121,6 +130,10 @@ class Keepalived:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        # Stale after SIGKILL: a restart soon after (fast timers) may find the killed VRRP
+        # child not yet reaped and refuse to start ("daemon is already running").
+        for what in ("pid", "vrrp.pid", "checkers.pid"):
+            self._path(router, what).unlink(missing_ok=True)
 
     def crash(self, router: str) -> None:
         """Links down, then SIGKILL keepalived (its VRRP child too) and the stand-in."""

@@ -28,14 +28,26 @@ TIMELINE_RE = re.compile(
 NOISE_RE = re.compile(r"listening on|PeerRestarted|PeerAlive|scheduler '|granted \(TTL")
 
 
+def timed_config(topo: Topology, keepalive: float, deadtime: float,
+                 fast_eviction: bool = True) -> str:
+    """The lab's lvs.cf with other heartbeat timers (and fast eviction, by default)."""
+    text = lab_lvs_cf(topo)
+    text, n1 = re.subn(r"(?m)^keepalive = .*$", f"keepalive = {keepalive:g}", text)
+    extra = "\nfast_eviction = 1" if fast_eviction else ""
+    text, n2 = re.subn(r"(?m)^deadtime = .*$", f"deadtime = {deadtime:g}{extra}", text)
+    if (n1, n2) != (1, 1):
+        raise LabError("the lab's generated lvs.cf changed shape: cannot derive the timers")
+    return text
+
+
 def fast_config(topo: Topology) -> str:
     """The lab's lvs.cf with fast eviction, keepalive 0.1 s and deadtime 0.5 s."""
-    text = lab_lvs_cf(topo)
-    text, n1 = re.subn(r"(?m)^keepalive = .*$", "keepalive = 0.1", text)
-    text, n2 = re.subn(r"(?m)^deadtime = .*$", "deadtime = 0.5\nfast_eviction = 1", text)
-    if (n1, n2) != (1, 1):
-        raise LabError("the lab's generated lvs.cf changed shape: cannot derive the fast config")
-    return text
+    return timed_config(topo, 0.1, 0.5)
+
+
+def bfd_config(topo: Topology) -> str:
+    """BFD-class timers: keepalive 0.03 s, deadtime 0.1 s, fast eviction."""
+    return timed_config(topo, 0.03, 0.1)
 
 
 def vip_holders(lab: Lab) -> list[str]:

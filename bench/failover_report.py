@@ -80,8 +80,8 @@ def ratio(pulse: Summary | None, baseline: Summary | None, q: float = 50) -> flo
     return a / b
 
 
-def section(body: str) -> str:
-    return f"## {SECTION}\n\n{body.strip()}\n"
+def section(body: str, name: str = SECTION) -> str:
+    return f"## {name}\n\n{body.strip()}\n"
 
 
 def replace_section(doc: str, new_section: str, title: str = SECTION) -> str:

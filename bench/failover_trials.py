@@ -20,8 +20,8 @@ from pathlib import Path
 from bench.failover_keepalived import STAND_IN, Keepalived, program_dataplane
 from bench.failover_lab import (
     ProbeLog,
-    fast_config,
     log_timeline,
+    timed_config,
     wait_new_server,
     wait_stable,
 )
@@ -64,7 +64,9 @@ class Scenario:
     title: str
     fault: str  # crash | switchover | sigterm
     keepalived: bool = False
-    fast: bool = False
+    timers: tuple[float, float] | None = None  # pulse: (keepalive, deadtime), fast eviction
+    advert_int: float = 1.0  # keepalived
+    vrrp_version: int = 2
     target_p50: float | None = None
     target_p99: float | None = None
 
@@ -73,12 +75,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("crash", "pulse crash (link down + SIGKILL), defaults", "crash",
              target_p50=2.5, target_p99=3.0),
     Scenario("fast", "pulse crash, fast eviction (keepalive 0.1, deadtime 0.5)", "crash",
-             fast=True, target_p50=0.8),
+             timers=(0.1, 0.5), target_p50=0.8),
+    Scenario("bfd", "pulse crash, BFD-class timers (keepalive 0.03, deadtime 0.1, fast "
+             "eviction)", "crash", timers=(0.03, 0.1), target_p50=0.15),
     Scenario("switchover", "pulse graceful: lvsctl switchover", "switchover", target_p50=0.1),
     Scenario("sigterm", "pulse graceful: SIGTERM of the active's agent", "sigterm",
              target_p50=0.1),
     Scenario("keepalived", "keepalived VRRP crash (link down + SIGKILL), defaults", "crash",
              keepalived=True),
+    Scenario("keepalived-bfd", "keepalived VRRPv3 crash, advert_int 0.03", "crash",
+             keepalived=True, advert_int=0.03, vrrp_version=3),
 )}
 GROUPS = {"graceful": ("switchover", "sigterm")}
 
@@ -101,11 +107,11 @@ def run_scenario(sc: Scenario, trials: int, workdir: Path,
     """Build the lab, run ``trials`` trials, tear everything down (always); the gaps."""
     result = ScenarioResult(sc.name)
     config = None
-    if sc.fast:
-        config = workdir / "lvs-fast.cf"
+    if sc.timers is not None:
+        config = workdir / f"lvs-{sc.name}.cf"
         from lvslab.topology import Topology
 
-        config.write_text(fast_config(Topology(PREFIX, PUBLIC, PRIVATE)))
+        config.write_text(timed_config(Topology(PREFIX, PUBLIC, PRIVATE), *sc.timers))
     lab = Lab(PREFIX, PUBLIC, PRIVATE, agent_cmd=STAND_IN if sc.keepalived else None,
               config=config)
     keepalived: Keepalived | None = None
@@ -114,7 +120,7 @@ def run_scenario(sc: Scenario, trials: int, workdir: Path,
         lab.up()
         if sc.keepalived:
             say(f"  nftables DNAT programmed: {program_dataplane(lab)} service(s) per router")
-            keepalived = Keepalived(lab, workdir)
+            keepalived = Keepalived(lab, workdir, sc.advert_int, sc.vrrp_version)
             keepalived.start_all()
         probes = ProbeLog(lab, workdir / f"{sc.name}-probes.jsonl")
         runner = _Runner(sc, lab, probes, keepalived, say)

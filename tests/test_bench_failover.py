@@ -41,3 +41,10 @@ def test_only_the_failover_section_is_replaced():
     out = replace_section(doc, section("new"))
     assert "old" not in out and "new" in out and "## Nft\n\nx" in out and "## Later\n\ny" in out
     assert replace_section("", section("new")).startswith("# Benchmarks")
+
+
+def test_a_named_section_leaves_the_failover_section_alone():
+    doc = "# B\n\n## Failover\n\nold\n\n## Failover at BFD-class timers\n\nold bfd\n"
+    name = "Failover at BFD-class timers"
+    out = replace_section(doc, section("new bfd", name), name)
+    assert "## Failover\n\nold" in out and "new bfd" in out and "old bfd" not in out

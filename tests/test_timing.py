@@ -42,3 +42,21 @@ def test_safety_margin_overrides_the_default_and_must_stay_below_half_the_ttl():
 def test_margin_is_a_quarter_of_a_short_deadtime_and_at_most_the_cap():
     assert margin_for(0.5) == 0.125
     assert margin_for(2.0) == margin_for(60.0) == timing.MAX_MARGIN
+
+
+def test_bfd_class_timers_validate_with_fast_eviction_only():
+    # issue 11: keepalive 0.03 s, deadtime 0.1 s. Without fast eviction a dead agent's VIP
+    # (lifetime 1 s + kernel slack 1 s) could outlive the takeover wait: refused.
+    bfd = timing_from(LvsConfig(keepalive=0.03, deadtime=0.1, fast_eviction=True))
+    assert bfd.problems() == []
+    assert bfd.margin == pytest.approx(0.025) and bfd.window == 0.1
+    assert bfd.failsafe_possible  # 0.1 > 0.025 + 0.03: acks outlive a keepalive
+    slow = timing_from(LvsConfig(keepalive=0.03, deadtime=0.1))
+    assert any("VIP lifetime + kernel slack" in p for p in slow.problems())
+
+
+def test_a_dead_verdict_needs_two_missed_heartbeats_at_any_speed():
+    assert timing_from(LvsConfig(keepalive=0.03, deadtime=0.06, fast_eviction=True)
+                       ).problems() == []
+    assert "must be at least twice keepalive" in timing_from(
+        LvsConfig(keepalive=0.03, deadtime=0.05, fast_eviction=True)).problems()[0]
