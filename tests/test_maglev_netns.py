@@ -3,7 +3,7 @@
     client 10.232.1.2 --[cbr]-- r1 | r2 --[sbr]-- rs1 .11, rs2 .12, rs3 .13
 
 The routers' "floating" addresses (10.232.1.1 on the client side, 10.232.2.1 the real
-servers' default route) sit on the active router; the client routes the VIP network via
+servers' default route) and the VIP sit on the active router; the client routes the VIP network via
 10.232.1.1. Each router programs its table from the same lvs.cf and hash seed, r2 in
 another Python process (another hash randomisation): the two tables must be equal, read
 back without drift, and a connection opened through r1 must go on through r2 after r1
@@ -166,6 +166,7 @@ async def lab() -> AsyncIterator[netlab.Lab]:
             lab.sysctl(router, "net.ipv4.ip_forward", 1)
         lab.add_addr("r1", "eth0", "10.232.1.1/24")
         lab.add_addr("r1", "eth1", "10.232.2.1/24")
+        lab.add_addr("r1", "lo", f"{VIP.address}/32")  # the active holds the VIP
         for name, addr in RS.items():
             lab.connect(name, "eth0", bridge="sbr", addrs=[f"{addr}/24"])
             lab.run(name, "ip", "route", "add", "default", "via", "10.232.2.1")
@@ -212,6 +213,7 @@ async def test_two_routers_build_the_same_table_and_a_connection_moves_between_t
         lab.run("r1", "ip", "link", "set", "eth1", "down")
         lab.add_addr("r2", "eth0", "10.232.1.1/24")
         lab.add_addr("r2", "eth1", "10.232.2.1/24")
+        lab.add_addr("r2", "lo", f"{VIP.address}/32")
         for name in ("c", *RS):
             lab.run(name, "ip", "neigh", "flush", "all")
         holder.stdin.write(b"go\n")
