@@ -150,7 +150,7 @@ def check_owners(h: History) -> list[Violation]:
     out = [Violation("two owners", o.start,
                      f"{o.ip} answered by {' and '.join(o.owners)} "
                      f"{o.start:.3f}..{o.end:.3f}",
-                     tuple(a.step.index for a in around(h.applied, o.start, o.end)))
+                     _indexes(around(h.applied, o.start, o.end)))
            for o in h.overlaps]
     out += [Violation("foreign claim", c.t, f"{c.ip} claimed by {c.router}")
             for c in h.foreign]
@@ -185,7 +185,7 @@ def check_claims_held(h: History, ttl: float = TTL) -> list[Violation]:
         if not ok:
             out.append(Violation("claim without VIP", c.t,
                                  f"{c.router} claimed {c.ip} while not holding it",
-                                 tuple(a.step.index for a in around(h.applied, c.t - 5, c.t))))
+                                 _indexes(around(h.applied, c.t - 5, c.t))))
     return _first_per(out)
 
 
@@ -221,11 +221,9 @@ def check_gaps(h: History) -> list[Violation]:
         steps = around(h.applied, g.start, g.end)
         bound = allowed_gap([a.step for a in steps])
         if g.duration > bound:
-            names = ", ".join(f"#{a.step.index} {a.kind} {a.target}".rstrip()
-                              for a in steps) or "no fault"
             out.append(Violation("gap", g.start,
                                  f"service gap of {g.duration:.2f} s > {bound:.2f} s "
-                                 f"allowed ({names})", tuple(a.step.index for a in steps)))
+                                 f"allowed ({_names(steps)})", _indexes(steps)))
     return out
 
 
@@ -234,7 +232,7 @@ def check_connections(h: History, grace: float = CONN_GRACE) -> list[Violation]:
     for c in h.conns:
         if c.broke is None:
             continue
-        steps = [a for a in around(h.applied, c.broke - grace, c.broke)]
+        steps = around(h.applied, c.broke - grace, c.broke)
         # its real server crashed before (it lost the connection, which ends when its next
         # packet reaches the server, perhaps much later), or a fault that does not keep
         # connections hit its server shortly before
@@ -242,17 +240,24 @@ def check_connections(h: History, grace: float = CONN_GRACE) -> list[Violation]:
                       and (a.kind in LOSES_STATE or a in steps) and
                       not KINDS[a.kind].keeps_connections for a in h.applied)
         if not excused:
-            names = ", ".join(f"#{a.step.index} {a.kind} {a.target}".rstrip()
-                              for a in steps) or "no fault"
             out.append(Violation("connection lost", c.broke,
                                  f"connection {c.id} to {c.server} ended ({c.state}) "
-                                 f"during {names}", tuple(a.step.index for a in steps)))
+                                 f"during {_names(steps)}", _indexes(steps)))
     return out
+
+
+def _names(steps: Sequence[Applied]) -> str:
+    return ", ".join(f"#{a.step.index} {a.kind} {a.target}".rstrip() for a in steps) \
+        or "no fault"
+
+
+def _indexes(steps: Sequence[Applied]) -> tuple[int, ...]:
+    return tuple(a.step.index for a in steps)
 
 
 def check_agents(h: History) -> list[Violation]:
     out = [Violation("agent exited", t, f"{router}'s agent exited, nobody killed it",
-                     tuple(a.step.index for a in around(h.applied, t - 5, t)))
+                     _indexes(around(h.applied, t - 5, t)))
            for t, router in h.exits]
     out += [Violation("traceback", 0.0, f"{log}: {line}") for log, line in h.tracebacks]
     out += [Violation("stale key", t, f"{key} outlived its lease")
