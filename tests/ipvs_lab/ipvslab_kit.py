@@ -115,6 +115,18 @@ def active(lab: Lab) -> str | None:
     return owners[0] if len(owners) == 1 else None
 
 
+def make_active(lab: Lab, router: str, limit: float = 60.0) -> None:
+    """Wait for an active router and, if another won the start-up election (in the slow
+    guest a router may take 30 s to start), hand over to ``router``: the tests start from
+    ``router`` active, not from whoever started first."""
+    wait_for(lambda: active(lab), limit, "an active router")
+    if active(lab) != router:
+        log(f"{active(lab)} won the start-up election: switching over to {router}")
+        lab.exec("client", LVSCTL, "--etcd", lab.etcd_url, "switchover", "--to", router,
+                 "--wait", "90", timeout=120)
+    wait_for(lambda: active(lab) == router, limit, f"{router} active")
+
+
 def ipvsadm(lab: Lab, router: str, *args: str) -> str:
     res = lab.exec(router, "ipvsadm", *args)
     assert res.returncode == 0, res.stderr

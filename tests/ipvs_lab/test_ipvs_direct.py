@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import pytest
 from ipvslab_kit import (
     Conns,
-    active,
     ctl,
     established,
     failed,
@@ -26,6 +25,7 @@ from ipvslab_kit import (
     ipvsadm,
     load,
     log,
+    make_active,
     wait_for,
 )
 
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.ipvs
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     n = 80 + os.getpid() % 10
     with ipvs_lab("ipd", n, tmp_path_factory.mktemp("dr"), network="direct") as lab:
-        wait_for(lambda: active(lab) == "r1", 60, "r1 (priority 300) active")
+        make_active(lab, "r1")
         yield lab
 
 

@@ -30,6 +30,7 @@ from ipvslab_kit import (
     load,
     log,
     log_time,
+    make_active,
     wait_for,
 )
 
@@ -46,7 +47,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     n = 90 + os.getpid() % 10
     with ipvs_lab("ipn", n, tmp_path_factory.mktemp("nat"), alt_port=ALT,
                   reservation_conflict_action="preempt", hold_down=HOLD_DOWN) as lab:
-        wait_for(lambda: active(lab) == "r1", 60, "r1 (priority 300) active")
+        make_active(lab, "r1")
         wait_for(lambda: "backup sync daemon" in daemons(lab, "r2"), 60, "r2 sync backup")
         yield lab
 
