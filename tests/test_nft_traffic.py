@@ -10,9 +10,11 @@ every line with "<its name> <peer address>".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from support import netlab
@@ -218,62 +220,68 @@ def guard_drops(lab: netlab.Lab, comment: str = "piranha:guard4") -> int:
     raise AssertionError(f"no rule {comment}")
 
 
-async def test_a_mid_stream_packet_to_an_address_not_held_is_dropped(lab):
-    """A router that does not hold the VIP (a stale ARP entry sent the client here) does not
-    pick up a connection it does not know: a real server chosen now would reset it. The
-    packet is dropped and leaves no conntrack entry; once the router holds the VIP, the
-    client's retransmission is picked up and the connection lives on (``sh``: the same
-    real server)."""
+@contextlib.asynccontextmanager
+async def sh_holder(lab: netlab.Lab) -> AsyncIterator[tuple[NftBackend, str, Any]]:
+    """An ``sh`` service over rs1 and rs2, and a client holding one connection through it:
+    (backend, that connection's real server, the holder process)."""
     backend = NftBackend(netns=lab.ns("r"), compact_delay=None)
     rs1, rs2 = DestKey(RS["rs1"], 8080), DestKey(RS["rs2"], 8080)
     await backend.apply([AddService(VIP, ServiceSpec("sh")), AddDest(VIP, rs1, DestSpec(1)),
                          AddDest(VIP, rs2, DestSpec(1))])
-    (name,) = (await connect(lab, VIP, 1))["names"]
+    (name,) = (await connect(lab, VIP, 1))["names"]  # sh: this client's real server
     holder = await in_ns(lab.ns("c"), sys.executable, "-c", HOLDER, VIP.address, "80", name,
                          stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
-    mine = DestKey(RS[name], 8080)
     try:
         assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"holding\n"
-        # meanwhile a pick-up could only choose the other server, which would reset it
-        await backend.apply([EditDest(VIP, mine, DestSpec(0))])
-        lab.run("r", "ip", "addr", "del", f"{VIP.address}/32", "dev", "lo")
-        lab.run("r", "conntrack", "-F")
-        before = guard_drops(lab, "piranha:nonlocal")
-        holder.stdin.write(b"again\n")
-        await holder.stdin.drain()
-        await asyncio.sleep(0.8)
-        assert guard_drops(lab, "piranha:nonlocal") > before
-        # no entry left behind to clash with a synced one committed at a takeover
-        listed = lab.run("r", "conntrack", "-L", "-p", "tcp", "--dport", "80").stdout
-        assert VIP.address not in listed
-        await backend.apply([EditDest(VIP, mine, DestSpec(1))])
-        lab.run("r", "ip", "addr", "add", f"{VIP.address}/32", "dev", "lo")
-        reply = await asyncio.wait_for(holder.stdout.readline(), 10)
-        assert reply.split()[0] == name.encode()
+        yield backend, name, holder
     finally:
         holder.kill()
         await holder.wait()
         backend.close()
 
 
+async def again(holder: Any) -> bytes:
+    """Send a line on the held connection; the name of the real server that answered."""
+    holder.stdin.write(b"again\n")
+    await holder.stdin.drain()
+    return (await asyncio.wait_for(holder.stdout.readline(), 10)).split()[0]
+
+
+async def test_a_mid_stream_packet_to_an_address_not_held_is_dropped(lab):
+    """A router that does not hold the VIP (a stale ARP entry sent the client here) does not
+    pick up a connection it does not know: a real server chosen now would reset it. The
+    packet is dropped and leaves no conntrack entry; once the router holds the VIP, the
+    client's retransmission is picked up and the connection lives on (``sh``: the same
+    real server)."""
+    async with sh_holder(lab) as (backend, name, holder):
+        mine = DestKey(RS[name], 8080)
+        # meanwhile a pick-up could only choose the other server, which would reset it
+        await backend.apply([EditDest(VIP, mine, DestSpec(0))])
+        lab.run("r", "ip", "addr", "del", f"{VIP.address}/32", "dev", "lo")
+        lab.run("r", "conntrack", "-F")
+        before = guard_drops(lab, "piranha:nonlocal")
+        answer = asyncio.ensure_future(again(holder))
+        await asyncio.sleep(0.8)
+        assert guard_drops(lab, "piranha:nonlocal") > before
+        # no entry left behind to clash with a synced one committed at a takeover
+        listed = lab.run("r", "conntrack", "-L", "-p", "tcp", "--dport", "80").stdout
+        assert VIP.address not in listed
+        assert not answer.done()
+        await backend.apply([EditDest(VIP, mine, DestSpec(1))])
+        lab.run("r", "ip", "addr", "add", f"{VIP.address}/32", "dev", "lo")
+        assert await answer == name.encode()
+
+
 async def test_reply_guard_drops_mid_stream_packets_opening_from_a_real_server(lab):
     """A new director without state: the server's mid-stream reply is dropped, not let
     through un-NATed (the client would reset the connection); its SYNs and other ports
     pass, and so does a client's mid-stream packet to the VIP (picked up, DNATed)."""
-    backend = NftBackend(netns=lab.ns("r"), compact_delay=None)
-    rs1, rs2 = DestKey(RS["rs1"], 8080), DestKey(RS["rs2"], 8080)
-    add = [AddDest(VIP, rs1, DestSpec(1)), AddDest(VIP, rs2, DestSpec(1))]
-    await backend.apply([AddService(VIP, ServiceSpec("sh")), *add])
 
     async def probe(sport: int, flags: str) -> None:
         await lab.arun("rs1", sys.executable, "-c", GUARD_PROBE, RS["rs1"], CLIENT_ADDR,
                        str(sport), flags)  # fmt: skip
 
-    (name,) = (await connect(lab, VIP, 1))["names"]  # sh: this client's real server
-    holder = await in_ns(lab.ns("c"), sys.executable, "-c", HOLDER, VIP.address, "80", name,
-                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
-    try:
-        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"holding\n"
+    async with sh_holder(lab) as (_backend, name, holder):
         assert guard_drops(lab) == 0
         await probe(8080, "A")  # mid-stream reply, no connection on this router
         await probe(8080, "PA")
@@ -284,11 +292,4 @@ async def test_reply_guard_drops_mid_stream_packets_opening_from_a_real_server(l
         # A connection picked up mid-stream from the client's side still works.
         await asyncio.sleep(0.5)
         lab.run("r", "conntrack", "-F")
-        holder.stdin.write(b"again\n")
-        await holder.stdin.drain()
-        reply = await asyncio.wait_for(holder.stdout.readline(), 10)
-        assert reply.split()[0] == name.encode()
-    finally:
-        holder.kill()
-        await holder.wait()
-        backend.close()
+        assert await again(holder) == name.encode()
