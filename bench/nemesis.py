@@ -55,7 +55,7 @@ from bench.nemesis_check import (  # noqa: E402
     shrink,
     suspects,
 )
-from bench.nemesis_faults import ACTS, ETCD_ONLY, Ctx, Unlocked  # noqa: E402
+from bench.nemesis_faults import ACTS, ETCD_ONLY, RESTARTS, Ctx, Unlocked  # noqa: E402
 from bench.nemesis_plan import ACTIVE, KINDS, Shape, Step, dump, load, plan  # noqa: E402
 from bench.nemesis_report import write_png  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
@@ -85,6 +85,7 @@ class Options:
     public: str = PUBLIC
     private: str = PRIVATE
     mean_gap: float = 3.0
+    spare: str | None = None  # a router whose agent no fault restarts (soak: one long life)
 
 
 @dataclass
@@ -164,8 +165,9 @@ class Runner:
     keys) do not, since they may wait for an etcd that another fault has taken away."""
 
     def __init__(self, lab: Lab, ctx: Ctx, cluster: Cluster, t0: float,
-                 lock: threading.Lock) -> None:
+                 lock: threading.Lock, spare: str | None = None) -> None:
         self.lab, self.ctx, self.cluster, self.t0, self.lock = lab, ctx, cluster, t0, lock
+        self.spare = spare
         self.state = threading.Lock()  # guards the fields below
         self.applied: dict[int, Applied] = {}
         self.running: dict[int, Applied] = {}
@@ -195,6 +197,10 @@ class Runner:
             if target == ACTIVE:
                 target = active_router(self.lab, self.cluster) or ""
             with self.state:
+                if target and target == self.spare and step.kind in RESTARTS:
+                    # spared: the fault hits the next router instead
+                    others = [r for r in self.lab.routers if r != target and r not in self.busy]
+                    target = others[step.seed % len(others)] if others else ""
                 if kind.target == "router" and (not target or target in self.busy):
                     why = "no active router" if not target else f"{target} is under a fault"
                     self.applied[step.index] = Applied(step, target, skipped=why)
@@ -444,7 +450,7 @@ def campaign(opts: Options,
         t0 = time.monotonic()
         try:
             with during(lab) if during else contextlib.nullcontext() as sampled:
-                applied, stale = Runner(lab, ctx, cluster, t0, lock).run(steps)
+                applied, stale = Runner(lab, ctx, cluster, t0, lock, opts.spare).run(steps)
                 time.sleep(max(0.0, t0 + opts.seconds - time.monotonic()))
                 converged, why = converge(lab, cluster)
                 time.sleep(2.0)  # the service after convergence, in the record

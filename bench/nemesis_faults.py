@@ -40,6 +40,8 @@ class Unlocked:
 
 #: Faults whose act only talks to etcd through lvsctl/etcdctl: no lab lock needed.
 ETCD_ONLY = {"config-valid", "config-invalid", "config-server", "junk", "switchover"}
+#: Faults after which the target runs a new agent process.
+RESTARTS = {"crash", "sigkill", "sigkill-family", "sigterm"}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Soak: hours of client load with a fault every few minutes, watching for growth (issue 11).
 
-    sudo .venv/bin/python bench/soak.py --hours 1 [--mean-gap 180] [--seed 1]
+    sudo .venv/bin/python bench/soak.py --hours 1 [--mean-gap 180] [--seed 1] [--spare r3]
         [--out /tmp/soak] [--png docs/img/soak.png] [--write-docs]
 
 It is a nemesis campaign (bench/nemesis.py: the same lab, probers, 20 long-lived
@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +49,7 @@ METRICS = {"rss_mb": ("process_resident_memory_bytes", 1 / 2**20),
            "fds": ("process_open_fds", 1.0),
            "tasks": ("lvs_asyncio_tasks", 1.0)}
 WARM = 60.0  # s after an agent (re)starts before its samples count
+JUDGED = 1800.0  # s: a shorter life may still be warming up (its slope is shown, not judged)
 INTRO = """Hours of client load (20 long-lived connections, an HTTP request every 50 ms) with
 a nemesis fault every few minutes; each agent's resident memory, open descriptors and
 asyncio tasks and the etcd key count sampled every 10 s. A fault may restart an agent, so
@@ -129,11 +130,19 @@ class Trend:
     mean: float
     slope: float  # per hour
     stderr: float  # of the slope, per hour
+    judged: bool = True  # False: a life too short to tell growth from warm-up
 
     @property
     def grows(self) -> bool:
         """Growth beyond noise: > 2 standard errors and > 5 % of the mean per hour."""
-        return self.slope > 2 * self.stderr and self.slope > 0.05 * abs(self.mean)
+        return (self.judged and self.slope > 2 * self.stderr
+                and self.slope > 0.05 * abs(self.mean))
+
+    @property
+    def verdict(self) -> str:
+        if not self.judged:
+            return f"not judged (life < {JUDGED / 60:.0f} min)"
+        return "YES" if self.grows else "no"
 
 
 def trend(series: str, points: Sequence[tuple[float, float]]) -> Trend | None:
@@ -180,7 +189,7 @@ def trends(result: Result, samples: Samples) -> list[Trend]:
                       and s.t >= half and quiet(s.t, result)]
             label = f"{router} {name} (pid {pid}, {lives[pid] / 60:.0f} min, 2nd half)"
             if (tr := trend(label, points)) is not None:
-                out.append(tr)
+                out.append(replace(tr, judged=lives[pid] >= JUDGED))
     keys = [(t - result.t0, float(n)) for t, n in samples.keys if quiet(t, result)]
     if (tr := trend("etcd keys", keys)) is not None:
         out.append(tr)
@@ -232,7 +241,7 @@ def report(result: Result, ts: Sequence[Trend], argv: Sequence[str]) -> str:
     ]
     for t in ts:
         lines.append(f"| {t.series} | {t.n} | {t.mean:.2f} | {t.slope:+.3f} | {t.stderr:.3f} "
-                     f"| {'YES' if t.grows else 'no'} |")
+                     f"| {t.verdict} |")
     lines += ["", "Checker: " + ("no violation" if not result.violations else
                                  f"{len(result.violations)} violation(s): " + "; ".join(
                                      f"{v.check}: {v.detail}" for v in result.violations[:5])),
@@ -267,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mean-gap", type=float, default=180.0)
     ap.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--spare", default="r3", help="a router no fault restarts (its agent "
+                    "lives through the whole soak); '' spares none")
     ap.add_argument("--out", type=Path, default=Path("/tmp/soak"))
     ap.add_argument("--png", type=Path)
     ap.add_argument("--write-docs", action="store_true")
@@ -286,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if result.violations or any(t.grows for t in ts) else 0
     opts = Options(seconds=args.hours * 3600, seed=args.seed, out=args.out,
                    mean_gap=args.mean_gap, prefix="soak", public="10.65.0.0/24",
-                   private="10.65.1.0/24")
+                   private="10.65.1.0/24", spare=args.spare or None)
     samples = Samples()
     result = campaign(opts, during=lambda lab: sampler(lab, args.every, samples))
     write_history(result, opts.out / "history.json")

@@ -68,3 +68,14 @@ def test_warm_up_growth_that_levels_off_is_not_a_leak_but_growth_to_the_end_is()
 
     assert not any(t.grows for t in trends(result_with([]), samples(leak=False)))
     assert any(t.grows for t in trends(result_with([]), samples(leak=True)))
+
+
+def test_a_life_shorter_than_half_an_hour_is_shown_but_not_judged():
+    out = Samples()
+    for i in range(150):  # 25 minutes of steady growth
+        t = i * 10.0
+        out.agents.append(Sample(t, "r1", 7, {"rss_mb": 70 + t / 60}))
+    ts = trends(result_with([]), out)
+    rss = next(t for t in ts if t.series.startswith("r1 rss_mb"))
+    assert rss.slope > 0 and not rss.judged and not rss.grows
+    assert rss.verdict.startswith("not judged")
