@@ -46,11 +46,13 @@ def test_the_page_follows_a_failover_and_a_dead_server_and_acts_with_the_token()
                 while True:  # the server may still be starting
                     b.open(url)
                     try:
-                        b.wait_for(q("#link.up"), timeout=2, what="the live stream")
+                        b.wait_for(q("#link.up") + " !== null", timeout=2, what="the live stream")
                         break
                     except Exception:
                         if time.monotonic() > deadline:
-                            raise
+                            page = b.eval("location.href + ' ' + document.body.innerText")
+                            page += " " + str(b.console)
+                            raise AssertionError(f"the page did not go live: {page}") from None
                 row = f'tr[data-router="{active}"]'
                 b.wait_for(f"{q(row)}?.dataset.role === 'active'", what=f"{active} active")
                 vip = f'tr[data-vip="{lab.vip}"]'
