@@ -592,6 +592,7 @@ class Pulse:
             term=self.machine.term if self.machine else 0,
             config_serial=self.config.serial_no if self.config else None,
             config_refused=self.config_refused,
+            metrics=self.opts.metrics_address or "",
         )
 
     def _kick_registration(self) -> None:

@@ -40,7 +40,7 @@ from cluster.etcd.client import KV
 FIELDS = {
     LeaderDoc: ("node", "since"),
     NodeRecord: ("node", "role", "address", "pid", "version", "started_at", "dataplane",
-                 "etcd", "term", "config_serial", "config_refused"),
+                 "etcd", "term", "config_serial", "config_refused", "metrics"),
     HealthVerdict: ("state", "since", "weight", "reason", "observed_by", "term"),
     Observation: ("state", "since", "weight", "reason"),
     AdminFlag: ("state", "by", "at"),

@@ -42,6 +42,8 @@ class NodeRecord(Document):
     """serial_no of the config it runs now; null before it runs one."""
     config_refused: ConfigRefusal | None = None
     """The newest stored config it refused to run, and why; null when it refused none."""
+    metrics: str = ""
+    """HOST:PORT of its Prometheus metrics (`lvsctl web` reads them); "" when not served."""
 
     def runs(self, serial_no: int) -> bool:
         return self.config_serial == serial_no

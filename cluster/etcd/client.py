@@ -306,6 +306,12 @@ class Etcd:
             resp = await self._client.lease.grant(ttl, timeout=self.settings.timeout)
         return resp.ID, resp.TTL
 
+    async def time_to_live(self, lease: int) -> int:
+        """Seconds the lease has left (etcd rounds down); -1 if it is gone."""
+        async with self._errors("lease time-to-live"):
+            resp = await self._client.lease.time_to_live(lease, timeout=self.settings.timeout)
+        return resp.TTL
+
     async def revoke(self, lease: int) -> bool:
         """Revoke a lease (its keys vanish); False if it no longer existed."""
         try:

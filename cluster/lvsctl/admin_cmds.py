@@ -10,36 +10,14 @@ from typing import Literal
 
 import click
 
-from ..documents import AdminFlag
-from ..store import ConfigStore, now_iso, who
-from .common import Ctx, Failure, run
+from ..actions import set_admin
+from .common import Ctx, run
 
 
 async def _set(ctx: Ctx, virtual: str, server: str,
                state: Literal["drain", "disable"] | None) -> None:
     async with ctx.connect() as etcd:
-        stored = await ConfigStore(etcd, ctx.keys).load()
-        if stored is None:
-            raise Failure(f"cluster {ctx.cluster} has no configuration")
-        try:
-            v = stored.config.virtual(virtual)
-        except KeyError:
-            names = ", ".join(x.name for x in stored.config.virtuals) or "none"
-            raise Failure(f"no virtual {virtual!r} (virtuals: {names})") from None
-        if server not in {s.name for s in v.servers}:
-            names = ", ".join(s.name for s in v.servers) or "none"
-            raise Failure(f"virtual {virtual} has no server {server!r} (servers: {names})")
-        key = ctx.keys.admin(virtual, server)
-        if state is None:
-            removed = await etcd.delete(key)
-            click.echo(f"{virtual}/{server}: enabled" + ("" if removed else " (was not "
-                                                          "drained or disabled)"))
-            return
-        flag = AdminFlag(state=state, by=who(), at=now_iso())
-        await etcd.put(key, flag.encode())
-        click.echo(f"{virtual}/{server}: {state}" + (
-            "d (weight 0: existing connections continue, no new ones)" if state == "drain"
-            else "d (out of the service)"))
+        click.echo(await set_admin(etcd, ctx.keys, virtual, server, state))
 
 
 @click.command()

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..actions import ActionError
 from ..etcd.client import Etcd, EtcdAuthError, EtcdUnavailable
 from ..etcd.settings import EtcdSettings, SettingsError, settings_from
 from ..keys import Keys
@@ -45,7 +46,7 @@ class Ctx:
 
 
 _KNOWN = (EtcdUnavailable, EtcdAuthError, SettingsError, PushRefused, StoredConfigError,
-          ConfigError, ValueError)
+          ConfigError, ActionError, ValueError)
 
 
 def run(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:

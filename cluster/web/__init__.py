@@ -1,0 +1,1 @@
+"""lvsctl web: a live status page of the cluster, pushed from one etcd watch."""

@@ -1,0 +1,160 @@
+"""The page server's one view of the cluster, shared by every browser.
+
+One etcd watch keeps the cluster state; every ``probe_every`` seconds the server asks
+etcd how long each router's lease has left (one small request per router) and reads each
+agent's metrics (HTTP, not etcd). A change is folded into a new page model at most every
+``debounce`` seconds, and every open page gets it pushed: a thousand open pages cost etcd
+nothing more than one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..documents import ClusterState, LeaderKey
+from ..documents.base import now_iso
+from ..etcd.client import KV, Etcd, EtcdAuthError, EtcdUnavailable
+from ..etcd.watch import PrefixWatch, Snapshot
+from ..keys import Keys
+from ..status import ClusterStatus
+from .events import Before, Event, changes
+from .model import TRAFFIC, Live, Sample, page_model
+
+log = logging.getLogger(__name__)
+
+#: The agents' series the page uses (the rest of a scrape is dropped at once).
+WANTED = {"lvs_heartbeat_peer_age_seconds", "lvs_vips_held", *TRAFFIC.values()}
+EVENTS_KEPT = 200
+
+
+class Feed:
+    """The shared view: :meth:`run` keeps it current, :meth:`next` waits for a newer one."""
+
+    def __init__(self, etcd: Etcd, keys: Keys, *, actions: bool = False,
+                 probe_every: float = 2.0, debounce: float = 0.2) -> None:
+        self.etcd, self.keys = etcd, keys
+        self.probe_every, self.debounce = probe_every, debounce
+        self.state = ClusterState(keys)
+        self.kvs: dict[str, KV] = {}
+        self.revision = 0
+        self.live = Live(actions=actions)
+        self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_KEPT)
+        self.version = 0
+        self.model: dict[str, Any] = {}
+        self.synced = False  # a first snapshot of etcd has been read
+        self.last_leader: LeaderKey | None = None
+        self._changed = asyncio.Condition()
+        self._dirty = asyncio.Event()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch())
+            tg.create_task(self._probe())
+            tg.create_task(self._publish())
+
+    async def next(self, seen: int) -> tuple[int, dict[str, Any]]:
+        """The model once it is newer than version ``seen`` (callers bound the wait)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.version > seen)
+            return self.version, self.model
+
+    # -- inputs --------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        async for update in PrefixWatch(self.etcd, self.keys.prefix):
+            if isinstance(update, Snapshot):
+                self.kvs = dict(update.items)
+                self.state = ClusterState.from_kvs(self.keys, update.items.values())
+                self.revision = update.revision
+                self.synced = True
+            else:
+                before = Before.of(self.state, self.keys, (c.key for c in update),
+                                   self.last_leader)
+                for change in update:
+                    if change.kv is None:
+                        self.kvs.pop(change.key, None)
+                    else:
+                        self.kvs[change.key] = change.kv
+                    self.state.apply(change.key, change.kv)
+                    self.revision = max(self.revision, change.revision)
+                for event in changes(before, self.state, now_iso()):
+                    self.events.appendleft(event)
+            self.last_leader = self.state.leader or self.last_leader
+            self._dirty.set()
+
+    async def _probe(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(0.5, self.probe_every / 2))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                nodes = dict(self.state.nodes)
+                leases, scraped = await asyncio.gather(
+                    self._leases(), asyncio.gather(*(
+                        _scrape(http, n.metrics) for n in nodes.values())))
+                self.live.lease_left = leases
+                self.live.metrics, self.live.scrape_errors = {}, {}
+                for name, (samples, error) in zip(nodes, scraped, strict=True):
+                    if samples is not None:
+                        self.live.metrics[name] = samples
+                    elif error:
+                        self.live.scrape_errors[name] = error
+                self._dirty.set()
+                await asyncio.sleep(self.probe_every)
+
+    async def _leases(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name in list(self.state.nodes):
+            kv = self.kvs.get(self.keys.node(name))
+            if kv is None or not kv.lease:
+                continue
+            with contextlib.suppress(EtcdUnavailable, EtcdAuthError):
+                out[name] = await self.etcd.time_to_live(kv.lease)
+        return out
+
+    # -- output --------------------------------------------------------------------------
+
+    async def _publish(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce)  # fold a burst of changes into one push
+            self._dirty.clear()
+            if not self.synced:
+                continue
+            self.live.now = time.time()
+            self.live.events = list(self.events)
+            model = page_model(ClusterStatus(self.keys.cluster, self.revision, self.state),
+                               self.live)
+            async with self._changed:
+                self.version += 1
+                self.model = model
+                self._changed.notify_all()
+
+
+async def _scrape(http: aiohttp.ClientSession,
+                  address: str) -> tuple[list[Sample] | None, str | None]:
+    """An agent's series the page uses; (None, why) if it cannot be read."""
+    if not address:
+        return None, None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        return None, f"metrics served on {address}: no address to reach"
+    url = f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
+    try:
+        async with http.get(url) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return None, f"{url}: {type(exc).__name__} {exc}".strip()
+    out = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in WANTED:
+                out.append(Sample(s.name, dict(s.labels), float(s.value)))
+    return out, None

@@ -1,0 +1,166 @@
+// The live status page: renders the model the server pushes (server-sent events).
+// Every value from etcd goes into the page as text (textContent), never as HTML.
+"use strict";
+
+let model = null;
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(tbody, cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    if (c instanceof Node) { const td = el("td"); td.appendChild(c); tr.appendChild(td); }
+    else tr.appendChild(el("td", c === null || c === undefined ? "–" : c));
+  }
+  tbody.appendChild(tr);
+  return tr;
+}
+
+function span(text, cls) { return el("span", text, cls); }
+
+function seconds(v) { return v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} s`; }
+
+function count(v) {
+  if (v === null || v === undefined) return "–";
+  if (v >= 1e9) return `${(v / 1e9).toFixed(1)} G`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)} M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} k`;
+  return String(Math.round(v));
+}
+
+function clear(id) {
+  const node = document.getElementById(id);
+  const body = node.tagName === "TABLE" ? node.tBodies[0] : node;
+  body.replaceChildren();
+  return body;
+}
+
+function button(label, body) {
+  const b = el("button", label);
+  b.dataset.action = body.action;
+  b.addEventListener("click", () => act(body));
+  return b;
+}
+
+async function act(body) {
+  const result = document.getElementById("result");
+  result.textContent = `${body.action}…`;
+  try {
+    const resp = await fetch("/api/action", {
+      method: "POST",
+      headers: { "Content-Type": "application/json",
+                 "Authorization": `Bearer ${document.getElementById("token").value}` },
+      body: JSON.stringify(body),
+    });
+    const answer = await resp.json();
+    result.textContent = answer.ok ? answer.message : `refused: ${answer.error}`;
+    result.className = answer.ok ? "up" : "bad";
+  } catch (err) {
+    result.textContent = `failed: ${err}`;
+    result.className = "bad";
+  }
+}
+
+function render(m) {
+  model = m;
+  document.getElementById("cluster").textContent = m.cluster;
+  document.getElementById("revision").textContent = m.revision;
+  document.getElementById("updated").textContent = new Date(m.now * 1000).toISOString();
+  document.getElementById("actions").hidden = !m.actions;
+
+  const alerts = clear("alerts");
+  const warn = (text) => alerts.appendChild(el("div", text));
+  if (!m.leader) warn("No active router.");
+  if (m.split_brain) warn("More than one router says it holds the VIPs.");
+  if (m.config_error) warn(`Stored config is invalid (ignored by the routers): ${m.config_error}`);
+  for (const p of m.config_problems) warn(`Stored config cannot run: ${p}`);
+  for (const b of m.not_running_stored_config) warn(`${b.node} does not run the stored config: ${b.why}`);
+  if (m.junk) warn(`${m.junk} key(s) in etcd not understood (see lvsctl status).`);
+
+  const summary = clear("summary");
+  summary.appendChild(el("span", "active router: "));
+  summary.appendChild(m.leader ? span(`${m.leader.node} (term ${m.leader.term}, since ${m.leader.since})`, "active")
+                               : span("none", "bad"));
+  if (m.config) summary.appendChild(el("span", ` · config serial_no ${m.config.serial_no}, pushed ${m.config.pushed_at} by ${m.config.pushed_by}`));
+
+  const routers = clear("routers");
+  for (const r of m.routers) {
+    const stale = m.config && r.config_serial !== m.config.serial_no;
+    const config = span(r.config_serial === null ? "?" : r.config_serial, stale ? "bad" : "");
+    const tr = row(routers, [r.name, r.priority, span(r.role, r.role), r.address,
+      r.lease_left === null || r.lease_left === undefined ? "–" : `${r.lease_left} s`,
+      seconds(r.heartbeat_age), r.vips_held, config, r.dataplane,
+      m.actions && r.role === "backup" && m.leader ? button("switch over here", { action: "switchover", to: r.name }) : ""]);
+    tr.dataset.router = r.name;
+    tr.dataset.role = r.role;
+  }
+
+  const vips = clear("vips");
+  for (const v of m.vips) {
+    const tr = row(vips, [v.address, v.device, v.for, v.holder ? span(v.holder, "active") : span("nobody", "bad")]);
+    tr.dataset.vip = v.address;
+    tr.dataset.holder = v.holder || "";
+  }
+
+  const virtuals = clear("virtuals");
+  for (const v of m.virtuals) {
+    const box = el("div", null, "virtual");
+    box.appendChild(el("h3", `${v.name} · ${v.service} · ${v.scheduler}${v.active ? "" : " (inactive)"}`));
+    const table = el("table");
+    const head = table.createTHead().insertRow();
+    for (const h of ["server", "address", "state", "weight", "admin", "observed by", "since",
+                     "reason", "connections", "active conns", "bytes in", "bytes out", ""]) {
+      head.appendChild(el("th", h));
+    }
+    const tbody = table.createTBody();
+    for (const s of v.servers) {
+      const t = s.traffic || {};
+      const buttons = el("span");
+      if (m.actions) {
+        buttons.appendChild(button("drain", { action: "drain", virtual: v.name, server: s.name }));
+        buttons.appendChild(button("disable", { action: "disable", virtual: v.name, server: s.name }));
+        buttons.appendChild(button("enable", { action: "enable", virtual: v.name, server: s.name }));
+      }
+      const tr = row(tbody, [s.name, `${s.address}:${s.port}`, span(s.state, s.state),
+        s.effective_weight === null ? s.weight : s.effective_weight,
+        s.admin ? span(s.admin, s.admin) : "", (s.observed_by || []).join(", "),
+        s.since, s.reason, count(t.connections), count(t.active), count(t.bytes_in),
+        count(t.bytes_out), buttons]);
+      tr.dataset.virtual = v.name;
+      tr.dataset.server = s.name;
+      tr.dataset.state = s.state;
+    }
+    box.appendChild(table);
+    virtuals.appendChild(box);
+  }
+
+  const events = clear("events");
+  for (const e of m.events.slice(0, 50)) {
+    let what;
+    if (e.kind === "health") what = `${e.virtual}/${e.server}: ${e.from || "?"} → ${e.to}${e.reason ? ` (${e.reason})` : ""}`;
+    else if (e.kind === "no-active") what = `${e.from} no longer active (term ${e.term})`;
+    else what = `${e.kind}: ${e.from || "nobody"} → ${e.to} (term ${e.term})`;
+    const tr = row(events, [e.at, what]);
+    tr.dataset.kind = e.kind;
+  }
+}
+
+function connect() {
+  const link = document.getElementById("link");
+  const source = new EventSource("/api/stream");
+  source.onopen = () => { link.textContent = "live"; link.className = "link up"; };
+  source.onmessage = (msg) => render(JSON.parse(msg.data));
+  source.onerror = () => { link.textContent = "reconnecting…"; link.className = "link down"; };
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const token = document.getElementById("token");
+  token.value = sessionStorage.getItem("lvs-token") || "";
+  token.addEventListener("change", () => sessionStorage.setItem("lvs-token", token.value));
+  connect();
+});
