@@ -6,7 +6,7 @@ the whole history (issue 11; faults and bounds: docs/faults.md).
 
 The lab: three routers running pulse (nftables, conntrackd syncing connections), two real
 servers, a three-member etcd. While the faults run, the client probes ARP for each VIP
-every 20 ms on both LANs (capturing every frame that claims one), keeps 20 long-lived echo
+every 10 ms on both LANs (capturing every frame that claims one), keeps 20 long-lived echo
 connections open, and sends a short HTTP request every 50 ms. Afterwards the checker
 (bench/nemesis_check.py) looks at everything; the output directory gets ``history.json``
 (plan, what ran, ownership, gaps, connections, violations) and ``timeline.png``.
@@ -66,6 +66,7 @@ from lvslab.topology import Topology  # noqa: E402
 
 PREFIX, PUBLIC, PRIVATE = "nem", "10.66.0.0/24", "10.66.1.0/24"
 CONVERGE = 30.0  # s the cluster has to become whole after the last heal
+PROBE = 0.01  # s between ARP probes of each VIP (issue 11: every 10 ms)
 CONNECTIONS = 20
 TTL = 2.0  # the lab's lease TTL
 GONE = {"crash", "sigkill", "sigkill-family"}  # the router's agent is down until the heal
@@ -445,7 +446,7 @@ def campaign(opts: Options,
         ready = client.ready()
         print(f"  {ready.get('open')} connections open ({ready.get('failed')} failed)",
               flush=True)
-        watch = Watch(cluster, http=True)
+        watch = Watch(cluster, http=True, every=PROBE)
         exits = ExitWatch(lab, ctx, lock)
         t0 = time.monotonic()
         try:
