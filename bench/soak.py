@@ -72,6 +72,8 @@ class Sample:
 class Samples:
     agents: list[Sample] = field(default_factory=list)
     keys: list[tuple[float, int]] = field(default_factory=list)  # (t, etcd key count)
+    # (t, share of the last second some task waited for a CPU: /proc/pressure/cpu)
+    pressure: list[tuple[float, float]] = field(default_factory=list)
 
 
 def scrape(lab: Lab, router: str) -> dict[str, float]:
@@ -96,9 +98,36 @@ def key_count(lab: Lab) -> int | None:
     return sum(1 for line in res.stdout.splitlines() if line.startswith(prefix))
 
 
+def cpu_stall_us() -> int | None:
+    """Microseconds some task has waited for a CPU since boot (PSI), None without PSI."""
+    try:
+        text = Path("/proc/pressure/cpu").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^some .*total=(\d+)", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def pressure_share(prev: tuple[float, int], now: tuple[float, int]) -> float:
+    """The share of the time between two PSI readings some task waited for a CPU."""
+    dt = now[0] - prev[0]
+    return max(0.0, min(1.0, (now[1] - prev[1]) / 1e6 / dt)) if dt > 0 else 0.0
+
+
 @contextlib.contextmanager
 def sampler(lab: Lab, every: float, samples: Samples) -> Iterator[Samples]:
     stop = threading.Event()
+
+    def pressure() -> None:  # the host's CPU pressure, every second: was anyone starved?
+        prev = None
+        while not stop.wait(1.0):
+            us = cpu_stall_us()
+            if us is None:
+                return
+            now = (time.monotonic(), us)
+            if prev is not None:
+                samples.pressure.append((now[0], pressure_share(prev, now)))
+            prev = now
 
     def run() -> None:
         while not stop.wait(every):
@@ -114,13 +143,15 @@ def sampler(lab: Lab, every: float, samples: Samples) -> Iterator[Samples]:
                 if n is not None:
                     samples.keys.append((now, n))
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=f, daemon=True) for f in (run, pressure)]
+    for thread in threads:
+        thread.start()
     try:
         yield samples
     finally:
         stop.set()
-        thread.join(30)
+        for thread in threads:
+            thread.join(30)
 
 
 @dataclass(frozen=True)
@@ -171,7 +202,9 @@ def quiet(t: float, result: Result, settle: float = 30.0) -> bool:
 def trends(result: Result, samples: Samples) -> list[Trend]:
     """Per router and series: the trend over the second half of the life of its
     longest-lived agent process (the first half is its warm-up: lazy imports, caches,
-    allocator arenas), quiet samples only; and the etcd key count over the whole soak."""
+    allocator arenas), quiet samples only; and the etcd key count over the second half of
+    the soak (the first fault of a kind may leave its bounded keys: history entries, the
+    released marker)."""
     out: list[Trend] = []
     first: dict[tuple[str, int], float] = {}
     last: dict[tuple[str, int], float] = {}
@@ -190,10 +223,19 @@ def trends(result: Result, samples: Samples) -> list[Trend]:
             label = f"{router} {name} (pid {pid}, {lives[pid] / 60:.0f} min, 2nd half)"
             if (tr := trend(label, points)) is not None:
                 out.append(replace(tr, judged=lives[pid] >= JUDGED))
-    keys = [(t - result.t0, float(n)) for t, n in samples.keys if quiet(t, result)]
-    if (tr := trend("etcd keys", keys)) is not None:
-        out.append(tr)
+    half = result.t0 + (result.end - result.t0) / 2
+    keys = [(t - result.t0, float(n)) for t, n in samples.keys
+            if t >= half and quiet(t, result)]
+    if (tr := trend("etcd keys (2nd half of the soak)", keys)) is not None:
+        out.append(replace(tr, judged=result.end - result.t0 >= JUDGED))
     return out
+
+
+def pressure_around(samples: Samples, t: float, window: float = 5.0) -> float | None:
+    """The highest share of a second some task waited for a CPU, within ``window`` s of
+    ``t`` (None: not sampled): a gap with no fault under high pressure is the host's."""
+    near = [p for at, p in samples.pressure if abs(at - t) <= window]
+    return max(near) if near else None
 
 
 def write_png(result: Result, samples: Samples, path: Path) -> None:
@@ -202,7 +244,7 @@ def write_png(result: Result, samples: Samples, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(METRICS) + 1, 1, figsize=(12, 9), sharex=True)
+    fig, axes = plt.subplots(len(METRICS) + 2, 1, figsize=(12, 10.5), sharex=True)
     for ax, name in zip(axes, METRICS, strict=False):
         for router in sorted({s.router for s in samples.agents}):
             pts = [((s.t - result.t0) / 60, s.values[name]) for s in samples.agents
@@ -210,23 +252,31 @@ def write_png(result: Result, samples: Samples, path: Path) -> None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", markersize=2, label=router)
         ax.set_ylabel(name)
         ax.legend(fontsize=7, loc="upper left")
-    ax = axes[-1]
+    ax = axes[-2]
     ax.plot([(t - result.t0) / 60 for t, _ in samples.keys], [n for _, n in samples.keys],
             ".", markersize=2, color="black")
     ax.set_ylabel("etcd keys")
+    ax = axes[-1]
+    ax.plot([(t - result.t0) / 60 for t, _ in samples.pressure],
+            [100 * p for _, p in samples.pressure], "-", linewidth=0.5, color="purple")
+    ax.set_ylabel("host CPU\npressure %")
+    for v in result.violations:
+        for axis in axes:
+            axis.axvline((v.t - result.t0) / 60, color="red", linewidth=0.8)
     for a in result.applied:
         if not a.skipped:
             for axis in axes:
                 axis.axvspan((a.started - result.t0) / 60, (a.healed - result.t0) / 60,
                              color="orange", alpha=0.15, linewidth=0)
-    axes[-1].set_xlabel("minutes (orange: a fault running)")
+    axes[-1].set_xlabel("minutes (orange: a fault running; red: a violation)")
     fig.suptitle(f"soak: {(result.end - result.t0) / 3600:.2f} h, seed {result.seed}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def report(result: Result, ts: Sequence[Trend], argv: Sequence[str]) -> str:
+def report(result: Result, ts: Sequence[Trend], argv: Sequence[str],
+           samples: Samples | None = None) -> str:
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     ran = [a for a in result.applied if not a.skipped]
@@ -242,10 +292,21 @@ def report(result: Result, ts: Sequence[Trend], argv: Sequence[str]) -> str:
     for t in ts:
         lines.append(f"| {t.series} | {t.n} | {t.mean:.2f} | {t.slope:+.3f} | {t.stderr:.3f} "
                      f"| {t.verdict} |")
+    def detail(v: Violation) -> str:
+        text = f"{v.check} at +{v.t - result.t0:.0f} s: {v.detail}"
+        p = pressure_around(samples, v.t) if samples is not None else None
+        return text + (f" (host CPU pressure up to {100 * p:.0f} % around it)"
+                       if p is not None else "")
+
     lines += ["", "Checker: " + ("no violation" if not result.violations else
                                  f"{len(result.violations)} violation(s): " + "; ".join(
-                                     f"{v.check}: {v.detail}" for v in result.violations[:5])),
-              "", "![soak](img/soak.png)"]
+                                     detail(v) for v in result.violations[:5]))]
+    if samples is not None and samples.pressure:
+        shares = [p for _, p in samples.pressure]
+        lines.append(f"Host CPU pressure (share of each second some task waited for a CPU): "
+                     f"mean {100 * sum(shares) / len(shares):.0f} %, "
+                     f"max {100 * max(shares):.0f} %.")
+    lines += ["", "![soak](img/soak.png)"]
     return "\n".join(lines)
 
 
@@ -261,7 +322,8 @@ def load_run(out: Path) -> tuple[Result, Samples]:
                   for v in hist["violations"]]
     end = max([hist["t0"], *(a.healed for a in applied)])
     raw = json.loads((out / "samples.json").read_text())
-    samples = Samples([Sample(**d) for d in raw["agents"]], [tuple(k) for k in raw["keys"]])
+    samples = Samples([Sample(**d) for d in raw["agents"]], [tuple(k) for k in raw["keys"]],
+                      [tuple(p) for p in raw.get("pressure", [])])
     if samples.agents:
         end = max(end, samples.agents[-1].t)
     result = Result(hist["seed"], list(steps.values()), applied, History(applied=applied),
@@ -288,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ts = trends(result, samples)
         png = args.png or args.analyse / "soak.png"
         write_png(result, samples, png)
-        text = report(result, ts, args_list)
+        text = report(result, ts, args_list, samples)
         print(text)
         if args.write_docs:
             doc = REPO / "docs" / "benchmarks.md"
@@ -303,11 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_history(result, opts.out / "history.json")
     write_timeline(result, opts.out / "timeline.png")
     (opts.out / "samples.json").write_text(json.dumps(
-        {"agents": [asdict(s) for s in samples.agents], "keys": samples.keys}))
+        {"agents": [asdict(s) for s in samples.agents], "keys": samples.keys,
+         "pressure": samples.pressure}))
     ts = trends(result, samples)
     png = args.png or opts.out / "soak.png"
     write_png(result, samples, png)
-    text = report(result, ts, args_list)
+    text = report(result, ts, args_list, samples)
     print(summary(result))
     print(text)
     if args.write_docs:

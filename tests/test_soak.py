@@ -9,7 +9,15 @@ import pytest
 from bench.nemesis import Result
 from bench.nemesis_check import Applied, History
 from bench.nemesis_plan import Step
-from bench.soak import Sample, Samples, trend, trends
+from bench.soak import (
+    Sample,
+    Samples,
+    cpu_stall_us,
+    pressure_around,
+    pressure_share,
+    trend,
+    trends,
+)
 
 
 def test_a_flat_noisy_series_does_not_grow():
@@ -79,3 +87,32 @@ def test_a_life_shorter_than_half_an_hour_is_shown_but_not_judged():
     rss = next(t for t in ts if t.series.startswith("r1 rss_mb"))
     assert rss.slope > 0 and not rss.judged and not rss.grows
     assert rss.verdict.startswith("not judged")
+
+
+def test_cpu_pressure_share_and_the_pressure_around_a_moment() -> None:
+    assert pressure_share((10.0, 1_000_000), (12.0, 2_000_000)) == 0.5
+    assert pressure_share((10.0, 5), (10.0, 9)) == 0.0  # no time passed
+    assert pressure_share((10.0, 0), (11.0, 9_000_000)) == 1.0  # capped
+    s = Samples(pressure=[(100.0, 0.1), (103.0, 0.9), (120.0, 0.2)])
+    assert pressure_around(s, 101.0) == 0.9
+    assert pressure_around(s, 200.0) is None
+    us = cpu_stall_us()  # this machine's kernel has PSI (or says None)
+    assert us is None or us >= 0
+
+
+def test_etcd_keys_left_by_the_first_faults_are_not_growth_but_growth_to_the_end_is() -> None:
+    def keys(leak: bool) -> Samples:
+        out = Samples()
+        for i in range(360):
+            t = i * 10.0
+            n = 23 + (t >= 200) + (t >= 1700)  # a history entry, then a released marker
+            out.keys.append((t, n + (i // 30 if leak and t >= 1800 else 0)))
+        return out
+
+    def judged(samples: Samples) -> list:
+        return [t for t in trends(result_with([]), samples) if t.series.startswith("etcd")]
+
+    [flat] = judged(keys(leak=False))
+    assert not flat.grows and flat.judged
+    [leak] = judged(keys(leak=True))
+    assert leak.grows
