@@ -27,7 +27,7 @@ def q(selector: str) -> str:
 
 def test_the_page_follows_a_failover_and_a_dead_server_and_acts_with_the_token() -> None:
     shots = KEEP / str(os.getpid()) / "web"
-    with lab_for("w", routers=2, servers=2) as cluster:
+    with lab_for("v", routers=2, servers=2) as cluster:
         lab = cluster.lab
         active = cluster.restore()
         backup = next(r for r in lab.routers if r != active)
