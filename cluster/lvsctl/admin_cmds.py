@@ -12,11 +12,11 @@ import click
 
 from ..documents import AdminFlag
 from ..store import ConfigStore, now_iso, who
-from .common import Ctx, Failure, run
+from .common import Ctx, Failure, echo_json, output_option, run
 
 
 async def _set(ctx: Ctx, virtual: str, server: str,
-               state: Literal["drain", "disable"] | None) -> None:
+               state: Literal["drain", "disable"] | None, output: str = "text") -> None:
     async with ctx.connect() as etcd:
         stored = await ConfigStore(etcd, ctx.keys).load()
         if stored is None:
@@ -32,11 +32,19 @@ async def _set(ctx: Ctx, virtual: str, server: str,
         key = ctx.keys.admin(virtual, server)
         if state is None:
             removed = await etcd.delete(key)
+            if output == "json":
+                echo_json({"virtual": virtual, "server": server, "admin": None,
+                           "was_set": bool(removed)})
+                return
             click.echo(f"{virtual}/{server}: enabled" + ("" if removed else " (was not "
                                                           "drained or disabled)"))
             return
         flag = AdminFlag(state=state, by=who(), at=now_iso())
         await etcd.put(key, flag.encode())
+        if output == "json":
+            echo_json({"virtual": virtual, "server": server, "admin": state,
+                       "by": flag.by, "at": flag.at})
+            return
         click.echo(f"{virtual}/{server}: {state}" + (
             "d (weight 0: existing connections continue, no new ones)" if state == "drain"
             else "d (out of the service)"))
@@ -45,28 +53,31 @@ async def _set(ctx: Ctx, virtual: str, server: str,
 @click.command()
 @click.argument("virtual")
 @click.argument("server")
+@output_option()
 @click.pass_obj
 @run
-async def drain(ctx: Ctx, virtual: str, server: str) -> None:
+async def drain(ctx: Ctx, virtual: str, server: str, output: str) -> None:
     """Weight 0 for SERVER of VIRTUAL: no new connections, existing ones continue."""
-    await _set(ctx, virtual, server, "drain")
+    await _set(ctx, virtual, server, "drain", output)
 
 
 @click.command()
 @click.argument("virtual")
 @click.argument("server")
+@output_option()
 @click.pass_obj
 @run
-async def disable(ctx: Ctx, virtual: str, server: str) -> None:
+async def disable(ctx: Ctx, virtual: str, server: str, output: str) -> None:
     """Take SERVER out of VIRTUAL whatever its health."""
-    await _set(ctx, virtual, server, "disable")
+    await _set(ctx, virtual, server, "disable", output)
 
 
 @click.command()
 @click.argument("virtual")
 @click.argument("server")
+@output_option()
 @click.pass_obj
 @run
-async def enable(ctx: Ctx, virtual: str, server: str) -> None:
+async def enable(ctx: Ctx, virtual: str, server: str, output: str) -> None:
     """Undo drain/disable: SERVER follows its health checks again."""
-    await _set(ctx, virtual, server, None)
+    await _set(ctx, virtual, server, None, output)

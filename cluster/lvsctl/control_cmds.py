@@ -14,7 +14,7 @@ from ..election import read_leader
 from ..etcd.client import Etcd
 from ..etcd.watch import PrefixWatch, Snapshot
 from ..store import ConfigStore, now_iso, who
-from .common import Ctx, Failure, run
+from .common import Ctx, Failure, echo_json, output_option, run
 
 REQUEST_TTL = 10  # seconds: an unanswered request expires by itself
 
@@ -24,9 +24,10 @@ REQUEST_TTL = 10  # seconds: an unanswered request expires by itself
               "(default: the next by priority)")
 @click.option("--wait", "wait_s", default=10.0, show_default=True,
               help="seconds to wait for the new active router")
+@output_option()
 @click.pass_obj
 @run
-async def switchover(ctx: Ctx, target: str | None, wait_s: float) -> None:
+async def switchover(ctx: Ctx, target: str | None, wait_s: float, output: str) -> None:
     """Hand the active role over gracefully (VIPs move within milliseconds)."""
     async with ctx.connect() as etcd:
         leader = await read_leader(etcd, ctx.keys)
@@ -48,14 +49,20 @@ async def switchover(ctx: Ctx, target: str | None, wait_s: float) -> None:
                                     by=who(), reason="lvsctl switchover", at=now_iso())
         start = time.monotonic()
         await etcd.put(ctx.keys.switchover, request.encode(), lease=lease)
-        click.echo(f"asked {leader.node} (term {leader.term}) to hand over"
-                   + (f" to {target}" if target else ""))
+        if output != "json":
+            click.echo(f"asked {leader.node} (term {leader.term}) to hand over"
+                       + (f" to {target}" if target else ""))
         try:
             new = await asyncio.wait_for(_new_leader(ctx, etcd, leader, target), wait_s)
         except TimeoutError:
             raise Failure(f"no new active router after {wait_s:g}s "
                           "(see lvsctl status and the agents' logs)") from None
         ms = (time.monotonic() - start) * 1000
+        if output == "json":
+            echo_json({"previous": leader.node, "previous_term": leader.term,
+                       "to": target or "", "node": new.node, "term": new.term,
+                       "request": request.id, "ms": round(ms)})
+            return
         click.echo(f"{new.node} is active (term {new.term}), {ms:.0f} ms after the request")
 
 
