@@ -60,12 +60,19 @@ class ClusterView:
 
     async def run(self) -> None:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
+        history = self.keys.history_prefix
         async for update in self.watch:
+            if not isinstance(update, Snapshot):
+                # The cluster's history (written about once a second while things happen)
+                # changes nothing an agent decides on: no wake-up, no data-plane pass.
+                update = [c for c in update if not c.key.startswith(history)]
+                if not update:
+                    continue
             self.version += 1
             if isinstance(update, Snapshot):
                 self.state = await self._rebuild(update)
                 self.touched = None
-                self.kvs = dict(update.items)
+                self.kvs = {k: kv for k, kv in update.items.items() if not k.startswith(history)}
                 for junk in self.state.junk_list():
                     self._junk(junk.key, junk.why)
                 kv = self.kvs.get(self.keys.leader)
