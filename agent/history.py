@@ -35,7 +35,7 @@ from cluster.documents import (
 )
 from cluster.etcd.client import Etcd, Put
 from cluster.health import ServerKey
-from cluster.history import RETENTION, event_id, prune
+from cluster.history import event_id, prune
 from cluster.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ ROLE_QUEUE = 100  # failovers and switchovers waiting at most
 PRUNE_EVERY = 60.0  # seconds between two age prunes while nothing is written
 PRUNE_SLACK = 10  # deletes per prune beyond the events just written: a backlog goes slowly
 MAX_BACKOFF = 10.0
+ROUTER_KINDS = ("failover", "switchover", "health")  # what routers write (and age-prune)
 
 
 # -- pure: what to record -----------------------------------------------------------------
@@ -221,7 +222,7 @@ class HistoryWriter:
                 wrote = await self.flush()
                 if not wrote and self.pruner() and self.clock() - self._last_prune > PRUNE_EVERY:
                     self._last_prune = self.clock()
-                    for kind in RETENTION:
+                    for kind in ROUTER_KINDS:
                         self.stats.pruned += await prune(self.etcd, self.keys, kind,
                                                          now=self.clock())
                 backoff = self.flush_every

@@ -64,9 +64,10 @@ RETENTION: dict[str, Retention] = {
     "switchover": Retention(1000, 90 * DAY),
     # Frequent: what matters is the recent past; the current state is in health/.
     "health": Retention(1000, 7 * DAY),
+    # The cluster's change record: the last 100 pushes, however old (pruned by each push).
+    "config": Retention(100, None),
 }
-"""Retention of the kinds written by routers. Config pushes keep their own rule: the last
-100 by count (cluster.store.HISTORY_KEEP), pruned by ``lvsctl config push``."""
+"""How much of each kind is kept."""
 
 PRUNE_BUDGET = 20
 """At most this many deletes per prune call beyond the events just written: old events go

@@ -84,9 +84,10 @@ def test_prune_by_age_stops_at_the_first_young_one() -> None:
 
 
 def test_retention_is_bounded_for_every_router_written_kind() -> None:
-    assert set(RETENTION) == {"failover", "switchover", "health"}
-    for policy in RETENTION.values():
-        assert 0 < policy.keep <= 1000 and policy.max_age is not None
+    assert set(RETENTION) == {"failover", "switchover", "health", "config"}
+    for kind in ("failover", "switchover", "health"):
+        assert 0 < RETENTION[kind].keep <= 1000 and RETENTION[kind].max_age is not None
+    assert RETENTION["config"] == Retention(100, None)
 
 
 def ev(doc: object, kind: str) -> Event:

@@ -270,3 +270,17 @@ async def test_lvsctl_events_follow_prints_events_as_they_happen(
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_config_pushes_keep_their_retention(etcd: Etcd, cluster_name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import cluster.history as history
+    monkeypatch.setitem(history.RETENTION, "config", Retention(keep=2, max_age=None))
+    keys = Keys(cluster_name)
+    store = ConfigStore(etcd, keys)
+    cfg = lvscf.load(EXAMPLE)
+    for serial in (1, 2, 3):
+        await store.push(cfg.model_copy(update={"serial_no": serial}), "src", by="ops@h")
+    assert [e.serial_no for e in await store.history()] == [2, 3]
+    events = await read_recent(etcd, keys, 0)
+    assert [e.doc.serial_no for e in events] == [2, 3]  # type: ignore[union-attr]
