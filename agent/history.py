@@ -21,8 +21,10 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cluster.documents import (
     FailoverEvent,
@@ -167,6 +169,29 @@ class HistoryStats:
 
 
 Recordable = FailoverEvent | SwitchoverEvent | HealthTransition
+
+
+def metrics(writer: HistoryWriter) -> Iterator[Metric]:
+    """The writer's Prometheus series (PulseCollector yields them): events written and
+    dropped by kind, write errors, events pruned, events waiting."""
+    st = writer.stats
+    written = CounterMetricFamily("lvs_history_events_written",
+                                  "events this router wrote to the cluster's history",
+                                  labels=["kind"])
+    dropped = CounterMetricFamily("lvs_history_events_dropped", "events this router could "
+                                  "not record (queue full while etcd was unreachable)",
+                                  labels=["kind"])
+    for kind in ROUTER_KINDS:
+        written.add_metric([kind], st.written.get(kind, 0))
+        dropped.add_metric([kind], st.dropped.get(kind, 0))
+    yield written
+    yield dropped
+    yield CounterMetricFamily("lvs_history_write_errors", "failed writes of the history "
+                              "(the events stay queued)", value=st.errors)
+    yield CounterMetricFamily("lvs_history_events_pruned", "old events this router deleted "
+                              "(retention)", value=st.pruned)
+    yield GaugeMetricFamily("lvs_history_events_queued", "events waiting to be written",
+                            value=writer.pending)
 
 
 class HistoryWriter:

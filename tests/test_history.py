@@ -207,3 +207,24 @@ def test_the_queue_is_bounded_and_drops_are_counted() -> None:
     # failovers have their own room: a flood of health transitions never crowds them out
     assert w.record(FailoverEvent(node="r1"))
     assert w.pending == 4
+
+
+def test_the_writer_exports_its_counts() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agent.history import metrics
+
+    w = HistoryWriter(None, Keys("c"), "r1", health_queue=1)  # type: ignore[arg-type]
+    w.record(HealthTransition(virtual="v", server="s", state="down"))
+    w.record(HealthTransition(virtual="v", server="s", state="up"))
+
+    class Collector:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return metrics(w)
+
+    registry = CollectorRegistry()
+    registry.register(Collector())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert 'lvs_history_events_dropped_total{kind="health"} 1.0' in text
+    assert 'lvs_history_events_written_total{kind="failover"} 0.0' in text
+    assert "lvs_history_events_queued 1.0" in text and "lvs_history_write_errors_total 0.0" in text
