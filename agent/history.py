@@ -273,8 +273,9 @@ class HistoryWriter:
         Returns whether it wrote any; on failure the events stay queued."""
         batch: list[tuple[str, Recordable]] = list(self._role)[:TXN_PUTS]
         health = list(self._health)[:TXN_PUTS - len(batch)]
-        if health and self._dropped_since:
-            health[0] = health[0].model_copy(update={"dropped_before": self._dropped_since})
+        dropped = self._dropped_since if health else 0
+        if dropped:
+            health[0] = health[0].model_copy(update={"dropped_before": dropped})
         batch += [("health", h) for h in health]
         if not batch:
             return False
@@ -288,8 +289,7 @@ class HistoryWriter:
             self._role.popleft()
         for _ in health:
             self._health.popleft()
-        if health:
-            self._dropped_since = 0
+        self._dropped_since -= dropped  # those dropped while we wrote: the next one says
         counts = collections.Counter(kind for kind, _ in batch)
         for kind, n in counts.items():
             self.stats.written[kind] = self.stats.written.get(kind, 0) + n

@@ -501,7 +501,8 @@ class Pulse:
         pv = hb.table.view(name) if hb is not None and name in hb.table.peers else None
         return OldActive(
             node=name, term=old_term,
-            last_active=claim.at if claim is not None and claim.peer == name else None,
+            last_active=claim.at if claim is not None and (claim.peer, claim.term) == prev
+            else None,
             alive=pv is not None and hb is not None and hb.alive(name),
             etcd_ok=pv.etcd_ok if pv is not None else True,
             role=pv.role if pv is not None else "")
