@@ -228,3 +228,33 @@ def test_the_writer_exports_its_counts() -> None:
     assert 'lvs_history_events_dropped_total{kind="health"} 1.0' in text
     assert 'lvs_history_events_written_total{kind="failover"} 0.0' in text
     assert "lvs_history_events_queued 1.0" in text and "lvs_history_write_errors_total 0.0" in text
+
+
+def test_durations_for_since() -> None:
+    from cluster.lvsctl.history_cmds import parse_duration
+
+    assert parse_duration("90") == 90 and parse_duration("30s") == 30
+    assert parse_duration("1h30m") == 5400 and parse_duration("7d") == 7 * 86400
+    assert parse_duration("1w") == 7 * 86400 and parse_duration("0.5h") == 1800
+    for bad in ("", "soon", "5x", "1h 30m", "m5", "-3h"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+
+
+def test_lines_and_tables_of_events() -> None:
+    from rich.console import Console
+
+    from cluster.lvsctl.history_cmds import plain_line, table
+
+    f = ev(FailoverEvent(at="2026-12-06T12:00:00.000Z", node="r2", previous="r1", gap_ms=9),
+           "failover")
+    h = ev(HealthTransition(at="2026-12-06T12:00:01.000Z", virtual="v", server="[s]",
+                            previous="up", state="down", by="r2"), "health")
+    assert plain_line(f) == ("2026-12-06T12:00:00.000Z  failover    r2  r2 took over from r1 "
+                             "(term ? -> 0); gap 9 ms")
+    console = Console(width=140, record=True, color_system="truecolor")
+    console.print(table([f, h]))
+    text = console.export_text(clear=False)
+    assert "2026-12-06 12:00:00.000" in text and "9 ms" in text
+    assert "v/[s] up -> down" in text  # names are not markup
+    assert "\x1b[31m" in console.export_text(styles=True)  # colours on a terminal
