@@ -10,6 +10,7 @@ from prometheus_client import ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .history import metrics as history_metrics
 from .latency import DETECT_TO_DATAPLANE, DETECT_TO_VIEW
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class PulseCollector(Collector):
                            "express (the running table stayed)", p.dataplane.refused)
         yield from _ctsync(p)
         yield from _resume(p)
+        yield from history_metrics(p.history)
         es = p.health.engine.stats()
         yield _counter("lvs_checks", "health checks run", es.checks)
         yield _counter("lvs_checks_failed", "health checks failed", es.failed)

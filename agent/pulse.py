@@ -36,6 +36,7 @@ from .dataplane.service import DataPlane
 from .dataplane.warmth import Warmth, warm_at
 from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
+from .history import HistoryWriter, OldActive, Takeover, takeover_event
 from .hooks import run_hook
 from .inputs import etcd_ok, licence_world, sample_world
 from .registration import Registration
@@ -121,10 +122,13 @@ class Pulse:
         # conntrackd for nftables): preemption waits until all are warm.
         self.warmth: list[Warmth] = [self.dataplane.warmth, self.ctsync]
         self.resumer = Resumer(clock=self.clock)
+        # The cluster's history: who took over and why, health transitions (never blocks).
+        self.history = HistoryWriter(self.etcd, self.keys, opts.node, pruner=lambda: (
+            self.machine is not None and self.machine.role is Role.ACTIVE))
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
-                                    licensed=self.licensed)
+                                    licensed=self.licensed, history=self.history.record)
         self._router_started = False
         self.registration: Registration | None = None
         self.started_at = now_iso()
@@ -263,6 +267,7 @@ class Pulse:
         self._dataplane_update()
         self._spawn(self.dataplane.run(), "dataplane")
         self._spawn(self.health.run(), "health")
+        self._spawn(self.history.run(), "history")
         self._spawn(self._renew_loop(), "vip-renew")
         self._kick_registration()
 
@@ -419,7 +424,8 @@ class Pulse:
         if isinstance(action, Deactivate):
             await self._release(action.reason)
         elif isinstance(action, Resign):
-            deleted = await resign(self.etcd, self.keys, action.term, self.opts.node)
+            deleted = await resign(self.etcd, self.keys, action.term, self.opts.node,
+                                   action.reason)
             if deleted is not None:  # gone as of that revision: fresher than our watch
                 self.view.observe_leader(None, deleted)
                 log.info("resigned term %d (%s)", action.term, action.reason)
@@ -458,7 +464,9 @@ class Pulse:
         await self.ctsync.activate(until=self.licence_end)
         # What the sync handed over is in the kernel now: list it while the VIPs go up.
         flows = self._spawn(self._synced_flows(), "resume-list")
+        takeover = self._takeover_context(term)
         await self._acquire()
+        self._record_takeover(term, takeover)
         self._spawn(self._resume(flows), "resume")
         if self.heartbeat is not None:
             self.heartbeat.send_now()
@@ -468,6 +476,46 @@ class Pulse:
         if self.view.switchover() is not None and self.licensed():
             await fenced_put(self.etcd, self.keys, term, {}, (self.keys.switchover,))
         self._kick_registration()
+
+    def _takeover_context(self, term: int) -> Takeover:
+        """What we know, as we take the role, of who had it and how it ended (history;
+        never fails: an empty account rather than a failed takeover)."""
+        try:
+            return Takeover(old=self._old_active(term), key_gone=self.view.leader_gone_at,
+                            released=self.view.state.released,
+                            request=self.view.state.switchover)
+        except Exception as exc:
+            log.error("history: %s: %s", type(exc).__name__, exc)
+            return Takeover()
+
+    def _old_active(self, term: int) -> OldActive | None:
+        """The router that had the role before ``term``, and what its heartbeats said."""
+        prev = self.view.leader_before(term)
+        hb = self.heartbeat
+        claim = hb.table.last_active_claim() if hb is not None else None
+        if prev is None and claim is not None and 0 < claim.term < term:
+            prev = (claim.peer, claim.term)
+        if prev is None:
+            return None
+        name, old_term = prev
+        pv = hb.table.view(name) if hb is not None and name in hb.table.peers else None
+        return OldActive(
+            node=name, term=old_term,
+            last_active=claim.at if claim is not None and (claim.peer, claim.term) == prev
+            else None,
+            alive=pv is not None and hb is not None and hb.alive(name),
+            etcd_ok=pv.etcd_ok if pv is not None else True,
+            role=pv.role if pv is not None else "")
+
+    def _record_takeover(self, term: int, seen: Takeover) -> None:
+        """The failover or switchover we just completed, into the history (never fails)."""
+        try:
+            event = takeover_event(node=self.opts.node, term=term, at=time.time(),
+                                   vips_up=self.clock(), seen=seen)
+            self.history.record(event)
+            log.info("history: %s", event.encode())
+        except Exception as exc:  # the history is not worth a failed takeover
+            log.error("history: cannot record the takeover: %s: %s", type(exc).__name__, exc)
 
     async def _synced_flows(self) -> list[Flow]:
         """The connections to nudge after this takeover (none if off or not synced)."""

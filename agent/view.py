@@ -26,6 +26,7 @@ from .latency import DETECT_TO_VIEW
 log = logging.getLogger(__name__)
 
 CHUNK = 1000  # keys decoded between two turns of the event loop on a snapshot
+TERMS_KEPT = 8  # leader terms remembered (who held each), for the history of takeovers
 
 
 @dataclass
@@ -46,6 +47,8 @@ class ClusterView:
     leader_absent_since: float | None = None
     last_term: int = 0
     leader_revision: int = 0  # the etcd revision the leader fields date from
+    leader_gone_at: float | None = None  # when the leader key was last seen to go (kept)
+    terms: dict[int, str] = field(default_factory=dict)  # the last few terms seen -> node
     version: int = 0  # bumped on every update: a cache key for derived views
     touched: set[str] | None = None  # keys changed since take_touched() (None: a snapshot)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,12 +60,19 @@ class ClusterView:
 
     async def run(self) -> None:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
+        history = self.keys.history_prefix
         async for update in self.watch:
+            if not isinstance(update, Snapshot):
+                # The cluster's history (written about once a second while things happen)
+                # changes nothing an agent decides on: no wake-up, no data-plane pass.
+                update = [c for c in update if not c.key.startswith(history)]
+                if not update:
+                    continue
             self.version += 1
             if isinstance(update, Snapshot):
                 self.state = await self._rebuild(update)
                 self.touched = None
-                self.kvs = dict(update.items)
+                self.kvs = {k: kv for k, kv in update.items.items() if not k.startswith(history)}
                 for junk in self.state.junk_list():
                     self._junk(junk.key, junk.why)
                 kv = self.kvs.get(self.keys.leader)
@@ -122,13 +132,21 @@ class ClusterView:
         self.leader_known, self.leader_revision = True, revision
         if leader is None:
             if self.leader is not None or self.leader_absent_since is None:
-                self.leader_absent_since = self.clock()
+                self.leader_absent_since = self.leader_gone_at = self.clock()
             self.leader = None
         else:
             self.leader = leader
             self.leader_absent_since = None
             self.last_term = max(self.last_term, leader.term)
+            self.terms[leader.term] = leader.node
+            while len(self.terms) > TERMS_KEPT:
+                del self.terms[min(self.terms)]
         return True
+
+    def leader_before(self, term: int) -> tuple[str, int] | None:
+        """The newest leader seen with a term older than ``term``: (node, its term)."""
+        older = [t for t in self.terms if t < term]
+        return (self.terms[max(older)], max(older)) if older else None
 
     def _junk(self, key: str, why: str) -> None:
         self.stats.junk += 1

@@ -26,8 +26,16 @@ class ActionError(ValueError):
     """The action cannot be done as asked (unknown name, nothing to switch over...)."""
 
 
+@dataclass(frozen=True)
+class Done:
+    """What an action did: one line for people, and the same as JSON."""
+
+    message: str
+    data: dict[str, object]
+
+
 async def set_admin(etcd: Etcd, keys: Keys, virtual: str, server: str,
-                    state: AdminState | None, by: str | None = None) -> str:
+                    state: AdminState | None, by: str | None = None) -> Done:
     """Drain or disable SERVER of VIRTUAL (``state``), or enable it again (None)."""
     stored = await ConfigStore(etcd, keys).load()
     if stored is None:
@@ -43,12 +51,16 @@ async def set_admin(etcd: Etcd, keys: Keys, virtual: str, server: str,
     key = keys.admin(virtual, server)
     if state is None:
         removed = await etcd.delete(key)
-        return f"{virtual}/{server}: enabled" + ("" if removed else " (was not drained or "
-                                                 "disabled)")
-    await etcd.put(key, AdminFlag(state=state, by=by or who(), at=now_iso()).encode())
-    return f"{virtual}/{server}: {state}" + (
+        return Done(f"{virtual}/{server}: enabled" + ("" if removed else " (was not drained "
+                                                      "or disabled)"),
+                    {"virtual": virtual, "server": server, "admin": None,
+                     "was_set": bool(removed)})
+    flag = AdminFlag(state=state, by=by or who(), at=now_iso())
+    await etcd.put(key, flag.encode())
+    return Done(f"{virtual}/{server}: {state}" + (
         "d (weight 0: existing connections continue, no new ones)" if state == "drain"
-        else "d (out of the service)")
+        else "d (out of the service)"),
+        {"virtual": virtual, "server": server, "admin": state, "by": flag.by, "at": flag.at})
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class Asked:
     leader: LeaderKey
     target: str | None
     at: float
+    request: SwitchoverRequest
 
 
 async def ask_switchover(etcd: Etcd, keys: Keys, target: str | None, wait_s: float,
@@ -82,7 +95,7 @@ async def ask_switchover(etcd: Etcd, keys: Keys, target: str | None, wait_s: flo
                                 by=by or who(), reason=reason, at=now_iso())
     at = time.monotonic()
     await etcd.put(keys.switchover, request.encode(), lease=lease)
-    return Asked(leader, target, at)
+    return Asked(leader, target, at, request)
 
 
 async def new_leader(etcd: Etcd, keys: Keys, asked: Asked, wait_s: float) -> LeaderKey:

@@ -29,14 +29,14 @@ async def campaign(etcd: Etcd, keys: Keys, node: str, lease: int) -> tuple[bool,
     return False, LeaderKey.from_kv(kvs[0]) if kvs else None
 
 
-async def resign(etcd: Etcd, keys: Keys, term: int, node: str) -> int | None:
+async def resign(etcd: Etcd, keys: Keys, term: int, node: str, reason: str = "") -> int | None:
     """Delete the leader key if it is still ours (same term): the revision it was deleted
     at, None if it was not ours.
 
     Call only after every VIP is released: the same transaction leaves the
     ``control/released`` marker that lets the next active skip waiting for us.
     """
-    marker = ReleasedMarker(node=node, term=term, at=now_iso())
+    marker = ReleasedMarker(node=node, term=term, at=now_iso(), reason=reason)
     result = await etcd.txn(
         [fence(keys, term)],
         [Delete(keys.leader), Put(keys.released, marker.encode())],

@@ -51,6 +51,19 @@ class Keys:
         return f"{self.prefix}history/config/"
 
     @property
+    def history_prefix(self) -> str:
+        """Every event kind's history: ``history/<kind>/``."""
+        return f"{self.prefix}history/"
+
+    def history_kind_prefix(self, kind: str) -> str:
+        return f"{self.history_prefix}{_q(kind)}/"
+
+    def history_event(self, kind: str, event_id: str) -> str:
+        """``history/<kind>/<id>``; ids of events are made by
+        :func:`cluster.history.event_id` (time first: they sort by time)."""
+        return f"{self.history_kind_prefix(kind)}{_q(event_id)}"
+
+    @property
     def seed(self) -> str:
         return f"{self.prefix}seed"
 

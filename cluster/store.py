@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import socket
+import time
 from dataclasses import dataclass, replace
 
 from . import lvscf
@@ -22,6 +23,7 @@ from .documents import (
     now_iso,
 )
 from .etcd.client import CreateRevision, Etcd, ModRevision, Put
+from .history import RETENTION, prune
 from .keys import Keys
 from .model import ConfigError, LvsConfig
 from .seed import SeedState, ensure_seed
@@ -29,7 +31,7 @@ from .seed import SeedState, ensure_seed
 __all__ = ["ConfigStore", "PushRefused", "PushResult", "StoredConfig", "StoredConfigError",
            "now_iso", "who"]
 
-HISTORY_KEEP = 100
+HISTORY_KEEP = RETENTION["config"].keep
 
 
 class PushRefused(Exception):
@@ -122,7 +124,6 @@ class ConfigStore:
         return out
 
     async def _trim_history(self) -> None:
-        kvs, _ = await self.etcd.get_prefix(self.keys.config_history_prefix)
-        for kv in kvs[:-HISTORY_KEEP] if len(kvs) > HISTORY_KEEP else []:
-            await self.etcd.delete(kv.key)
+        """The oldest pushes past the last :data:`HISTORY_KEEP` go (a few per push)."""
+        await prune(self.etcd, self.keys, "config", now=time.time())
 

@@ -135,3 +135,33 @@ async def test_a_leader_key_seen_directly_counts_only_if_newer(etcd: Etcd,
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_history_writes_wake_no_agent_and_the_view_remembers_terms(
+        etcd: Etcd, cluster_name: str) -> None:
+    """The cluster's history changes nothing an agent decides on: no wake-up (every wake-up
+    costs the data plane a pass over every server). Who held each recent term is kept for
+    the takeover's history."""
+    from cluster.documents import FailoverEvent
+
+    keys = Keys(cluster_name)
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+    task = asyncio.create_task(view.run())
+    try:
+        await until(view, lambda: view.leader_known, "snapshot")
+        lease, _ = await etcd.grant(10)
+        await etcd.put(keys.leader, LeaderDoc(node="r1").encode(), lease=lease)
+        await until(view, lambda: view.leader is not None, "leader")
+        term = view.leader.term  # type: ignore[union-attr]
+        await etcd.delete(keys.leader)
+        await until(view, lambda: view.leader is None, "leader gone")
+        assert view.leader_gone_at is not None and view.leader_before(term + 1) == ("r1", term)
+        assert view.leader_before(term) is None
+        view.changed.clear()
+        version = view.version
+        await etcd.put(keys.history_event("failover", "x"), FailoverEvent(node="r2").encode())
+        await asyncio.sleep(0.3)
+        assert not view.changed.is_set() and view.version == version
+        assert keys.history_event("failover", "x") not in view.kvs
+    finally:
+        task.cancel()

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 
+from cluster.documents import HealthTransition
 from cluster.election import fence
 from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
 from cluster.health import Health, ServerKey
@@ -26,6 +28,7 @@ from cluster.keys import Keys
 from cluster.model import LvsConfig
 
 from ..checks import targets
+from ..history import health_transitions
 from ..nanny import Engine, Transition
 from ..view import ClusterView
 from .core import HealthCore, Outcome, Touched, Writes
@@ -43,11 +46,13 @@ class HealthService:
 
     def __init__(self, etcd: Etcd, keys: Keys, node: str, view: ClusterView,
                  on_change: Callable[[], None], lease: Callable[[], int | None],
-                 licensed: Callable[[], bool] = lambda: True) -> None:
+                 licensed: Callable[[], bool] = lambda: True,
+                 history: Callable[[HealthTransition], object] | None = None) -> None:
         self.etcd, self.keys, self.node, self.view = etcd, keys, node, view
         self.on_change = on_change
         self.lease = lease
         self.licensed = licensed  # the active's licence, asked before each fenced write
+        self.history = history  # takes the effective-state changes we stored (never blocks)
         self.core = HealthCore(node)
         self.engine = Engine()
         self.engine.subscribe(self._checked)
@@ -150,10 +155,13 @@ class HealthService:
 
     async def _write_verdicts(self, writes: Writes) -> None:
         term = writes.term
-        ops = [Put(self.keys.health(*key), doc.encode()) if doc is not None
-               else Delete(self.keys.health(*key)) for key, doc in sorted(writes.verdicts.items())]
-        for i in range(0, len(ops), TXN_OPS):
-            chunk = ops[i:i + TXN_OPS]
+        items = sorted(writes.verdicts.items())
+        for i in range(0, len(items), TXN_OPS):
+            part = dict(items[i:i + TXN_OPS])
+            chunk = [Put(self.keys.health(*key), doc.encode()) if doc is not None
+                     else Delete(self.keys.health(*key)) for key, doc in part.items()]
+            stored = {key: self.view.state.health[key] for key in part
+                      if key in self.view.state.health}  # before our write reaches the view
             if not self.licensed():  # the write is fenced by the term, too: both must hold
                 raise EtcdUnavailable("not licensed to write as the active right now")
             result = await self.etcd.txn([fence(self.keys, term)], chunk)
@@ -161,6 +169,10 @@ class HealthService:
                 log.warning("health not written: term %d no longer holds the leader key", term)
                 return
             self.writes += len(chunk)
+            if self.history is not None:
+                for tr in health_transitions(stored, part, by=self.node, term=term,
+                                             at=time.time()):
+                    self.history(tr)
 
     async def _write_observations(self, writes: Writes) -> bool:
         """Our observations, bound to our lease; False if we have no lease (yet)."""

@@ -11,6 +11,7 @@ from .base import Document, DocumentError, epoch, iso, now_iso
 from .config import FORMAT, ConfigEnvelope, ConfigHistoryEntry, StoredConfig, StoredConfigError
 from .eviction import EvictionVote
 from .health import HealthVerdict, Observation, State
+from .history import FailoverEvent, HealthTransition, SwitchoverEvent
 from .leader import LeaderDoc, LeaderKey
 from .node import ConfigRefusal, NodeRecord
 from .released import ReleasedMarker
@@ -28,7 +29,9 @@ __all__ = [
     "Document",
     "DocumentError",
     "EvictionVote",
+    "FailoverEvent",
     "HashSeed",
+    "HealthTransition",
     "HealthVerdict",
     "Junk",
     "LeaderDoc",
@@ -40,6 +43,7 @@ __all__ = [
     "State",
     "StoredConfig",
     "StoredConfigError",
+    "SwitchoverEvent",
     "SwitchoverRequest",
     "default_seed",
     "epoch",
@@ -59,5 +63,8 @@ DOCUMENTS: dict[str, type[Document]] = {
     "control/evict-<voter>": EvictionVote,
     "config": ConfigEnvelope,
     "history/config/<serial_no>": ConfigHistoryEntry,
+    "history/failover/<id>": FailoverEvent,
+    "history/switchover/<id>": SwitchoverEvent,
+    "history/health/<id>": HealthTransition,
     "seed": HashSeed,
 }

@@ -14,3 +14,5 @@ class ReleasedMarker(Document):
     """The term it resigned."""
     at: str = ""
     """When (UTC)."""
+    reason: str = ""
+    """Why it resigned (`shutting down`, `switchover requested (to r2)`)."""

@@ -25,6 +25,8 @@ from etcd3aio import (
     EtcdPermissionDeniedError,
     EtcdTransientError,
     EtcdUnauthenticatedError,
+    SortOrder,
+    SortTarget,
     prefix_range_end,
 )
 from etcd3aio._protobuf import Compare
@@ -256,6 +258,27 @@ class Etcd:
             )
         return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
 
+    async def range(self, start: str, end: str, *, limit: int = 0, newest_first: bool = False,
+                    by_key: bool = False, keys_only: bool = False, revision: int = 0,
+                    ) -> tuple[list[KV], int]:
+        """Keys in [start, end), at most ``limit`` (0: all), ordered by creation (by key if
+        ``by_key``), newest first if asked; and the revision they were read at. ``end`` of
+        a prefix: :func:`prefix_end`."""
+        async with self._errors(f"get {start}..{end}"):
+            resp = await self._client.kv.get(
+                start, end, revision=revision, limit=limit,
+                sort_order=SortOrder.DESCEND if newest_first else SortOrder.ASCEND,
+                sort_target=SortTarget.KEY if by_key else SortTarget.CREATE,
+                keys_only=keys_only, timeout=self.settings.timeout)
+        return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
+
+    async def count(self, prefix: str) -> int:
+        """How many keys are under ``prefix`` (etcd counts; nothing is transferred)."""
+        async with self._errors(f"count {prefix}*"):
+            resp = await self._client.kv.get(prefix, prefix_range_end(prefix), count_only=True,
+                                             timeout=self.settings.timeout)
+        return int(resp.count)
+
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
         async with self._errors(f"put {key}"):
             resp = await self._client.kv.put(key, value, lease, timeout=self.settings.timeout)
@@ -322,6 +345,11 @@ class Etcd:
                 return False
             raise
         return True
+
+
+def prefix_end(prefix: str) -> str:
+    """The end of the key range of every key under ``prefix`` (for :meth:`Etcd.range`)."""
+    return prefix_range_end(prefix).decode()
 
 
 def _short(text: str, limit: int = 200) -> str:

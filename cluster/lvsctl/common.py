@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +48,17 @@ class Ctx:
 
 _KNOWN = (EtcdUnavailable, EtcdAuthError, SettingsError, PushRefused, StoredConfigError,
           ConfigError, ActionError, ValueError)
+
+
+def output_option(default: str = "text") -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """``-o/--output text|json``: every command that prints data can print it as JSON."""
+    return click.option("-o", "--output", type=click.Choice([default, "json"]),
+                        default=default, show_default=True,
+                        help="json: the same data, for programs")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
 
 
 def run(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:

@@ -17,7 +17,7 @@ from ..etcd.watch import PrefixWatch, Snapshot
 from ..model import LvsConfig
 from ..rollout import Rollout, rollout
 from ..store import ConfigStore, StoredConfig
-from .common import Ctx, Failure, run
+from .common import Ctx, Failure, echo_json, output_option, run
 
 
 @click.group()
@@ -41,11 +41,16 @@ def _load(path: str) -> tuple[LvsConfig, str]:
 
 @config.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
+@output_option()
+def validate(file: str, output: str) -> None:
     """Check FILE without touching etcd: it reads, and the routers can run it."""
     cfg, _ = _load(file)
     nv = len(cfg.virtuals)
     ns = sum(len(v.servers) for v in cfg.virtuals)
+    if output == "json":
+        echo_json({"file": file, "ok": True, "serial_no": cfg.serial_no,
+                   "routers": len(cfg.effective_routers()), "virtuals": nv, "servers": ns})
+        return
     click.echo(f"{file}: OK (serial_no {cfg.serial_no}, {len(cfg.effective_routers())} routers, "
                f"{nv} virtual services, {ns} real servers)")
 
@@ -57,14 +62,24 @@ def validate(file: str) -> None:
               "(exit status 1 if one refuses it, or on timeout)")
 @click.option("--timeout", "wait_s", default=30.0, show_default=True, metavar="S",
               help="seconds --wait waits")
+@output_option()
 @click.pass_obj
 @run
-async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float) -> None:
+async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float,
+               output: str) -> None:
     """Validate FILE, then store it atomically as the cluster's configuration."""
     cfg, source = _load(file)
     async with ctx.connect() as etcd:
         result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force)
         old = result.previous.serial_no if result.previous else None
+        if output == "json":
+            echo_json({"cluster": ctx.cluster, "serial_no": cfg.serial_no, "previous": old,
+                       "changes": result.changes, "seed_created": result.seed_created,
+                       "pushed_at": result.stored.pushed_at,
+                       "pushed_by": result.stored.pushed_by})
+            if wait:
+                await _wait_rollout(ctx, etcd, cfg.serial_no, wait_s, quiet=True)
+            return
         click.echo(f"stored serial_no {cfg.serial_no} in cluster {ctx.cluster}"
                    + (f" (was {old})" if old is not None else ""))
         for line in result.changes:
@@ -81,7 +96,8 @@ async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float) -> N
             await _wait_rollout(ctx, etcd, cfg.serial_no, wait_s)
 
 
-async def _wait_rollout(ctx: Ctx, etcd: Etcd, serial: int, wait_s: float) -> None:
+async def _wait_rollout(ctx: Ctx, etcd: Etcd, serial: int, wait_s: float,
+                        quiet: bool = False) -> None:
     """Until every live router reports running ``serial``, or one reports refusing it."""
     state = ClusterState(ctx.keys)
 
@@ -109,6 +125,8 @@ async def _wait_rollout(ctx: Ctx, etcd: Etcd, serial: int, wait_s: float) -> Non
             click.echo(f"{name} refused serial_no {serial}: {refusal.reason}", err=True)
         raise Failure(f"serial_no {serial} refused by {', '.join(ro.refused)} "
                       "(the routers keep running their current config)")
+    if quiet:
+        return
     if not ro.running:
         click.echo("no router is running (none registered): nothing to wait for")
     else:
@@ -143,13 +161,20 @@ async def show(ctx: Ctx, output: str, source: bool) -> None:
 
 @config.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@output_option()
 @click.pass_obj
 @run
-async def diff(ctx: Ctx, file: str) -> None:
+async def diff(ctx: Ctx, file: str, output: str) -> None:
     """Show what pushing FILE would change (exit status 1 if anything would)."""
     cfg, _ = _load(file)
     stored = await _stored(ctx)
     lines = changes(stored.config, cfg)
+    if output == "json":
+        echo_json({"stored_serial_no": stored.serial_no, "serial_no": cfg.serial_no,
+                   "changes": lines})
+        if lines:
+            raise SystemExit(1)
+        return
     if not lines:
         click.echo("no changes")
         return
@@ -165,12 +190,16 @@ async def diff(ctx: Ctx, file: str) -> None:
 
 
 @config.command()
+@output_option()
 @click.pass_obj
 @run
-async def history(ctx: Ctx) -> None:
-    """Past pushes of the configuration, oldest first."""
+async def history(ctx: Ctx, output: str) -> None:
+    """Past pushes of the configuration, oldest first (also in lvsctl history)."""
     async with ctx.connect() as etcd:
         entries = await ConfigStore(etcd, ctx.keys).history()
+    if output == "json":
+        echo_json([e.model_dump(mode="json") for e in entries])
+        return
     for e in entries:
         click.echo(f"{e.pushed_at or '?'}  serial_no {e.serial_no}  by {e.pushed_by or '?'}")
         for line in e.changes:

@@ -9,7 +9,16 @@ import sys
 import click
 
 from ..keys import check_cluster_name
-from . import admin_cmds, config_cmds, control_cmds, seed_cmd, status_cmd, web_cmd
+from . import (
+    admin_cmds,
+    config_cmds,
+    control_cmds,
+    history_cmds,
+    seed_cmd,
+    status_cmd,
+    watch_cmd,
+    web_cmd,
+)
 from .common import Ctx
 
 
@@ -47,6 +56,7 @@ def cli(ctx: click.Context, etcd_url: str | None, cluster: str, etcd_ca: str | N
 
 for _command in (config_cmds.config, status_cmd.status, control_cmds.switchover,
                  admin_cmds.drain, admin_cmds.disable, admin_cmds.enable, seed_cmd.seed,
+                 history_cmds.history, history_cmds.events, watch_cmd.watch,
                  web_cmd.web):
     cli.add_command(_command)
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,22 +31,29 @@ async def status(ctx: Ctx, output: str) -> None:
 
 
 def render(st: ClusterStatus, console: Console) -> None:
+    for part in renderables(st):
+        console.print(part)
+
+
+def renderables(st: ClusterStatus) -> list[RenderableType]:
+    """What ``lvsctl status`` shows, in order (``lvsctl watch`` redraws the same)."""
+    out: list[RenderableType] = []
     cfg = st.config
     head = f"cluster [bold]{st.cluster}[/] (etcd revision {st.revision})"
     if cfg is not None:
         head += f"  config serial_no {cfg.serial_no}, pushed {cfg.pushed_at} by {cfg.pushed_by}"
     else:
         head += "  [yellow]no configuration stored[/]"
-    console.print(head)
+    out.append(head)
     if st.config_error:
-        console.print(f"[red]stored config is invalid (ignored by agents):[/] {st.config_error}")
+        out.append(f"[red]stored config is invalid (ignored by agents):[/] {st.config_error}")
     for problem in st.config_problems:
-        console.print(f"[red]stored config cannot run (agents refuse it):[/] {escape(problem)}")
+        out.append(f"[red]stored config cannot run (agents refuse it):[/] {escape(problem)}")
     if st.leader:
-        console.print(f"active router: [bold green]{escape(st.leader.node or '?')}[/] "
-                      f"(term {st.leader.term}, since {st.leader.since})")
+        out.append(f"active router: [bold green]{escape(st.leader.node or '?')}[/] "
+                   f"(term {st.leader.term}, since {st.leader.since})")
     else:
-        console.print("active router: [yellow]none[/]")
+        out.append("active router: [yellow]none[/]")
 
     routers = Table("router", "role", "address", "etcd", "dataplane", "config", "since",
                     title="routers", title_justify="left")
@@ -62,12 +69,12 @@ def render(st: ClusterStatus, console: Console) -> None:
             role = f"[green]{role}[/]"
         routers.add_row(name, role, node.address, str(node.etcd), node.dataplane,
                         _config_cell(node, cfg.serial_no if cfg else None), node.started_at)
-    console.print(routers)
+    out.append(routers)
     ro = st.rollout()
     if ro is not None:
         for name, why in ro.behind.items():
-            console.print(f"[red]{escape(name)} does not run the stored config "
-                          f"(serial_no {ro.serial_no}): {escape(why)}[/]")
+            out.append(f"[red]{escape(name)} does not run the stored config "
+                       f"(serial_no {ro.serial_no}): {escape(why)}[/]")
 
     services = Table("virtual", "service", "server", "address", "weight", "state", "admin",
                      "since", "reason", title="virtual services", title_justify="left")
@@ -84,11 +91,12 @@ def render(st: ClusterStatus, console: Console) -> None:
                 f"[{color}]{state}[/]" if s else "", s.get("admin") or "",
                 s.get("since") or "", s.get("reason") or "")
             first = False
-    console.print(services)
+    out.append(services)
     if st.junk:
-        console.print(f"[yellow]{len(st.junk)} key(s) not understood:[/]")
+        out.append(f"[yellow]{len(st.junk)} key(s) not understood:[/]")
         for line in st.junk[:20]:
-            console.print(f"  {line}")
+            out.append(f"  {line}")
+    return out
 
 
 def _config_cell(node: NodeRecord, stored: int | None) -> str:

@@ -117,7 +117,8 @@ async def _act(etcd: Etcd, keys: Keys, body: dict[str, Any], who: str) -> str:
         virtual, server = body.get("virtual"), body.get("server")
         if not isinstance(virtual, str) or not isinstance(server, str):
             raise ActionError(f"{kind} needs 'virtual' and 'server'")
-        return await set_admin(etcd, keys, virtual, server, ADMIN[kind], by=who)  # type: ignore[arg-type]
+        done = await set_admin(etcd, keys, virtual, server, ADMIN[kind], by=who)  # type: ignore[arg-type]
+        return done.message
     if kind == "switchover":
         to = body.get("to") or None
         if to is not None and not isinstance(to, str):
