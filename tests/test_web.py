@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,19 +16,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from cluster import lvscf
-from cluster.documents import (
-    AdminFlag,
-    ClusterState,
-    HealthVerdict,
-    LeaderDoc,
-    NodeRecord,
-    ReleasedMarker,
-)
-from cluster.etcd.client import KV, Etcd
+from cluster.documents import AdminFlag, HealthVerdict, LeaderDoc, NodeRecord
+from cluster.documents.history import FailoverEvent, HealthTransition
+from cluster.etcd.client import Etcd
+from cluster.history import event_id
 from cluster.keys import Keys
 from cluster.status import read_status
 from cluster.store import ConfigStore
-from cluster.web.events import Before, changes
 from cluster.web.feed import Feed
 from cluster.web.model import Live, Sample, page_model
 from cluster.web.server import app
@@ -35,67 +30,6 @@ from lvslab.etcd_server import LocalEtcd
 
 EXAMPLE = Path("deploy/examples/lvs.cf")
 TOKEN = "s3cret-token-for-tests"
-
-
-def kv(key: str, value: bytes, rev: int, lease: int = 0) -> KV:
-    return KV(key, value, rev, rev, 1, lease)
-
-
-# -- events (pure) -------------------------------------------------------------------------
-
-
-def test_a_new_term_is_a_failover_unless_the_old_active_released_it() -> None:
-    keys = Keys("c")
-    state = ClusterState(keys)
-    state.apply(keys.leader, kv(keys.leader, LeaderDoc(node="r1").encode(), 5))
-    # r1's key goes, r2 takes over: a failover
-    before = Before.of(state, keys, [keys.leader])
-    state.apply(keys.leader, None)
-    state.apply(keys.leader, kv(keys.leader, LeaderDoc(node="r2").encode(), 9))
-    [event] = changes(before, state, "T")
-    assert event == {"at": "T", "kind": "failover", "from": "r1", "to": "r2", "term": 9}
-    # the same in two revisions: the old key expires, later the new one comes
-    old = state.leader
-    state.apply(keys.leader, None)
-    before = Before.of(state, keys, [keys.leader], previous=old)
-    state.apply(keys.leader, kv(keys.leader, LeaderDoc(node="r3").encode(), 10))
-    [event] = changes(before, state, "T")
-    assert (event["kind"], event["from"], event["to"]) == ("failover", "r2", "r3")
-    state.apply(keys.leader, None)
-    state.apply(keys.leader, kv(keys.leader, LeaderDoc(node="r2").encode(), 9))
-    # r2 hands over (its released marker for term 9), r1 takes it: a switchover
-    before = Before.of(state, keys, [keys.leader, keys.released])
-    state.apply(keys.released, kv(keys.released,
-                                  ReleasedMarker(node="r2", term=9).encode(), 10))
-    state.apply(keys.leader, kv(keys.leader, LeaderDoc(node="r1").encode(), 11))
-    [event] = changes(before, state, "T")
-    assert event["kind"] == "switchover" and (event["from"], event["to"]) == ("r2", "r1")
-    # the key goes and none comes: no active
-    before = Before.of(state, keys, [keys.leader])
-    state.apply(keys.leader, None)
-    assert changes(before, state, "T")[0]["kind"] == "no-active"
-
-
-def test_health_events_only_for_a_changed_state() -> None:
-    keys = Keys("c")
-    state = ClusterState(keys)
-    key = keys.health("web", "rs1")
-
-    def verdict(s: str, rev: int, reason: str = "") -> KV:
-        return kv(key, HealthVerdict(state=s, reason=reason, observed_by=("r1",)).encode(), rev)
-
-    before = Before.of(state, keys, [key])
-    state.apply(key, verdict("up", 3))
-    assert changes(before, state, "T")[0]["to"] == "up"
-    before = Before.of(state, keys, [key])
-    state.apply(key, verdict("up", 4, "weight changed"))
-    assert changes(before, state, "T") == []  # same state: no event
-    before = Before.of(state, keys, [key])
-    state.apply(key, verdict("down", 5, "connect refused"))
-    [event] = changes(before, state, "T")
-    assert (event["virtual"], event["server"], event["from"], event["to"], event["reason"]) \
-        == ("web", "rs1", "up", "down", "connect refused")
-    assert event["observed_by"] == ["r1"]
 
 
 # -- the page model, from a real etcd --------------------------------------------------------
@@ -203,24 +137,33 @@ async def test_the_stream_pushes_every_change_without_a_reload(etcd: Etcd,
         resp = await client.get("/api/stream")
         first = await next_event(resp.content)
         assert first["leader"]["node"] == "primary"
-        # the active goes: its keys vanish with its lease, the backup takes the key
+        # the active goes: its keys vanish with its lease, the backup takes the key and
+        # writes the failover to the history, as agents do; then a server goes down
         leader = await etcd.get(keys.leader)
         assert leader is not None
         await etcd.revoke(leader.lease)
         await etcd.put(keys.leader, LeaderDoc(node="backup").encode())
+        await etcd.put(keys.history_event("failover", event_id(time.time(), "backup", 1)),
+                       FailoverEvent(node="backup", term=99, previous="primary",
+                                     previous_term=leader.create_revision,
+                                     reason="primary silent", gap_ms=2100).encode())
         await etcd.put(keys.health("http", "web1"),
                        HealthVerdict(state="down", reason="connect refused").encode())
+        await etcd.put(keys.history_event("health", event_id(time.time(), "backup", 2)),
+                       HealthTransition(virtual="http", server="web1", previous="up",
+                                        state="down", reason="connect refused",
+                                        by="backup").encode())
+        await etcd.put(keys.history_prefix + "junk/x", b"{")  # not an event: ignored
         for _ in range(20):
             pushed = await next_event(resp.content)
-            if pushed["leader"]["node"] == "backup" and any(
-                    e["kind"] == "health" for e in pushed["events"]):
+            if pushed["leader"]["node"] == "backup" and len(pushed["events"]) >= 2:
                 break
         else:
             pytest.fail("the change was not pushed")
-        kinds = [e["kind"] for e in pushed["events"]]
-        assert "failover" in kinds and "health" in kinds
-        failover = next(e for e in pushed["events"] if e["kind"] == "failover")
-        assert (failover["from"], failover["to"]) == ("primary", "backup")
+        health, failover = pushed["events"][:2]  # newest first
+        assert failover["kind"] == "failover" and failover["gap_ms"] == 2100
+        assert "backup took over from primary" in failover["summary"]
+        assert health["kind"] == "health" and "up -> down" in health["summary"]
         resp.close()
 
 

@@ -14,25 +14,25 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..documents import ClusterState, LeaderKey
-from ..documents.base import now_iso
+from ..documents import ClusterState, DocumentError
 from ..etcd.client import KV, Etcd, EtcdAuthError, EtcdUnavailable
 from ..etcd.watch import PrefixWatch, Snapshot
+from ..history import Event, decode_event, kind_of
 from ..keys import Keys
 from ..status import ClusterStatus
-from .events import Before, Event, changes
 from .model import TRAFFIC, Live, Sample, page_model
 
 log = logging.getLogger(__name__)
 
 #: The agents' series the page uses (the rest of a scrape is dropped at once).
 WANTED = {"lvs_heartbeat_peer_age_seconds", "lvs_vips_held", *TRAFFIC.values()}
-EVENTS_KEPT = 200
+EVENTS_KEPT = 200  # the newest events of the history in etcd (written by the agents)
 
 
 class Feed:
@@ -47,10 +47,10 @@ class Feed:
         self.revision = 0
         self.live = Live(actions=actions)
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_KEPT)
+        self.junk_events = 0
         self.version = 0
         self.model: dict[str, Any] = {}
         self.synced = False  # a first snapshot of etcd has been read
-        self.last_leader: LeaderKey | None = None
         self._changed = asyncio.Condition()
         self._dirty = asyncio.Event()
 
@@ -74,10 +74,10 @@ class Feed:
                 self.kvs = dict(update.items)
                 self.state = ClusterState.from_kvs(self.keys, update.items.values())
                 self.revision = update.revision
+                self.events.clear()
+                self._add_events(update.items.values())
                 self.synced = True
             else:
-                before = Before.of(self.state, self.keys, (c.key for c in update),
-                                   self.last_leader)
                 for change in update:
                     if change.kv is None:
                         self.kvs.pop(change.key, None)
@@ -85,10 +85,22 @@ class Feed:
                         self.kvs[change.key] = change.kv
                     self.state.apply(change.key, change.kv)
                     self.revision = max(self.revision, change.revision)
-                for event in changes(before, self.state, now_iso()):
-                    self.events.appendleft(event)
-            self.last_leader = self.state.leader or self.last_leader
+                self._add_events(c.kv for c in update if c.kv is not None)
             self._dirty.set()
+
+    def _add_events(self, kvs: Iterable[KV]) -> None:
+        """Keep the newest history events among ``kvs`` (written once: an overwrite or
+        a prune is no new event)."""
+        fresh = []
+        for kv in kvs:
+            if kind_of(self.keys, kv.key) is None or kv.mod_revision != kv.create_revision:
+                continue
+            try:
+                fresh.append(decode_event(self.keys, kv))
+            except DocumentError:
+                self.junk_events += 1
+        for event in sorted(fresh, key=lambda e: (e.revision, e.key)):
+            self.events.appendleft(event)
 
     async def _probe(self) -> None:
         timeout = aiohttp.ClientTimeout(total=max(0.5, self.probe_every / 2))
@@ -128,7 +140,7 @@ class Feed:
             if not self.synced:
                 continue
             self.live.now = time.time()
-            self.live.events = list(self.events)
+            self.live.events = [e.to_json() for e in self.events]
             model = page_model(ClusterStatus(self.keys.cluster, self.revision, self.state),
                                self.live)
             async with self._changed:

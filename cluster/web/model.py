@@ -36,7 +36,7 @@ class Live:
     lease_left: dict[str, int] = field(default_factory=dict)  # {node: seconds; -1 gone}
     metrics: dict[str, list[Sample]] = field(default_factory=dict)  # {node: its series}
     scrape_errors: dict[str, str] = field(default_factory=dict)  # {node: why}
-    events: Sequence[Mapping[str, Any]] = ()  # newest first
+    events: Sequence[Mapping[str, Any]] = ()  # history events (Event.to_json), newest first
     actions: bool = False  # the page may offer actions (--allow-actions)
 
 

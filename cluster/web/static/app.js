@@ -141,11 +141,7 @@ function render(m) {
 
   const events = clear("events");
   for (const e of m.events.slice(0, 50)) {
-    let what;
-    if (e.kind === "health") what = `${e.virtual}/${e.server}: ${e.from || "?"} → ${e.to}${e.reason ? ` (${e.reason})` : ""}`;
-    else if (e.kind === "no-active") what = `${e.from} no longer active (term ${e.term})`;
-    else what = `${e.kind}: ${e.from || "nobody"} → ${e.to} (term ${e.term})`;
-    const tr = row(events, [e.at, what]);
+    const tr = row(events, [e.at, e.kind, e.summary]);
     tr.dataset.kind = e.kind;
   }
 }
