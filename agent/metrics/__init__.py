@@ -15,7 +15,7 @@ from prometheus_client import ProcessCollector, start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..latency import COLLECTOR as HISTOGRAMS
-from . import agent, ctsync, dataplane, health, heartbeat, resume, role, vips
+from . import agent, ctsync, dataplane, health, heartbeat, resume, role, traffic, vips
 
 if TYPE_CHECKING:
     from ..pulse import Pulse
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 #: Every concern's collector, in the order a scrape shows them.
 MODULES: tuple[Callable[[Pulse], Iterator[object]], ...] = (
     agent.collect, role.collect, vips.collect, heartbeat.collect, health.collect,
-    dataplane.collect, ctsync.collect, resume.collect,
+    dataplane.collect, traffic.collect, ctsync.collect, resume.collect,
 )
 
 _ctsync = ctsync.collect  # the names tests and older branches import
