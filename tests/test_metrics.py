@@ -315,3 +315,19 @@ def test_every_series_of_a_real_pulse_is_documented(monkeypatch: Any) -> None:
     for name, labels in got.items():
         assert labels is None or labels == docs[name][0], name
     assert {"lvs_real_server_state", "lvs_build_info", "lvs_failover_duration_seconds"} <= set(got)
+
+
+def test_heartbeats_dropped_are_counted_by_the_peer_of_their_source() -> None:
+    from agent.heartbeat import HeartbeatService, LocalState
+    from agent.heartbeat.config import HeartbeatConfig
+
+    config = HeartbeatConfig(cluster="lb1", node="r1", port=694, keepalive=0.05,
+                             deadtime=0.5, freshness=5.0, local_addresses=("10.9.0.1",),
+                             peers={"r2": ("10.9.0.2", "10.9.1.2"), "r3": ("10.9.0.3",)})
+    service = HeartbeatService(config, b"k" * 32, lambda: LocalState("backup"))
+    for source in ("10.9.0.2", "10.9.1.2", "10.9.0.3", "10.9.9.9"):  # r2 on both links
+        service._handle(b"GET / HTTP/1.0\r\n\r\n", source)
+    counted = service.counters()
+    assert counted.dropped_by_peer == {("r2", "malformed"): 2, ("r3", "malformed"): 1,
+                                       ("unknown", "malformed"): 1}
+    assert counted.dropped["malformed"] == 4
