@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.pulse import TEST_DIES_AFTER
 from cluster import lvscf
@@ -21,6 +22,7 @@ from cluster.store import StoredConfig
 from lvslab import Lab, procs
 from lvslab.config_file import lab_lvs_cf
 from lvslab.topology import Topology
+from tests.support.metrics_doc import documented, scraped
 
 pytestmark = pytest.mark.netns
 
@@ -94,6 +96,87 @@ def test_metrics_endpoint(lab: Lab) -> None:
     assert lab.exec("r1", "curl", "-sf", "http://127.0.0.1:9100/metrics").returncode != 0
 
 
+def value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample (labels: a subset of its labels), -1 if absent."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and labels.items() <= s.labels.items():
+                return s.value
+    return -1.0
+
+
+def test_metrics_are_the_documented_ones(lab: Lab) -> None:
+    """docs/metrics.md and a real scrape of both routers have the same series with the same
+    labels (less those only IPVS or conntrackd export)."""
+    def up(router: str) -> bool:  # reentry = 15 s: up a while after the lab starts
+        return value(metrics(lab, router), "lvs_real_server_state", virtual="http",
+                     server="rs1", state="up") == 1.0
+
+    wait_for(lambda: up("r1") and up("r2"), 40, "rs1 up, as both routers see it")
+    texts = {r: metrics(lab, r) for r in lab.routers}
+    got: dict[str, frozenset[str] | None] = {}
+    for text in texts.values():
+        for name, labels in scraped(text).items():
+            got[name] = labels if labels is not None else got.get(name)
+    docs = documented()
+    assert set(got) <= set(docs), f"not documented: {sorted(set(got) - set(docs))}"
+    optional = {name for name, (_, by) in docs.items() if by in ("IPVS", "conntrackd")}
+    missing = set(docs) - set(got) - optional
+    assert not missing, f"documented, not exported: {sorted(missing)}"
+    for name, labels in got.items():
+        assert labels is None or labels == docs[name][0], (name, labels, docs[name][0])
+    active, backup = texts["r1"], texts["r2"]
+    assert value(active, "lvs_build_info") == 1.0
+    assert value(active, "lvs_dataplane_backend_info", backend="nftables") == 1.0
+    for text in (active, backup):
+        assert value(text, "lvs_vip_info", vip=lab.vip, router="r1") == 1.0
+        assert value(text, "lvs_etcd_reachable") == 1.0
+        assert value(text, "lvs_lease_refresh_latency_seconds_count") > 0
+        assert value(text, "lvs_config_stored_serial") == value(text, "lvs_config_serial") > 0
+    assert 0 <= value(active, "lvs_heartbeat_peer_age_seconds", peer="r2") < 2
+    assert value(active, "lvs_garp_sent_total") > 0 and value(backup, "lvs_garp_sent_total") == 0
+    assert value(active, "lvs_real_server_state", virtual="http", server="rs1",
+                 state="up") == 1.0
+    assert value(active, "lvs_real_server_state", virtual="http", server="rs1",
+                 state="down") == 0.0
+    assert value(active, "lvs_real_server_weight", virtual="http", server="rs1") >= 1
+    assert value(active, "lvs_checks_by_result_total", result="ok") > 0
+    assert value(active, "lvs_check_duration_seconds_count") > 0
+    assert value(active, "lvs_etcd_request_duration_seconds_count", op="txn") > 0
+    assert value(backup, "lvs_leader_changes_total", reason="first") == 1.0
+
+
+def test_kernel_traffic_counters_follow_requests_through_the_vip(lab: Lab) -> None:
+    holder = owner(lab)
+    assert holder is not None
+    where = {"virtual": "http", "server": "rs1"}
+    wait_for(lambda: value(metrics(lab, holder), "lvs_real_server_state", state="up",
+                           **where) == 1.0, 40, "rs1 up")
+    names = ("lvs_virtual_connections_total", "lvs_virtual_packets_in_total",
+             "lvs_virtual_bytes_out_total", "lvs_real_server_connections_total",
+             "lvs_real_server_packets_out_total", "lvs_real_server_bytes_in_total")
+
+    def read() -> dict[str, float]:
+        text = metrics(lab, holder)
+        return {n: value(text, n, **(where if "real_server" in n else {"virtual": "http"}))
+                for n in names}
+
+    before = read()
+    assert all(v >= 0 for v in before.values()), before  # present, nftables counts them
+    requests = 5
+    for _ in range(requests):
+        res = lab.exec("client", "curl", "-sf", "-o", "/dev/null", f"http://{lab.vip}/")
+        assert res.returncode == 0, res.stderr
+    time.sleep(1.1)  # the counters are read at most once a second
+    after = read()
+    assert after["lvs_virtual_connections_total"] >= (
+        before["lvs_virtual_connections_total"] + requests)
+    assert after["lvs_real_server_connections_total"] >= (
+        before["lvs_real_server_connections_total"] + requests)
+    for name in names:
+        assert after[name] > before[name], (name, before[name], after[name])
+
+
 def test_active_cmd_ran_without_a_shell(lab: Lab) -> None:
     log = lab.tmp / "hooks.log"  # type: ignore[attr-defined]
     wait_for(log.exists, 10, "the hook")
@@ -118,6 +201,12 @@ def test_sigterm_hands_over_and_exits_cleanly(lab: Lab) -> None:
     wait_for(lambda: 'lvs_peer_alive{peer="r1"} 1.0' in metrics(lab, "r2"), 10, "r2 ready")
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: owner(lab) == "r2", 5, "r2 active")
+    # The hand-over is a failover as r2 measures it: r1 judged gone, then r2's VIPs up.
+    wait_for(lambda: value(metrics(lab, "r2"), "lvs_failover_duration_seconds_count") >= 1,
+             5, "the failover measured on r2")
+    text = metrics(lab, "r2")
+    assert 0 < value(text, "lvs_failover_duration_seconds_sum") < 10
+    assert value(text, "lvs_leader_changes_total", reason="resigned") >= 1
     wait_for(lambda: not lab.alive("r1"), 10, "r1 exited")
     log = lab.tmp / "hooks.log"  # type: ignore[attr-defined]
     wait_for(lambda: any(line.startswith("inactive r1") for line in

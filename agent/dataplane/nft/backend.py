@@ -14,18 +14,21 @@ import json
 import logging
 import shutil
 import subprocess
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from agent.dataplane.backend import SyncState
 from agent.dataplane.netns_socket import ensure_sysctls, netns_path
 from agent.dataplane.nft import plan as nft_plan
+from agent.dataplane.nft import traffic as nft_traffic
 from agent.dataplane.nft.layout import NftInputError
 from agent.dataplane.nft.libnft import LibNft
 from agent.dataplane.nft.netlink import Generation
 from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft.rules import FAMILY, Config, delete_table
 from agent.dataplane.nft.sched import fallbacks
+from agent.dataplane.stats import Counters
 from agent.dataplane.table import Op, Service, ServiceKey, Table
 
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
@@ -130,6 +133,23 @@ class NftBackend:
             await self._commit(state, plan)
             self._logged.clear()
             self._problems = MISSING.problems
+
+    def traffic(self) -> Counters:
+        """Kernel counters of every counted service and real server (traffic.py). Blocking,
+        for the metrics server's thread: a child process lists the sets in use (one listing
+        per set, whatever the number of real servers: nft 1.0.6 lists one set per command
+        buffer) and decodes nft's JSON, so the agent's event loop never waits for it."""
+        state = self._state
+        families = ({item[1] for item in state.traffic} if state is not None
+                    and state.traffic is not None else {4, 6})
+        names = [name for name, family in nft_traffic.SETS.items() if family in families]
+        argv = [*self._prefix, sys.executable, "-m", "agent.dataplane.nft.traffic",
+                self.cfg.table, *names]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=self._timeout,
+                              check=False)
+        if proc.returncode != 0:
+            raise NftError(f"reading the traffic counters: {proc.stderr.strip()[-500:]}")
+        return nft_traffic.counters(nft_traffic.parse_lines(proc.stdout))
 
     async def compact(self) -> None:
         """Remove superseded rules, and broken or orphaned services nobody re-added, now."""
