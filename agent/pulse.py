@@ -38,6 +38,7 @@ from .health import HealthService
 from .heartbeat import HeartbeatService, LocalState, load_secret
 from .hooks import run_hook
 from .inputs import etcd_ok, licence_world, sample_world
+from .latency import CHECK_DURATION, ETCD_REQUEST, FAILOVER_DURATION, LEASE_REFRESH
 from .registration import Registration
 from .resume import Flow, Resumer, synced_flows
 from .role import (
@@ -96,6 +97,7 @@ class Pulse:
         self.keys = Keys(opts.cluster)
         self.clock = time.monotonic
         self.etcd = Etcd(opts.settings)
+        self.etcd.observe = lambda op, seconds: ETCD_REQUEST.labels(op).observe(seconds)
         self.kick = asyncio.Event()
         self.stopping = False
         self.plan: RouterPlan | None = None
@@ -106,6 +108,8 @@ class Pulse:
             "LVS_HEARTBEAT_KEY_FILE"))
         self.follower = ConfigFollower(self.etcd, self.keys, self._on_config, self._on_refused)
         self.config_refused: ConfigRefusal | None = None  # the newest stored config refused
+        self.configs_refused = 0  # stored configs not adopted (metrics)
+        self.stored_serial: int | None = None  # serial_no of the newest stored config seen
         self.died: str | None = None  # the internal task whose death stopped us
         self.view = ClusterView(self.etcd, self.keys, self.follower, clock=self.clock)
         self.lease: LeaseKeeper | None = None
@@ -125,6 +129,8 @@ class Pulse:
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
                                     licensed=self.licensed)
+        self.health.engine.on_result = (
+            lambda kind, result: CHECK_DURATION.labels(kind).observe(result.elapsed))
         self._router_started = False
         self.registration: Registration | None = None
         self.started_at = now_iso()
@@ -193,11 +199,14 @@ class Pulse:
                 await asyncio.wait_for(self.kick.wait(), 1.0)
 
     def _on_config(self, stored: StoredConfig) -> None:
+        self.stored_serial = stored.config.serial_no
         self._adopt(stored.config, stored.source)
 
     def _on_refused(self, serial_no: int | None, reason: str) -> None:
         """A stored config we do not run: published in our node record until we adopt one."""
+        self.configs_refused += 1
         if serial_no is not None:
+            self.stored_serial = serial_no
             self.config_refused = ConfigRefusal(serial_no=serial_no, reason=reason)
             self._kick_registration()
 
@@ -440,14 +449,14 @@ class Pulse:
                     self._count("candidate")
                     log.info("won the leader key: term %d", key.term)
         elif isinstance(action, Activate):
-            await self._activate(action.term)
+            await self._activate(action.term, action.detected)
         elif isinstance(action, RequestSwitchover):
             await self._request_switchover(action.to)
         elif isinstance(action, Evict) and await self.etcd.revoke(action.lease):
             log.warning("fast eviction: every live backup lost %s (term %d); revoked its "
                         "lease", action.node, action.term)
 
-    async def _activate(self, term: int) -> None:
+    async def _activate(self, term: int, detected: float | None = None) -> None:
         self._count("active")
         log.info("becoming ACTIVE (term %d)", term)
         self.health.activate(term)
@@ -458,7 +467,11 @@ class Pulse:
         await self.ctsync.activate(until=self.licence_end)
         # What the sync handed over is in the kernel now: list it while the VIPs go up.
         flows = self._spawn(self._synced_flows(), "resume-list")
-        await self._acquire()
+        if await self._acquire() and detected is not None:
+            took = self.clock() - detected
+            FAILOVER_DURATION.observe(took)
+            log.info("failover: VIPs up %.0f ms after the old active was judged gone",
+                     took * 1000)
         self._spawn(self._resume(flows), "resume")
         if self.heartbeat is not None:
             self.heartbeat.send_now()
@@ -499,13 +512,15 @@ class Pulse:
             self.resumer.stats.error(type(exc).__name__)
             log.error("resume: %s: %s", type(exc).__name__, exc)
 
-    async def _acquire(self) -> None:
+    async def _acquire(self) -> bool:
+        """Add (and announce) our VIPs; True if every one is up."""
         assert self.vips is not None and self.plan is not None
         if self.guardian is not None:  # first: should we die right after adding them
             await self.guardian.hold(self.plan.vips)
         result = await self.vips.acquire(self.plan.vips)
         if result.failed:
             log.error("could not add VIPs: %s", result.failed)
+        return not result.failed
 
     async def _release(self, reason: str) -> None:
         assert self.vips is not None
@@ -607,6 +622,7 @@ class Pulse:
             await self.lease.revoke()
         self.lease = LeaseKeeper(self.etcd, ttl, interval=ttl / 4, on_change=self.kick.set,
                                  clock=self.clock)
+        self.lease.observe = LEASE_REFRESH.observe
         self._spawn(self.lease.run(), "lease")
 
 

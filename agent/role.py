@@ -96,9 +96,12 @@ class Campaign:
 
 @dataclass(frozen=True)
 class Activate:
-    """Add the VIPs and announce them; we are active from now on."""
+    """Add the VIPs and announce them; we are active from now on. ``detected``: when this
+    router judged the old active gone (None: there was none, e.g. a cold start); the shell
+    measures the failover from it to the VIPs up (``lvs_failover_duration_seconds``)."""
 
     term: int
+    detected: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ class RoleMachine:
     healthy_since: float | None = None  # preempt hold-down
     preempt_asked_at: float = -INF
     rekeying: bool = False  # an active's campaign to take its expired key back is pending
+    # When this router (a backup) first judged the old active gone in the current outage:
+    # its holder silent for deadtime (the fast-eviction vote) or its key gone with no fresh
+    # claim. Measurement only: no decision reads it.
+    detected_at: float | None = None
     reasons: list[str] = field(default_factory=list)
 
     # -- what the shell asks --------------------------------------------------------------
@@ -285,7 +292,8 @@ class RoleMachine:
             return [], min(at, licence)
         self.role = Role.ACTIVE
         self.licensed_until = licence
-        return [Activate(self.term)], licence
+        detected, self.detected_at = self.detected_at, None
+        return [Activate(self.term, detected)], licence
 
     def won(self, term: int, lease: int) -> None:
         """The shell reports a successful campaign: ``term`` held on ``lease``."""
@@ -321,6 +329,7 @@ class RoleMachine:
             self.healthy_since = w.now
         if w.stopping:
             return [], INF
+        self._detect(w)
         if w.leader is not None:
             evict = self._evict(w)
             if evict:
@@ -347,6 +356,26 @@ class RoleMachine:
         if w.now < at:
             return [], at
         return [Campaign()], w.now + t.keepalive
+
+    def _detect(self, w: World) -> None:
+        """Note when the old active is first judged gone (:attr:`detected_at`); forget it
+        while an active is alive. Called by a healthy backup on every step."""
+        t = self.timing
+        if w.leader is not None:
+            if w.leader.node == w.me:
+                return
+            holder = next((p for p in w.peers if p.name == w.leader.node), None)
+            gone = holder is not None and not holder.alive
+        else:
+            claims = any(p.active_heard is not None and p.alive
+                         and w.now - p.active_heard < t.deadtime
+                         and not (w.released and w.released.node == p.name
+                                  and w.released.term >= p.active_term) for p in w.peers)
+            gone = w.leader_known and w.last_term > 0 and not claims
+        if not gone:
+            self.detected_at = None
+        elif self.detected_at is None:
+            self.detected_at = w.now
 
     def _campaign_delay(self, w: World) -> float:
         t = self.timing

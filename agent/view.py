@@ -31,6 +31,25 @@ CHUNK = 1000  # keys decoded between two turns of the event loop on a snapshot
 @dataclass
 class ViewStats:
     junk: int = 0
+    leader_changes: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+def leader_change(prev: LeaderKey | None, new: LeaderKey,
+                  released: tuple[str, int] | None) -> str | None:
+    """Why the leader key now holds ``new`` (None: no change). ``prev``: the last leader
+    seen before; ``released``: the hand-over marker (node, term). Reasons: ``first`` (no
+    leader seen before), ``rekey`` (same router, new term), ``resigned`` (the previous one
+    handed over: switchover, preemption, shutdown), ``lost`` (its key vanished with its
+    lease: crash, partition, fast eviction)."""
+    if prev is None:
+        return "first"
+    if prev.term == new.term:
+        return None
+    if prev.node == new.node:
+        return "rekey"
+    if released is not None and released == (prev.node, prev.term):
+        return "resigned"
+    return "lost"
 
 
 @dataclass
@@ -51,6 +70,7 @@ class ClusterView:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stats: ViewStats = field(default_factory=ViewStats)
     watch: PrefixWatch | None = None
+    last_leader: LeaderKey | None = None  # the newest leader key seen (kept when it goes)
 
     def __post_init__(self) -> None:
         self.state = ClusterState(self.keys)
@@ -125,7 +145,11 @@ class ClusterView:
                 self.leader_absent_since = self.clock()
             self.leader = None
         else:
-            self.leader = leader
+            reason = leader_change(self.last_leader, leader, self.released())
+            if reason is not None:
+                n = self.stats.leader_changes
+                n[reason] = n.get(reason, 0) + 1
+            self.leader = self.last_leader = leader
             self.leader_absent_since = None
             self.last_term = max(self.last_term, leader.term)
         return True
@@ -177,6 +201,6 @@ class ClusterView:
             return
         took = time.time() - verdict.since_epoch
         if 0 <= took < 10:
-            DETECT_TO_VIEW.add(took)
+            DETECT_TO_VIEW.observe(took)
             log.info("health %s %s visible here %.1f ms after detection",
                      key[len(self.keys.health_prefix):], verdict.state, took * 1000)

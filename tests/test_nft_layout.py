@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.dataplane.nft import guard
+from agent.dataplane.nft import guard, traffic
 from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft import rules as nft_rules
 from agent.dataplane.nft.layout import (
@@ -308,7 +308,8 @@ def test_plan_from_missing_table_builds_base_and_services():
 def test_plan_for_a_dest_change_only_inserts_into_that_chain():
     chains = frozenset({chain_name(V4), chain_name(V6)})
     services = {V4: svc(a=1, b=1), V6: Service()}
-    state = KernelState(services, chains=chains, guard=guard.endpoints(services), base_ok=True)
+    state = KernelState(services, chains=chains, guard=guard.endpoints(services),
+                        traffic=traffic.counted(services), base_ok=True)
     ops = [EditDest(V4, DestKey("10.1.0.0", 8080), DestSpec(5))]
     plan = nft_plan.plan_apply(state, ops, nft_rules.Config())
     assert [next(iter(c)) for c in plan.commands] == ["insert", "insert"]
@@ -322,7 +323,8 @@ def test_plan_for_a_dest_change_only_inserts_into_that_chain():
 def test_plan_rejects_unknown_service_and_skips_no_ops():
     services = {V4: svc(a=1)}
     state = KernelState(
-        services, base_ok=True, chains=frozenset({chain_name(V4)}), guard=guard.endpoints(services)
+        services, base_ok=True, chains=frozenset({chain_name(V4)}), guard=guard.endpoints(services),
+        traffic=traffic.counted(services),
     )
     with pytest.raises(NftInputError, match="no such virtual service"):
         nft_plan.plan_apply(state, [DelDest(V6, DestKey("10.1.0.0", 1))], nft_rules.Config())
@@ -354,12 +356,14 @@ def test_guard_holds_the_nat_real_servers_of_tcp_and_fwmark_services():
 
 def test_guard_follows_the_services_with_the_minimal_change():
     state = KernelState({V4: svc(a=1)}, base_ok=True, chains=frozenset({chain_name(V4)}))
-    state = replace(state, guard=guard.endpoints(state.services))
+    state = replace(state, guard=guard.endpoints(state.services),
+                    traffic=traffic.counted(state.services))
     (old,) = state.guard
     plan = nft_plan.plan_apply(
         state, [AddDest(V4, DestKey("10.9.0.9", 80), DestSpec())], nft_rules.Config()
     )
-    elements = [c for c in plan.commands if "element" in next(iter(c.values()))]
+    elements = [c for c in plan.commands if "element" in next(iter(c.values()))
+                and next(iter(c.values()))["element"]["name"] in guard.SETS.values()]
     assert elements == [
         {
             "add": {
@@ -386,7 +390,8 @@ def test_guard_follows_the_services_with_the_minimal_change():
 def test_guard_drift_and_junk_are_repaired_by_compaction():
     services = {V4: svc(a=1)}
     drifted = KernelState(
-        services, base_ok=True, chains=frozenset({chain_name(V4)}), guard=frozenset()
+        services, base_ok=True, chains=frozenset({chain_name(V4)}), guard=frozenset(),
+        traffic=traffic.counted(services),
     )
     assert drifted.untidy
     fix = nft_plan.plan_compaction(drifted, nft_rules.Config())

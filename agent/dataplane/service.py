@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from cluster.model import LvsConfig
 
-from ..latency import DETECT_TO_DATAPLANE
+from ..latency import DETECT_TO_DATAPLANE, RECONCILE_DURATION
 from .backend import Backend
 from .desired import (
     Health,
@@ -108,6 +108,7 @@ class DataPlane:
                     log.error("cannot compute the data plane: %s", exc)
                     continue
                 cause, self._cause = self._cause, None
+                started = time.monotonic()
                 try:
                     result = await self.reconciler.set_desired(table)
                 except ValueError as exc:  # this backend cannot express it: keep what runs
@@ -115,9 +116,10 @@ class DataPlane:
                     log.error("data plane %s cannot program this configuration (the running "
                               "one stays): %s", self.name, exc)
                     continue
+                RECONCILE_DURATION.observe(time.monotonic() - started)
                 if result.ops and cause is not None:
                     took = time.time() - cause
-                    DETECT_TO_DATAPLANE.add(took)
+                    DETECT_TO_DATAPLANE.observe(took)
                     log.info("data plane: %d change(s) applied %.1f ms after detection",
                              len(result.ops), took * 1000)
                 elif result.ops:

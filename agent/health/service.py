@@ -55,6 +55,7 @@ class HealthService:
         self.writes = 0
         self.write_errors = 0
         self.cause: float | None = None  # detection time of the newest unapplied decision
+        self.transitions: dict[str, int] = {}  # our own checks' state changes, by new state
 
     @property
     def term(self) -> int:
@@ -110,6 +111,8 @@ class HealthService:
 
     def _checked(self, tr: Transition) -> None:
         key: ServerKey = tr.key  # type: ignore[assignment]
+        if tr.old != tr.new:
+            self.transitions[tr.new] = self.transitions.get(tr.new, 0) + 1
         if self._take(self.core.checked(key, tr.health, self.view.state)):
             self.on_change()  # the data plane first, etcd right after
 

@@ -54,6 +54,8 @@ class Counters:
     dropped: dict[Reason, int] = field(default_factory=dict)
     receive_errors: int = 0
     state_errors: int = 0  # the state callback failed: that round was not sent
+    # (peer the source address belongs to, or "unknown"; reason) -> count
+    dropped_by_peer: dict[tuple[str, Reason], int] = field(default_factory=dict)
 
 
 class _Throttle:
@@ -122,6 +124,8 @@ class HeartbeatService:
         self._received = 0
         self._accepted = 0
         self._dropped: dict[Reason, int] = dict.fromkeys(REASONS, 0)
+        self._dropped_by_peer: dict[tuple[str, Reason], int] = {}
+        self._peer_of = {a: peer for peer, addrs in config.peers.items() for a in addrs}
         self._receive_errors = 0
         self._state_errors = 0
         self._socks: dict[str, socket.socket] = {}
@@ -205,6 +209,7 @@ class HeartbeatService:
             received=self._received,
             accepted=self._accepted,
             dropped=dict(self._dropped),
+            dropped_by_peer=dict(self._dropped_by_peer),
             receive_errors=self._receive_errors,
             state_errors=self._state_errors,
         )
@@ -299,6 +304,8 @@ class HeartbeatService:
             hb = self.verifier.verify(data, now, self._wall())
         except Rejected as r:
             self._dropped[r.reason] += 1
+            key = (self._peer_of.get(source, "unknown"), r.reason)
+            self._dropped_by_peer[key] = self._dropped_by_peer.get(key, 0) + 1
             log.debug("heartbeat from %s dropped: %s", source, r)
             self._throttle.warn(f"drop {r.reason}", "heartbeat from %s dropped: %s", source, r)
             return

@@ -114,6 +114,9 @@ class Engine:
         self._draining = False
         self._in_flight = self._peak = self._checks = self._failed = self._lagged = 0
         self._max_lag = self._lag_sum = 0.0
+        self.results: dict[tuple[str, str], int] = {}  # (kind, "ok"|"failed") -> checks
+        #: Called with (kind, result) after every applied check (metrics: its latency).
+        self.on_result: Callable[[str, CheckResult], None] | None = None
 
     # ---- public API -------------------------------------------------------------------
 
@@ -275,6 +278,11 @@ class Engine:
         self._checks += 1
         if not result.ok:
             self._failed += 1
+        kind = target.check.kind
+        key = (kind, "ok" if result.ok else "failed")
+        self.results[key] = self.results.get(key, 0) + 1
+        if self.on_result is not None:
+            self.on_result(kind, result)
         self._apply(target, result)  # subscribers may remove or change the target meanwhile
         if gen == target.gen and self._loop is not None and target.check.kind != "none":
             self._schedule(target, max(target.due + target.check.every, self._loop.time()))

@@ -24,6 +24,8 @@ class SendStats:
     rounds: int = 0
     frames: int = 0
     errors: int = 0
+    garp: int = 0  # of the frames: gratuitous ARP (IPv4)
+    na: int = 0  # unsolicited neighbour advertisements (IPv6)
 
 
 class GratuitousSender:
@@ -68,6 +70,10 @@ class GratuitousSender:
                 for frame in self.frames(vip, link.mac, link.ipv6_forwarding):
                     link.send(frame)
                     sent += 1
+                    if vip.version == 4:
+                        self.stats.garp += 1
+                    else:
+                        self.stats.na += 1
             except OSError as exc:
                 self.stats.errors += 1
                 self.links.drop(vip.interface)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -151,6 +152,9 @@ class Etcd:
         self._refresher: Any = None
         self._connected = False
         self._members: dict[int, grpc.aio.Channel] = {}
+        #: Called with (operation, seconds) after every request, failed ones too (metrics).
+        self.observe: Callable[[str, float], None] | None = None
+        self.last_ok: float | None = None  # monotonic time of the newest answered request
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -218,8 +222,10 @@ class Etcd:
 
     @contextlib.asynccontextmanager
     async def _errors(self, what: str) -> AsyncIterator[None]:
+        start = time.monotonic()
         try:
             yield
+            self.last_ok = time.monotonic()
         except (EtcdUnauthenticatedError, EtcdPermissionDeniedError) as exc:
             raise EtcdAuthError(f"etcd at {self.settings.urls} refused {what}: {exc}") from None
         except (EtcdConnectionError, EtcdTransientError, TimeoutError) as exc:
@@ -240,6 +246,9 @@ class Etcd:
             ) from None
         except EtcdError as exc:
             raise EtcdUnavailable(f"etcd error at {self.settings.urls} ({what}): {exc}") from None
+        finally:
+            if self.observe is not None:
+                self.observe(op_of(what), time.monotonic() - start)
 
     # -- key/value ---------------------------------------------------------------------
 
@@ -337,3 +346,16 @@ def _guard(guard: Guard) -> Any:
     # etcd3aio has no builder for this one
     return Compare(result=Compare.EQUAL, target=Compare.MOD, key=guard.key.encode(),
                    mod_revision=guard.revision)
+
+
+_OPS = {"get": "get", "put": "put", "delete": "delete", "transaction": "txn",
+        "compact": "compact", "status": "status", "authenticate": "auth"}
+
+
+def op_of(what: str) -> str:
+    """The operation label of a request (get, put, delete, txn, status, compact, grant,
+    revoke, auth) from what :meth:`Etcd._errors` is told ("get /lvs/...", "lease grant")."""
+    first, _, rest = what.partition(" ")
+    if first == "lease":
+        return rest
+    return _OPS.get(first, "other")

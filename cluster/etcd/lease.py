@@ -52,6 +52,8 @@ class LeaseKeeper:
         self.granted_ttl = ttl
         self.confirmed_at: float | None = None  # send time of the newest confirmed refresh
         self.stats = LeaseStats()
+        #: Called with each refresh's latency, sent to answered (seconds; metrics).
+        self.observe: Callable[[float], None] | None = None
         self._stop = asyncio.Event()
         self._refresh = asyncio.Event()  # set: send a refresh now
         # The keep-alive stream goes to one member at a time (agents spread over them) and
@@ -127,7 +129,11 @@ class LeaseKeeper:
                 resp = await asyncio.wait_for(call.read(), self.answer_within)
                 if resp is grpc.aio.EOF:
                     raise EtcdUnavailable("keep-alive stream closed")
-                at = sent.popleft() if sent else self.clock()
+                now = self.clock()
+                at = sent.popleft() if sent else now
+                self.etcd.last_ok = time.monotonic()  # the Etcd's clock (metrics)
+                if self.observe is not None:
+                    self.observe(now - at)
                 if resp.TTL <= 0:
                     self._lose("etcd says the lease is gone")
                     return

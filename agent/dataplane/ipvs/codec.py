@@ -18,6 +18,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
+from agent.dataplane.stats import Traffic
 from agent.dataplane.table import (
     AddDest,
     AddService,
@@ -50,9 +51,13 @@ ATTR_TIMEOUT_TCP, ATTR_TIMEOUT_TCP_FIN, ATTR_TIMEOUT_UDP = 4, 5, 6
 # IPVS_SVC_ATTR_*
 SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
 SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = 6, 7, 8, 9
+SVC_STATS, SVC_STATS64 = 10, 12
 # IPVS_DEST_ATTR_*
 DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT = 1, 2, 3, 4
 DEST_U_THRESH, DEST_L_THRESH, DEST_ADDR_FAMILY = 5, 6, 11
+DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_STATS, DEST_STATS64 = 7, 8, 10, 12
+# IPVS_STATS_ATTR_* (inside *_STATS: u32 but the byte counts u64; inside *_STATS64: u64)
+STATS_CONNS, STATS_INPKTS, STATS_OUTPKTS, STATS_INBYTES, STATS_OUTBYTES = 1, 2, 3, 4, 5
 # IPVS_DAEMON_ATTR_*
 DAEMON_STATE, DAEMON_MCAST_IFN, DAEMON_SYNC_ID = 1, 2, 3
 
@@ -82,6 +87,7 @@ _GENL = struct.Struct("=BBH")
 _NLA = struct.Struct("=HH")
 _U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
 _BE16 = struct.Struct("!H")
 _FLAGS = struct.Struct("=II")
 _ERR = struct.Struct("=i")
@@ -361,6 +367,29 @@ def decode_dest(attrs: dict[int, bytes], service_af: int) -> tuple[DestKey, Dest
     forward = FORWARD_NAMES.get(method, f"method-{method}")
     spec = DestSpec(get_u32(attrs, DEST_WEIGHT), forward)  # type: ignore[arg-type]
     return DestKey(address, port), spec
+
+
+def decode_stats(attrs: dict[int, bytes], stats: int, stats64: int,
+                 active: int | None = None, inactive: int | None = None) -> Traffic:
+    """The counters of a dumped service or real server (its attributes; ``stats`` and
+    ``stats64``: which attributes hold the nests, 64-bit preferred). ``active``,
+    ``inactive``: the attributes of a real server's connection counts."""
+    wide = stats64 in attrs
+    nested = parse_attrs(attrs.get(stats64 if wide else stats, b""))
+
+    def value(kind: int, always64: bool = False) -> int:
+        raw = nested.get(kind)
+        if raw is None:
+            return 0
+        return _U64.unpack_from(raw)[0] if wide or always64 else _U32.unpack_from(raw)[0]
+
+    return Traffic(
+        connections=value(STATS_CONNS),
+        packets_in=value(STATS_INPKTS), bytes_in=value(STATS_INBYTES, True),
+        packets_out=value(STATS_OUTPKTS), bytes_out=value(STATS_OUTBYTES, True),
+        active=get_u32(attrs, active) if active is not None else None,
+        inactive=get_u32(attrs, inactive) if inactive is not None else None,
+    )
 
 
 def daemon_attrs(state: str, iface: str = "", syncid: int | None = None) -> bytes:

@@ -20,12 +20,14 @@ from typing import Any
 from agent.dataplane.backend import SyncState
 from agent.dataplane.netns_socket import ensure_sysctls, netns_path
 from agent.dataplane.nft import plan as nft_plan
+from agent.dataplane.nft import traffic as nft_traffic
 from agent.dataplane.nft.layout import NftInputError
 from agent.dataplane.nft.libnft import LibNft
 from agent.dataplane.nft.netlink import Generation
 from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft.rules import FAMILY, Config, delete_table
 from agent.dataplane.nft.sched import fallbacks
+from agent.dataplane.stats import Counters
 from agent.dataplane.table import Op, Service, ServiceKey, Table
 
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
@@ -130,6 +132,33 @@ class NftBackend:
             await self._commit(state, plan)
             self._logged.clear()
             self._problems = MISSING.problems
+
+    def traffic(self) -> Counters:
+        """Kernel counters of every counted service and real server (traffic.py). Blocking,
+        safe from any thread (the metrics server's): one listing per set in use, whatever
+        the number of real servers (nft 1.0.6 lists one set per command buffer)."""
+        state = self._state
+        families = ({item[1] for item in state.traffic} if state is not None
+                    and state.traffic is not None else {4, 6})
+        sets: dict[str, Any] = {}
+        for name, family in nft_traffic.SETS.items():
+            if family not in families:
+                continue
+            command = f"list set {FAMILY} {self.cfg.table} {name}"
+            if self._lib is not None:
+                rc, out, err = self._lib.run(command)
+            else:
+                proc = subprocess.run([*self._prefix, self._nft, "-j", *command.split()],
+                                      capture_output=True, text=True, timeout=self._timeout)
+                rc, out, err = proc.returncode, proc.stdout, proc.stderr
+            if rc != 0:
+                if "No such file or directory" in err:
+                    continue  # no table (yet), or a set missing: the next apply repairs it
+                raise NftError(f"nft {command}: {err.strip() or f'status {rc}'}")
+            for item in json.loads(out).get("nftables", []):
+                if isinstance(item, dict) and "set" in item:
+                    sets[name] = item["set"]
+        return nft_traffic.read_counters(sets)
 
     async def compact(self) -> None:
         """Remove superseded rules, and broken or orphaned services nobody re-added, now."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from agent.dataplane.nft import guard
+from agent.dataplane.nft import guard, traffic
 from agent.dataplane.nft import rules as rules
 from agent.dataplane.nft.layout import NftInputError, chain_name, check_service
 from agent.dataplane.nft.read import KernelState
@@ -110,6 +110,9 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan
     want = guard.endpoints(services)
     if not state.base_ok or state.guard != want:
         cmds += guard.commands(cfg.table, state.guard if state.base_ok else None, want)
+    counted = traffic.counted(services)
+    if not state.base_ok or state.traffic != counted:
+        cmds += traffic.commands(cfg.table, state.traffic if state.base_ok else None, counted)
     after = KernelState(
         services=services,
         chains=frozenset(chains),
@@ -117,6 +120,7 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan
         stray=frozenset(stray),
         broken=frozenset(broken),
         guard=want,
+        traffic=counted,
         base_ok=True,
     )
     return Plan(cmds, after, written)
@@ -143,9 +147,13 @@ def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
     want = guard.endpoints(state.services)
     if state.base_ok and state.guard != want:
         cmds += guard.commands(cfg.table, state.guard, want)
+    counted = traffic.counted(state.services)
+    if state.base_ok and state.traffic != counted:
+        cmds += traffic.commands(cfg.table, state.traffic, counted)
     after = replace(
         state,
         guard=want if state.base_ok else state.guard,
+        traffic=counted if state.base_ok else state.traffic,
         chains=state.chains - dead,
         stale=frozenset(),
         stray=frozenset(),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.dataplane.nft import guard
+from agent.dataplane.nft import guard, traffic
 from agent.dataplane.nft.layout import (
     SEED,
     ServiceRule,
@@ -45,6 +45,7 @@ class KernelState:
     stray: frozenset[str] = frozenset()  # service chains nothing points at
     broken: frozenset[ServiceKey] = frozenset()  # dispatched, but not as we would write it
     guard: frozenset[guard.Endpoint] | None = None  # reply guard sets (None: rewrite them)
+    traffic: frozenset[traffic.Counted] | None = None  # traffic sets (None: rewrite them)
     base_ok: bool = False
     problems: tuple[str, ...] = ()
 
@@ -52,7 +53,8 @@ class KernelState:
     def untidy(self) -> bool:
         """True if compaction has something to do (dead rules, orphans, guard drift)."""
         return bool(self.stale or self.stray or self.broken) or (
-            self.base_ok and self.guard != guard.endpoints(self.services)
+            self.base_ok and (self.guard != guard.endpoints(self.services)
+                              or self.traffic != traffic.counted(self.services))
         )
 
 
@@ -78,7 +80,8 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
             chains[item["chain"]["name"]] = item["chain"]
         elif "rule" in item and item["rule"].get("table") == cfg.table:
             rules.setdefault(item["rule"]["chain"], []).append(item["rule"])
-    problems = _base_problems(maps, chains, rules, cfg) + guard.set_problems(sets)
+    problems = (_base_problems(maps, chains, rules, cfg) + guard.set_problems(sets)
+                + traffic.set_problems(sets))
     service_chains = frozenset(name for name in chains if name.startswith("svc"))
     if problems:
         return KernelState(chains=service_chains, problems=tuple(problems))
@@ -112,6 +115,12 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
         problems.append(
             f"reply guard sets: {len(want - held)} endpoints missing, {len(held - want)} extra"
         )
+    counting, junk = traffic.parse_sets(sets)
+    problems += junk
+    wanted = traffic.counted(services)
+    if counting is not None and counting != wanted:
+        problems.append(f"traffic sets: {len(wanted - counting)} items missing, "
+                        f"{len(counting - wanted)} extra")
     return KernelState(
         services=services,
         chains=service_chains,
@@ -119,6 +128,7 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
         stray=stray,
         broken=frozenset(broken),
         guard=held,
+        traffic=counting,
         base_ok=True,
         problems=tuple(problems),
     )

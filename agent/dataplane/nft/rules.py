@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.dataplane.nft import guard
+from agent.dataplane.nft import guard, traffic
 from agent.dataplane.nft.layout import (
     ServiceRule,
     chain_name,
@@ -118,6 +118,7 @@ def base_rule_comments(cfg: Config) -> dict[str, list[str]]:
         "prerouting": [*guard.COMMENTS, NONLOCAL, *dispatch],
         "output": dispatch,
         "postrouting": ["piranha:fullnat"] if cfg.full_nat else [],
+        traffic.CHAIN: [comment for comment, _ in traffic.rules()],
     }
 
 
@@ -125,6 +126,7 @@ BASE_CHAINS = {
     "prerouting": ("nat", "prerouting", NAT_PRIO_DST),
     "output": ("nat", "output", NAT_PRIO_DST),
     "postrouting": ("nat", "postrouting", NAT_PRIO_SRC),
+    traffic.CHAIN: ("filter", "forward", 0),  # kernel traffic counters (traffic.py)
 }
 
 
@@ -149,6 +151,8 @@ def base_commands(cfg: Config) -> list[Json]:
     for name in DISPATCH_ORDER:
         cmds.append({"add": {"map": {**tbl, "name": name, "type": types[name], "map": "verdict"}}})
     cmds += guard.create_commands(cfg.table)
+    cmds += traffic.create_commands(cfg.table)
+    counting = dict(traffic.rules())
     comments = base_rule_comments(cfg)
     for chain, (ctype, hook, prio) in BASE_CHAINS.items():
         spec = {"type": ctype, "hook": hook, "prio": prio, "policy": "accept"}
@@ -162,6 +166,8 @@ def base_commands(cfg: Config) -> list[Json]:
                 expr = nonlocal_expr()
             elif name.startswith("guard"):
                 expr = guard.rule_expr(int(name[-1]))
+            elif comment in counting:
+                expr = counting[comment]
             else:
                 expr = _dispatch_rule_expr(name)
             rule = {**tbl, "chain": chain, "comment": comment, "expr": expr}

@@ -1,0 +1,127 @@
+"""Kernel traffic per virtual service and per real server, read at scrape time.
+
+One read of the kernel's counters per scrape at most, cached :data:`CACHE` seconds (two
+Prometheus servers scraping every router cost one read): IPVS over netlink (one service
+dump and one real-server dump per service), nftables from counters on set elements
+(agent/dataplane/nft/traffic.py). Labelled with the names of lvs.cf.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from cluster.model import LvsConfig
+
+from ..dataplane.desired import FORWARDING, dest_port, service_key
+from ..dataplane.stats import Counters, Traffic
+from ..dataplane.table import DestKey, ServiceKey
+from .families import counters, gauges
+
+if TYPE_CHECKING:
+    from ..pulse import Pulse
+
+log = logging.getLogger(__name__)
+CACHE = 1.0
+#: (series suffix, Traffic field, help)
+COUNTERS = (
+    ("connections", "connections", "connections scheduled"),
+    ("packets_in", "packets_in", "packets from clients"),
+    ("packets_out", "packets_out", "packets to clients"),
+    ("bytes_in", "bytes_in", "bytes from clients"),
+    ("bytes_out", "bytes_out", "bytes to clients"),
+)
+
+
+class TrafficCache:
+    """The newest kernel read, kept :data:`CACHE` seconds; thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._value: Counters | None = None
+        self.errors = 0
+
+    def get(self, backend: object) -> Counters | None:
+        read = getattr(backend, "traffic", None)
+        if read is None:
+            return None
+        with self._lock:
+            now = self._clock()
+            if now - self._at >= CACHE:
+                try:
+                    self._value = read()
+                except Exception as exc:  # a scrape must not fail for it: counted, logged
+                    self.errors += 1
+                    self._value = None
+                    log.warning("cannot read the kernel's traffic counters: %s", exc)
+                self._at = now
+            return self._value
+
+
+def names(cfg: LvsConfig) -> tuple[dict[ServiceKey, str], dict[tuple[ServiceKey, DestKey], str]]:
+    """Which virtual each kernel service is, and which real server each destination (the
+    first configured one where several share an address and port)."""
+    forward = FORWARDING[cfg.network]
+    virtuals: dict[ServiceKey, str] = {}
+    servers: dict[tuple[ServiceKey, DestKey], str] = {}
+    for virtual in cfg.virtuals:
+        key = service_key(virtual)
+        virtuals.setdefault(key, virtual.name)
+        for server in virtual.servers:
+            dest = DestKey(str(server.address), dest_port(virtual, server, forward))
+            servers.setdefault((key, dest), server.name)
+    return virtuals, servers
+
+
+def collect(p: Pulse, cache: TrafficCache | None = None) -> Iterator[object]:
+    cache = cache or _CACHE
+    if p.config is None or p.dataplane.backend is None:
+        return
+    read = cache.get(p.dataplane.backend)
+    if read is None:
+        return
+    yield from families(read, p.config)
+
+
+def families(read: Counters, cfg: LvsConfig) -> Iterator[object]:
+    """The ``lvs_virtual_*`` and ``lvs_real_server_*`` traffic families of one read."""
+    virtuals, servers = names(cfg)
+    vrows: list[tuple[str, Traffic]] = []
+    srows: list[tuple[str, str, Traffic]] = []
+    for key, st in sorted(read.items()):
+        virtual = virtuals.get(key)
+        if virtual is None:
+            continue  # not ours (another IPVS user), or a leftover about to go
+        vrows.append((virtual, st.total))
+        for dest, t in sorted(st.dests.items()):
+            server = servers.get((key, dest))
+            if server is not None:
+                srows.append((virtual, server, t))
+    yield from _families("lvs_virtual", "virtual service", ["virtual"],
+                         [([v], t) for v, t in vrows])
+    yield from _families("lvs_real_server", "real server", ["virtual", "server"],
+                         [([v, s], t) for v, s, t in srows])
+    for field, what in (("active", "established"), ("inactive", "not established")):
+        rows = [([v, s], getattr(t, field)) for v, s, t in srows
+                if getattr(t, field) is not None]
+        if rows:
+            yield gauges(f"lvs_real_server_{field}_connections",
+                         f"connections {what} now (IPVS)", ["virtual", "server"], rows)
+
+
+def _families(prefix: str, what: str, labels: list[str],
+              rows: list[tuple[list[str], Traffic]]) -> Iterator[object]:
+    for suffix, field, doc in COUNTERS:
+        samples = [(values, getattr(t, field)) for values, t in rows
+                   if getattr(t, field) is not None]
+        if samples or not rows:
+            yield counters(f"{prefix}_{suffix}", f"{doc}, per {what} (kernel)", labels,
+                           samples)
+
+
+_CACHE = TrafficCache()
