@@ -331,3 +331,11 @@ def test_heartbeats_dropped_are_counted_by_the_peer_of_their_source() -> None:
     assert counted.dropped_by_peer == {("r2", "malformed"): 2, ("r3", "malformed"): 1,
                                        ("unknown", "malformed"): 1}
     assert counted.dropped["malformed"] == 4
+
+
+def test_counter_lines_round_trip() -> None:
+    vs = ("10.0.0.100", "tcp", 80)
+    raw = {("tv4", (*vs, "original", "new")): (1, 60), ("ti4", (*vs, "10.0.1.1", 8080)): (2, 9),
+           ("tn6", ("2001:db8::1", "udp", 53, "2001:db8::2", 53)): (3, 4)}
+    text = "\n".join(nft.dump_lines(raw)) + "\njunk line\ntv4\ta\tb\tc\td\te\tf\tg\n"
+    assert nft.parse_lines(text) == raw

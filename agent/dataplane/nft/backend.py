@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import subprocess
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -135,30 +136,20 @@ class NftBackend:
 
     def traffic(self) -> Counters:
         """Kernel counters of every counted service and real server (traffic.py). Blocking,
-        safe from any thread (the metrics server's): one listing per set in use, whatever
-        the number of real servers (nft 1.0.6 lists one set per command buffer)."""
+        for the metrics server's thread: a child process lists the sets in use (one listing
+        per set, whatever the number of real servers: nft 1.0.6 lists one set per command
+        buffer) and decodes nft's JSON, so the agent's event loop never waits for it."""
         state = self._state
         families = ({item[1] for item in state.traffic} if state is not None
                     and state.traffic is not None else {4, 6})
-        sets: dict[str, Any] = {}
-        for name, family in nft_traffic.SETS.items():
-            if family not in families:
-                continue
-            command = f"list set {FAMILY} {self.cfg.table} {name}"
-            if self._lib is not None:
-                rc, out, err = self._lib.run(command)
-            else:
-                proc = subprocess.run([*self._prefix, self._nft, "-j", *command.split()],
-                                      capture_output=True, text=True, timeout=self._timeout)
-                rc, out, err = proc.returncode, proc.stdout, proc.stderr
-            if rc != 0:
-                if "No such file or directory" in err:
-                    continue  # no table (yet), or a set missing: the next apply repairs it
-                raise NftError(f"nft {command}: {err.strip() or f'status {rc}'}")
-            for item in json.loads(out).get("nftables", []):
-                if isinstance(item, dict) and "set" in item:
-                    sets[name] = item["set"]
-        return nft_traffic.read_counters(sets)
+        names = [name for name, family in nft_traffic.SETS.items() if family in families]
+        argv = [*self._prefix, sys.executable, "-m", "agent.dataplane.nft.traffic",
+                self.cfg.table, *names]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=self._timeout,
+                              check=False)
+        if proc.returncode != 0:
+            raise NftError(f"reading the traffic counters: {proc.stderr.strip()[-500:]}")
+        return nft_traffic.counters(nft_traffic.parse_lines(proc.stdout))
 
     async def compact(self) -> None:
         """Remove superseded rules, and broken or orphaned services nobody re-added, now."""
