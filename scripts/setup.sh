@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 DEBS=(etcd-server etcd-client nftables iproute2 iputils-ping arping tcpdump ipvsadm
       keepalived docker-compose curl openssl qemu-system-x86 busybox-static kmod udev file
-      conntrackd conntrack stress-ng chromium)
+      conntrackd conntrack stress-ng prometheus chromium)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
