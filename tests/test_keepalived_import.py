@@ -212,3 +212,14 @@ def test_lvsctl_config_import(tmp_path: Path) -> None:
     assert res.returncode == 1 and res.stdout == ""
     assert f"{bad}:16: 'quorum' (virtual_server) is not supported" in res.stderr
     assert "lvsctl: 1 error: no lvs.cf written" in res.stderr
+
+
+def test_multicast_vrrp_needs_the_address_on_the_command_line() -> None:
+    multicast = BASE.replace("    unicast_src_ip 10.0.0.2\n", "") + "}\n"
+    assert "no unicast_src_ip" in errors_of(multicast)[0]
+    result = convert([("k.conf", multicast)], addresses=["10.0.0.7"])
+    assert result.errors == [] and result.text is not None
+    cfg = lvscf.parse(result.text, "c.cf", runnable=True).config
+    assert cfg is not None and [str(r.address) for r in cfg.routers] == ["10.0.0.7"]
+    bad = convert([("k.conf", multicast)], addresses=["lb1.example.com"])
+    assert bad.text is None and "--address 'lb1.example.com': not an IP" in bad.errors[0]

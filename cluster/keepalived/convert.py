@@ -130,6 +130,7 @@ class RouterFile:
     priority: int | None = None
     peers: list[str] = field(default_factory=list)
     where: str = ""
+    given: str | None = None  # the address from the command line (multicast VRRP)
 
 
 class Converter:
@@ -204,13 +205,15 @@ class Converter:
 
     # -- files ---------------------------------------------------------------------------
 
-    def file(self, text: str, name: str) -> None:
+    def file(self, text: str, name: str, address: str | None = None) -> None:
+        """One router's file; ``address``: its address where the file has no
+        ``unicast_src_ip`` (multicast VRRP)."""
         try:
             stmts = parse(text, name)
         except SyntaxProblem as exc:
             self.errors.append((exc.file, exc.line, exc.message))
             return
-        router = RouterFile(name)
+        router = RouterFile(name, given=address)
         self.routers.append(router)
         instances = []
         for st in stmts:
@@ -339,9 +342,12 @@ class Converter:
             else:
                 self.unknown(s, "vrrp_instance")
         self.setglobal(st, "reservation_conflict_action", "preempt" if preempt else None)
+        if router.address is None and router.given is not None:
+            router.address, router.where = router.given, st.where
         if router.address is None:
             self.error(st, f"vrrp_instance {' '.join(st.args)}: no unicast_src_ip: lvs.cf "
-                       "names every router by its address (multicast VRRP has none to read)")
+                       "names every router by its address (multicast VRRP has none to "
+                       "read): give it with --address, in the order of the files")
 
     def vip(self, v: Stmt, interface: str | None) -> None:
         address, _, prefix = v.key.partition("/")
@@ -681,9 +687,22 @@ def _split(where: str) -> tuple[str, int]:
     return file, int(line or 0)
 
 
-def convert(files: Sequence[tuple[str, str]], serial_no: int = 1) -> Result:
-    """lvs.cf from ``(name, text)`` keepalived.conf files, one per router."""
+def convert(files: Sequence[tuple[str, str]], serial_no: int = 1,
+            addresses: Sequence[str] = ()) -> Result:
+    """lvs.cf from ``(name, text)`` keepalived.conf files, one per router; ``addresses``:
+    the routers' addresses in the order of the files, for files without unicast_src_ip."""
     conv = Converter()
-    for name, text in files:
-        conv.file(text, name)
+    if len(addresses) > len(files):
+        conv.errors.append(("<command line>", 0, f"{len(addresses)} addresses for "
+                            f"{len(files)} files"))
+    for i, (name, text) in enumerate(files):
+        address = addresses[i] if i < len(addresses) else None
+        if address is not None:
+            try:
+                address = str(ipaddress.ip_address(address))
+            except ValueError:
+                conv.errors.append(("<command line>", 0, f"--address {address!r}: not an "
+                                    "IP address"))
+                address = None
+        conv.file(text, name, address)
     return conv.result(serial_no)

@@ -183,13 +183,17 @@ async def history(ctx: Ctx) -> None:
               help="write the lvs.cf here (default: standard output)")
 @click.option("--serial", "serial_no", default=1, show_default=True, type=click.IntRange(0),
               help="serial_no of the result")
-def import_(files: tuple[str, ...], output: str | None, serial_no: int) -> None:
+@click.option("--address", "addresses", multiple=True, metavar="IP",
+              help="a router's address, for files without unicast_src_ip (multicast "
+              "VRRP): once per file, in the order of the files")
+def import_(files: tuple[str, ...], output: str | None, serial_no: int,
+            addresses: tuple[str, ...]) -> None:
     """Convert keepalived.conf FILES (one per router) into lvs.cf, strictly: every keyword
     lvs.cf cannot carry is an error as FILE:LINE (docs/migrating.md). No etcd needed."""
     from ..keepalived import convert
 
     texts = [(f, Path(f).read_text(encoding="utf-8", errors="replace")) for f in files]
-    result = convert(texts, serial_no=serial_no)
+    result = convert(texts, serial_no=serial_no, addresses=addresses)
     for line in result.warnings:
         click.echo(line, err=True)
     if result.text is None:
