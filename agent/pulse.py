@@ -54,6 +54,7 @@ from .role import (
     RoleMachine,
     World,
 )
+from .sdnotify import Notifier
 from .stall import Stall, StallWatch
 from .topology import RouterPlan, TopologyError, plan
 from .view import ClusterView
@@ -101,6 +102,7 @@ class Pulse:
         self.etcd.observe = lambda op, seconds: ETCD_REQUEST.labels(op).observe(seconds)
         self.kick = asyncio.Event()
         self.stopping = False
+        self.notify = Notifier.from_env()  # systemd (Type=notify, WatchdogSec): no-op if absent
         self.plan: RouterPlan | None = None
         self.config: LvsConfig | None = None
         self.machine: RoleMachine | None = None
@@ -136,6 +138,7 @@ class Pulse:
         self.health.engine.on_result = (
             lambda kind, result: CHECK_DURATION.labels(kind).observe(result.elapsed))
         self._router_started = False
+        self._registered: NodeRecord | None = None  # as etcd last stored it
         self.registration: Registration | None = None
         self.started_at = now_iso()
         self.started_mono = self.clock()
@@ -157,7 +160,8 @@ class Pulse:
         # Registered from the start: a router waiting for a config it can run says so in
         # nodes/<node> (role "starting", what it refused) and does not count as running.
         await self._ensure_lease(int(Timing().ttl))
-        self.registration = Registration(self.etcd, self.keys, self.opts.node, self._node_doc)
+        self.registration = Registration(self.etcd, self.keys, self.opts.node, self._node_doc,
+                                         on_written=self._on_registered)
         self._spawn(self.registration.run(lambda: self.lease), "register")
         self._spawn(self.view.run(), "view")
         self._spawn(self._forward(self.view.changed, self._on_view_change), "view-kick")
@@ -182,6 +186,7 @@ class Pulse:
     def request_stop(self) -> None:
         log.info("stop requested: handing over")
         self.stopping = True
+        self.notify.set_stopping("handing over and stopping")
         self.kick.set()
 
     def _bootstrap(self) -> LvsConfig | None:
@@ -192,6 +197,8 @@ class Pulse:
     async def _wait_for_config(self, bootstrap: LvsConfig | None) -> None:
         """etcd's config rules; the bootstrap file only counts while etcd holds none."""
         while not self.stopping and self.config is None:
+            self.notify.tick(self.clock())
+            self.notify.set_status(self._waiting_status())
             if (bootstrap is not None and self.view.leader_known
                     and self.follower.current is None and self.keys.config not in self.view.kvs):
                 log.info("etcd holds no config yet: using the bootstrap file %s "
@@ -200,7 +207,8 @@ class Pulse:
                 break
             self.kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), 1.0)
+                await asyncio.wait_for(self.kick.wait(),
+                                       min(1.0, self.notify.due_in(self.clock())))
 
     def _on_config(self, stored: StoredConfig) -> None:
         self.stored_serial = stored.config.serial_no
@@ -279,6 +287,7 @@ class Pulse:
         self._spawn(self.history.run(), "history")
         self._spawn(self._renew_loop(), "vip-renew")
         self._kick_registration()
+        self._on_registered()
 
     async def _restart_heartbeat(self, stale: HeartbeatService | None = None) -> None:
         """(Re)start the heartbeat on the current plan, one restart at a time; ``stale``: a
@@ -297,6 +306,7 @@ class Pulse:
                                            "heartbeat-kick")
 
     async def _shutdown(self) -> None:
+        self.notify.set_stopping()
         if self.machine is not None and self.machine.role is not Role.BACKUP:
             actions, _ = self.machine.step(self._world(stopping=True))
             await self._execute(actions)
@@ -320,6 +330,7 @@ class Pulse:
         self.resumer.close()
         self.dataplane.close()
         await self.etcd.close()
+        self.notify.close()
         log.info("stopped")
 
     def _configure_ctsync(self) -> None:
@@ -376,11 +387,15 @@ class Pulse:
             actions, wake = self.machine.step(world)
             await self._execute(actions)
             await self._sync_vote(self.machine.eviction_vote(world))
+            now = self.clock()
+            self.notify.tick(now)  # WATCHDOG=1 from here: a stalled loop stops the pings
+            if self.notify.ready and not self.stopping:
+                self.notify.set_status(self._role_status())
             if self.stopping and self.machine.role is Role.BACKUP:
                 return
             if actions:
                 continue
-            delay = min(max(0.0, wake - self.clock()), 1.0)
+            delay = min(max(0.0, wake - now), 1.0, self.notify.due_in(now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), delay)
 
@@ -657,6 +672,24 @@ class Pulse:
             config_refused=self.config_refused,
             metrics=self.opts.metrics_address or "",
         )
+
+    def _on_registered(self, doc: NodeRecord | None = None) -> None:
+        """Joined (READY=1) once the router runs and etcd holds our record with a role."""
+        self._registered = doc or self._registered
+        if (self._router_started and self._registered is not None
+                and self._registered.role != "starting"):
+            self.notify.set_ready(self._role_status())
+
+    def _role_status(self) -> str:
+        """One line for systemd's STATUS=: role, term, config in force."""
+        serial = self.config.serial_no if self.config else None
+        term = self.machine.term if self.machine else 0
+        return f"{self._role_name()} (term {term}, config serial_no {serial})"
+
+    def _waiting_status(self) -> str:
+        refused = self.config_refused
+        why = f": refused serial_no {refused.serial_no}: {refused.reason}" if refused else ""
+        return f"waiting for a config this router can run{why}"
 
     def _kick_registration(self) -> None:
         if self.registration is not None:

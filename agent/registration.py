@@ -19,8 +19,10 @@ class Registration:
     """Keeps ``nodes/<node>`` = ``doc()`` on our current lease; re-written on :meth:`kick`."""
 
     def __init__(self, etcd: Etcd, keys: Keys, node: str,
-                 doc: Callable[[], NodeRecord]) -> None:
+                 doc: Callable[[], NodeRecord],
+                 on_written: Callable[[NodeRecord], None] | None = None) -> None:
         self.etcd, self.keys, self.node, self.doc = etcd, keys, node, doc
+        self.on_written = on_written  # called with each document etcd now holds
         self._kick = asyncio.Event()
         self.writes = 0
 
@@ -33,7 +35,8 @@ class Registration:
         key = self.keys.node(self.node)
         while True:
             self._kick.clear()
-            value = self.doc().encode()
+            doc = self.doc()
+            value = doc.encode()
             keeper = lease()
             lease_id = keeper.lease_id if keeper is not None else None
             if lease_id is not None and written != (lease_id, value):
@@ -43,6 +46,8 @@ class Registration:
                     await self.etcd.put(key, value, lease=lease_id)
                     written = (lease_id, value)
                     self.writes += 1
+                    if self.on_written is not None:
+                        self.on_written(doc)
                 except (EtcdUnavailable, EtcdAuthError) as exc:
                     log.debug("registration: %s", exc)
             with contextlib.suppress(TimeoutError):

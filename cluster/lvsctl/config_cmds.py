@@ -204,3 +204,34 @@ async def history(ctx: Ctx, output: str) -> None:
         click.echo(f"{e.pushed_at or '?'}  serial_no {e.serial_no}  by {e.pushed_by or '?'}")
         for line in e.changes:
             click.echo(f"    {line}")
+
+
+@config.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="write the lvs.cf here (default: standard output)")
+@click.option("--serial", "serial_no", default=1, show_default=True, type=click.IntRange(0),
+              help="serial_no of the result")
+@click.option("--address", "addresses", multiple=True, metavar="IP",
+              help="a router's address, for files without unicast_src_ip (multicast "
+              "VRRP): once per file, in the order of the files")
+def import_(files: tuple[str, ...], output: str | None, serial_no: int,
+            addresses: tuple[str, ...]) -> None:
+    """Convert keepalived.conf FILES (one per router) into lvs.cf, strictly: every keyword
+    lvs.cf cannot carry is an error as FILE:LINE (docs/migrating.md). No etcd needed."""
+    from ..keepalived import convert
+
+    texts = [(f, Path(f).read_text(encoding="utf-8", errors="replace")) for f in files]
+    result = convert(texts, serial_no=serial_no, addresses=addresses)
+    for line in result.warnings:
+        click.echo(line, err=True)
+    if result.text is None:
+        for line in result.errors:
+            click.echo(line, err=True)
+        n = len(result.errors)
+        raise Failure(f"{n} error{'s' if n != 1 else ''}: no lvs.cf written")
+    if output:
+        Path(output).write_text(result.text)
+        click.echo(f"{output}: written ({', '.join(files)})", err=True)
+    else:
+        click.echo(result.text, nl=False)
