@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.certs import CA
 
+from agent.history import ROUTER_KINDS
 from cluster import lvscf
 from cluster.election import campaign, fenced_put
 from cluster.etcd.client import Etcd, EtcdAuthError
@@ -107,11 +108,14 @@ async def test_router_does_what_pulse_does_and_no_more(
         await r2.put(KEYS.eviction("r2"), "{}", lease=lease2)
         await r2.put(KEYS.switchover, "{}", lease=lease2)  # a preempting router asks
         await r1.delete(KEYS.switchover)
+        for kind in ROUTER_KINDS:  # the history routers keep: written, then pruned
+            await r1.put(KEYS.history_event(kind, "20261206T000000.000Z-r1-000001"), "{}")
+            assert await r2.delete(KEYS.history_event(kind, "20261206T000000.000Z-r1-000001"))
         # fast eviction: r2 revokes the active's lease (leader, node record, observations)
         assert await r2.revoke(lease1)
         assert await r1.get(KEYS.leader) is None
         for key_ in (KEYS.config, KEYS.seed, KEYS.admin("http", "web1"),
-                     KEYS.config_history(99)):
+                     KEYS.config_history(99), KEYS.history_prefix + "other/x"):
             with pytest.raises(EtcdAuthError):
                 await r2.put(key_, "{}")
         with pytest.raises(EtcdAuthError):
