@@ -4,6 +4,7 @@ lvs.cf cannot carry is an error at FILE:LINE."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -198,13 +199,17 @@ def test_every_debian_sample_converts_or_says_why() -> None:
 
 def test_lvsctl_config_import(tmp_path: Path) -> None:
     out = tmp_path / "lvs.cf"
-    res = subprocess.run([LVSCTL, "config", "import", *map(str, FILES), "-o", str(out)],
+    res = subprocess.run([LVSCTL, "config", "import", *map(str, FILES), "-w", str(out)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "warning: 'state' (vrrp_instance) ignored" in res.stderr
     res = subprocess.run([LVSCTL, "config", "validate", str(out)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and "2 routers, 4 virtual services" in res.stdout, res.stderr
+    res = subprocess.run([LVSCTL, "config", "import", *map(str, FILES), "-o", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["virtuals"]) == 4
     bad = tmp_path / "bad.conf"
     bad.write_text(BASE + "    quorum 2\n}\n")
     res = subprocess.run([LVSCTL, "config", "import", str(bad)], capture_output=True,

@@ -208,14 +208,16 @@ async def history(ctx: Ctx, output: str) -> None:
 
 @config.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="write the lvs.cf here (default: standard output)")
+@click.option("-o", "--output", type=click.Choice(["cf", "json"]), default="cf",
+              show_default=True, help="lvs.cf, or the same configuration as JSON")
+@click.option("-w", "--write", "write", type=click.Path(dir_okay=False),
+              help="write it to this file (default: standard output)")
 @click.option("--serial", "serial_no", default=1, show_default=True, type=click.IntRange(0),
               help="serial_no of the result")
 @click.option("--address", "addresses", multiple=True, metavar="IP",
               help="a router's address, for files without unicast_src_ip (multicast "
               "VRRP): once per file, in the order of the files")
-def import_(files: tuple[str, ...], output: str | None, serial_no: int,
+def import_(files: tuple[str, ...], output: str, write: str | None, serial_no: int,
             addresses: tuple[str, ...]) -> None:
     """Convert keepalived.conf FILES (one per router) into lvs.cf, strictly: every keyword
     lvs.cf cannot carry is an error as FILE:LINE (docs/migrating.md). No etcd needed."""
@@ -230,8 +232,13 @@ def import_(files: tuple[str, ...], output: str | None, serial_no: int,
             click.echo(line, err=True)
         n = len(result.errors)
         raise Failure(f"{n} error{'s' if n != 1 else ''}: no lvs.cf written")
-    if output:
-        Path(output).write_text(result.text)
-        click.echo(f"{output}: written ({', '.join(files)})", err=True)
+    text = result.text
+    if output == "json":
+        cfg = lvscf.parse(text, "lvs.cf").config
+        assert cfg is not None  # convert() checked it with our own reader
+        text = json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n"
+    if write:
+        Path(write).write_text(text)
+        click.echo(f"{write}: written ({', '.join(files)})", err=True)
     else:
-        click.echo(result.text, nl=False)
+        click.echo(text, nl=False)
