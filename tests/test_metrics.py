@@ -339,3 +339,30 @@ def test_counter_lines_round_trip() -> None:
            ("tn6", ("2001:db8::1", "udp", 53, "2001:db8::2", 53)): (3, 4)}
     text = "\n".join(nft.dump_lines(raw)) + "\njunk line\ntv4\ta\tb\tc\td\te\tf\tg\n"
     assert nft.parse_lines(text) == raw
+
+
+def test_heartbeat_age_per_link() -> None:
+    """A peer heard on its public address only: that link is fresh, its private one never
+    heard (-1), the peer itself fresh."""
+    from types import SimpleNamespace
+
+    from agent.heartbeat import HeartbeatService, LocalState
+    from agent.heartbeat.config import HeartbeatConfig
+    from agent.heartbeat.packet import Heartbeat, Incarnation
+    from agent.metrics import heartbeat as hb_metrics
+
+    now = [100.0]
+    config = HeartbeatConfig(cluster="lb1", node="r1", port=694, keepalive=0.05,
+                             deadtime=0.5, freshness=5.0, local_addresses=("10.9.0.1",),
+                             peers={"r2": ("10.9.0.2", "10.9.1.2")})
+    service = HeartbeatService(config, b"k" * 32, lambda: LocalState("backup"),
+                               clock=lambda: now[0])
+    inc = Incarnation(started=2000, nonce=222)
+    service.table.received(99.0, Heartbeat("lb1", "r2", inc, 1, 0.0, "backup", 0, True),
+                           "10.9.0.2")
+    families = {f.name: f for f in hb_metrics.collect(SimpleNamespace(heartbeat=service))}
+    links = {tuple(s.labels.values()): s.value
+             for s in families["lvs_heartbeat_link_age_seconds"].samples}
+    assert links == {("r2", "10.9.0.2"): 1.0, ("r2", "10.9.1.2"): -1.0}
+    [peer] = families["lvs_heartbeat_peer_age_seconds"].samples
+    assert peer.value == 1.0

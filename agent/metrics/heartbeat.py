@@ -1,4 +1,5 @@
-"""Heartbeats: sent, accepted, dropped (by reason, and by peer), and each peer's age."""
+"""Heartbeats: sent, accepted, dropped (by reason, and by peer), each peer's age and the
+age of each of its links (addresses)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def collect(p: Pulse) -> Iterator[object]:
         ages.append(([peer], -1.0 if heard is None else max(0.0, now - heard)))
     yield gauges("lvs_heartbeat_peer_age_seconds", "since the newest valid heartbeat from "
                  "the peer (-1: never heard)", ["peer"], ages)
+    links = []  # per link: a dead private (or public) path shows here before it matters
+    for peer, addresses in hb.config.peers.items():
+        view = hb.table.view(peer)
+        for address in addresses:
+            heard = view.links.get(str(address)) if view is not None else None
+            links.append(([peer, str(address)],
+                          -1.0 if heard is None else max(0.0, now - heard)))
+    yield gauges("lvs_heartbeat_link_age_seconds", "since the newest valid heartbeat from "
+                 "the peer over this address of its (-1: never heard there)",
+                 ["peer", "address"], links)
     yield counters("lvs_heartbeat_peer_dropped", "heartbeats dropped, by the peer their "
                    "source address belongs to (\"unknown\": none) and reason",
                    ["peer", "reason"],
