@@ -325,8 +325,12 @@ def stale_keys(lab: Lab) -> list[tuple[float, str]]:
             and not lab.alive(k[len(keys.nodes_prefix):])]
 
 
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) \S+ agent\.vip\.manager: "
-                      r"(acquired (\d+) VIP|released VIPs)")
+# Holding starts at "becoming ACTIVE" (licensed then; the VIPs go up right after, and an
+# agent killed before it logs "acquired" may already have announced them) or "acquired",
+# and ends at the VIP manager's "released VIPs".
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) \S+ "
+                      r"(?:agent\.vip\.manager: (acquired (\d+) VIP|released VIPs)"
+                      r"|agent\.pulse: (becoming ACTIVE))")
 
 
 RESTART_LINE = re.compile(r"^--- (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) start: ")
@@ -353,9 +357,9 @@ def holding(log_dir: Path, routers: Iterable[str], offset: float,
                 continue
             wall = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             t = wall - offset
-            if m.group(4) is not None and int(m.group(4)) > 0:
+            if m.group(5) is not None or (m.group(4) is not None and int(m.group(4)) > 0):
                 since = t if since is None else since
-            elif m.group(4) is None and since is not None:
+            elif m.group(3) is not None and m.group(4) is None and since is not None:
                 spans.append((since, t))
                 since = None
         if since is not None:

@@ -220,3 +220,24 @@ def test_docs_faults_lists_every_kind_with_its_bound():
         want = f"{kind.gap:g} s" + (" + hold" if kind.gap_holds else "")
         assert bound == want, name
         assert keeps == ("yes" if kind.keeps_connections else "no"), name
+
+
+def test_holding_starts_when_the_agent_becomes_active(tmp_path) -> None:
+    """An agent killed after it announced its VIPs but before it logged "acquired" held
+    them from "becoming ACTIVE" (the seed-125 run of stop 18); a release ends it."""
+    from bench.nemesis import holding
+
+    (tmp_path / "r2.log").write_text(
+        "2026-12-06 13:54:37,118 r2 INFO agent.pulse: becoming ACTIVE (term 136)\n"
+        "2026-12-06 13:54:37,165 r2 INFO agent.vip.manager: acquired 2 VIP(s), 0 failed\n"
+        "2026-12-06 13:54:39,185 r2 INFO agent.vip.manager: released VIPs: 2 removed\n"
+        "2026-12-06 13:54:45,700 r2 INFO agent.pulse: becoming ACTIVE (term 136)\n"
+        "--- 2026-12-06 13:54:49 start: pulse --node r2\n")
+    spans = holding(tmp_path, ["r2"], offset=0.0)["r2"]
+    from datetime import datetime
+
+    def t(text: str) -> float:
+        return datetime.strptime(f"2026-12-06 {text}", "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    assert spans == [(t("13:54:37,118"), t("13:54:39,185")),
+                     (t("13:54:45,700"), t("13:54:49,000"))]
