@@ -21,9 +21,11 @@ Exit status: 0 when the checker found nothing, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import dataclasses
 import json
+import math
 import random
 import re
 import shutil
@@ -336,10 +338,49 @@ LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) \S+ "
 RESTART_LINE = re.compile(r"^--- (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) start: ")
 
 
-def holding(log_dir: Path, routers: Iterable[str], offset: float,
+class ClockOffsets:
+    """Samples (wall clock - monotonic clock) twice a second while in use: agents log wall
+    clock times, the probers record monotonic ones, and on a VM the wall clock is slewed
+    (0.4 s over a 90 s campaign was seen), so one offset taken at the end is not enough."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.samples: list[tuple[float, float]] = []  # (wall, offset)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        mono, wall = time.monotonic(), time.time()
+        self.samples.append((wall, wall - mono))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def __enter__(self) -> ClockOffsets:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+    def at(self, wall: float) -> float:
+        """The offset at wall clock time ``wall`` (the nearest sample's)."""
+        if not self.samples:
+            return time.time() - time.monotonic()
+        i = bisect.bisect_left(self.samples, (wall, -math.inf))
+        near = self.samples[max(0, i - 1):i + 1]
+        return min(near, key=lambda s: abs(s[0] - wall))[1]
+
+
+def holding(log_dir: Path, routers: Iterable[str], offset: float | Callable[[float], float],
             ) -> dict[str, list[tuple[float, float]]]:
     """Per router, from its agent's log: when it held its VIPs (monotonic clock;
-    ``offset`` = wall clock - monotonic clock)."""
+    ``offset`` = wall clock - monotonic clock, or a function of the wall clock time)."""
+    offset_at = offset if callable(offset) else (lambda _wall, o=offset: o)
     out: dict[str, list[tuple[float, float]]] = {}
     for path in [log_dir / f"{r}.log" for r in routers]:
         if not path.exists():
@@ -349,14 +390,14 @@ def holding(log_dir: Path, routers: Iterable[str], offset: float,
         for line in path.read_text(errors="replace").splitlines():
             if (r := RESTART_LINE.match(line)) and since is not None:  # a new agent
                 wall = datetime.strptime(r.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-                spans.append((since, max(since, wall - offset)))
+                spans.append((since, max(since, wall - offset_at(wall))))
                 since = None
                 continue
             m = LOG_LINE.match(line)
             if not m:
                 continue
             wall = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            t = wall - offset
+            t = wall - offset_at(wall)
             if m.group(5) is not None or (m.group(4) is not None and int(m.group(4)) > 0):
                 since = t if since is None else since
             elif m.group(3) is not None and m.group(4) is None and since is not None:
@@ -452,9 +493,10 @@ def campaign(opts: Options,
               flush=True)
         watch = Watch(cluster, http=True, every=PROBE)
         exits = ExitWatch(lab, ctx, lock)
+        clocks = ClockOffsets()  # the wall clock drifts against the monotonic one here
         t0 = time.monotonic()
         try:
-            with during(lab) if during else contextlib.nullcontext() as sampled:
+            with clocks, during(lab) if during else contextlib.nullcontext() as sampled:
                 applied, stale = Runner(lab, ctx, cluster, t0, lock, opts.spare).run(steps)
                 time.sleep(max(0.0, t0 + opts.seconds - time.monotonic()))
                 converged, why = converge(lab, cluster)
@@ -474,8 +516,7 @@ def campaign(opts: Options,
             conns=conns(records), exits=exits.exits, stale_keys=stale + stale_keys(lab),
             wrong=ctx.wrong, converged=converged, convergence=why)
     history.tracebacks = tracebacks(opts.out / "logs")
-    history.holding = holding(opts.out / "logs", topo.router_names,
-                              time.time() - time.monotonic())
+    history.holding = holding(opts.out / "logs", topo.router_names, clocks.at)
     violations = check(history)
     return Result(opts.seed, steps, applied, history, violations, report, t0, end, opts.out,
                   sampled)
