@@ -49,15 +49,7 @@ def _vip(addr: AddrDev, nmask: object, what: str) -> Vip:
 
 def vips_of(cfg: LvsConfig) -> tuple[Vip, ...]:
     """Every address the active router holds: active virtuals' VIPs and the nat_router."""
-    out: dict[str, Vip] = {}
-    if cfg.service == "lvs":
-        for v in cfg.virtuals:
-            if v.active and str(v.address.ip) not in out:
-                out[str(v.address.ip)] = _vip(v.address, v.vip_nmask, f"virtual {v.name}")
-        if cfg.nat_router is not None and cfg.network == "nat":
-            out.setdefault(str(cfg.nat_router.ip),
-                           _vip(cfg.nat_router, cfg.nat_nmask, "nat_router"))
-    return tuple(out.values())
+    return tuple(_vip(addr, nmask, what) for what, addr, nmask in cfg.floating())
 
 
 def plan(cfg: LvsConfig, node: str, *, cluster: str) -> RouterPlan:

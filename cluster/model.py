@@ -339,6 +339,20 @@ class LvsConfig(_Model):
                 return v
         raise KeyError(name)
 
+    def floating(self) -> tuple[tuple[str, AddrDev, Netmask | None], ...]:
+        """Every address the active router holds, once each: (what, address, netmask) of
+        the active virtuals' VIPs and, with NAT, the nat_router."""
+        out: dict[str, tuple[str, AddrDev, Netmask | None]] = {}
+        if self.service == "lvs":
+            for v in self.virtuals:
+                if v.active:
+                    out.setdefault(str(v.address.ip), (f"virtual {v.name}", v.address,
+                                                       v.vip_nmask))
+            if self.nat_router is not None and self.network == "nat":
+                out.setdefault(str(self.nat_router.ip),
+                               ("nat_router", self.nat_router, self.nat_nmask))
+        return tuple(out.values())
+
     def effective_routers(self) -> tuple[Router, ...]:
         """The router blocks, or routers `primary` (200) and `backup` (100) from the globals."""
         if self.routers:

@@ -105,18 +105,9 @@ def page_model(st: ClusterStatus, live: Live) -> dict[str, Any]:
             "scrape_error": live.scrape_errors.get(name),
         })
     holders = [n for n, count in held.items() if count > 0]
-    vips = []
-    if cfg is not None:
-        seen: set[str] = set()
-        for v in cfg.config.virtuals:
-            ip = str(v.address.ip)
-            if v.active and ip not in seen:
-                seen.add(ip)
-                vips.append({"address": ip, "device": v.address.interface or "",
-                             "for": v.name})
-        if cfg.config.nat_router is not None and cfg.config.network == "nat":
-            vips.append({"address": str(cfg.config.nat_router.ip),
-                         "device": cfg.config.nat_router.interface or "", "for": "nat_router"})
+    vips = [{"address": str(addr.ip), "device": addr.interface or "",
+             "for": what.removeprefix("virtual ")}
+            for what, addr, _ in (cfg.config.floating() if cfg is not None else ())]
     for vip in vips:
         vip["holder"] = active if active and st.nodes.get(active) and \
             st.nodes[active].role == "active" else None
