@@ -36,11 +36,12 @@ def services() -> dict[ServiceKey, Service]:
 # ---------------------------------------------------------------- nftables sets
 
 
-def test_counted_holds_port_services_and_their_nat_servers() -> None:
+def test_counted_holds_port_services_and_their_servers_whatever_the_forwarding() -> None:
     assert nft.counted(services()) == {
         ("v", 4, "10.0.0.100", "tcp", 80), ("v", 4, "10.0.0.100", "udp", 53),
         ("r", 4, "10.0.0.100", "tcp", 80, "10.0.1.1", 8080),
         ("r", 4, "10.0.0.100", "tcp", 80, "10.0.1.2", 8080),  # weight 0: still counted
+        ("r", 4, "10.0.0.100", "tcp", 80, "10.0.1.3", 80),  # route: DNAT here (masq used)
         ("r", 4, "10.0.0.100", "udp", 53, "10.0.1.1", 53),
     }
 

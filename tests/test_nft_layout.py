@@ -337,7 +337,9 @@ def test_plan_rejects_unknown_service_and_skips_no_ops():
 # ---------------------------------------------------------------- reply guard
 
 
-def test_guard_holds_the_nat_real_servers_of_tcp_and_fwmark_services():
+def test_guard_holds_the_real_servers_with_a_port_of_tcp_and_fwmark_services():
+    """Route (gate) servers too: this backend DNATs them (masq used), so their replies
+    come back through the director like any NAT server's."""
     udp = ServiceKey("udp", "10.0.0.1", 53)
     services = {
         V4: Service(
@@ -351,7 +353,8 @@ def test_guard_holds_the_nat_real_servers_of_tcp_and_fwmark_services():
         ),
         udp: Service(dests={DestKey("10.1.0.5", 53): DestSpec()}),
     }
-    assert guard.endpoints(services) == {(4, "10.1.0.1", 80), (4, "10.1.0.3", 443)}
+    assert guard.endpoints(services) == {(4, "10.1.0.1", 80), (4, "10.1.0.2", 80),
+                                         (4, "10.1.0.3", 443)}
 
 
 def test_guard_follows_the_services_with_the_minimal_change():

@@ -37,8 +37,8 @@ def endpoints(services: Mapping[ServiceKey, Service]) -> frozenset[Endpoint]:
     for key, service in services.items():
         if key.protocol == "udp":
             continue
-        for dest, spec in service.dests.items():
-            if spec.forward == "masq" and dest.port:
+        for dest in service.dests:
+            if dest.port:  # route and tunnel are DNAT here too (masq used)
                 found.add((key.family, dest.address, dest.port))
     return frozenset(found)
 

@@ -23,10 +23,10 @@ looks every forwarded packet of a connection we DNATed up by its conntrack tuple
 nft 1.0.6 needs the ``meta l4proto`` match to type ``ct original proto-dst`` inside a
 concatenation (hence one rule per protocol), and a concatenated type holds at most five
 fields (hence three real-server sets, not one keyed by direction). Counted: tcp and udp
-services on one port (not fwmark, not all-ports services), and their ``masq`` real
-servers (direct routing and tunnel replies never pass the director; their ``ct reply``
-source is not the server). Packets of connections the router forwards only: a client on
-the router itself is not counted.
+services on one port (not fwmark, not all-ports services), and their real servers with a
+port, whatever their forwarding method: this backend DNATs them all (``route`` and
+``tunnel`` fall back to ``masq``), so their replies pass the director. Packets of
+connections the router forwards only: a client on the router itself is not counted.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def counted(services: Mapping[ServiceKey, Service]) -> frozenset[Counted]:
             continue
         vs = (key.family, key.address, key.protocol, key.port)
         found.add(("v", *vs))
-        for dest, spec in service.dests.items():
-            if spec.forward == "masq" and dest.port:
+        for dest in service.dests:
+            if dest.port:  # every forwarding method is DNAT here (route, tunnel: masq used)
                 found.add(("r", *vs, dest.address, dest.port))
     return frozenset(found)
 
