@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -112,15 +112,47 @@ def test_unknown_node_is_an_error() -> None:
         local_address(config(router("r1", 11), router("r2", 12)), "r9")
 
 
-def test_filter_only_this_configs_addresses_and_protocols() -> None:
+def covered(cfg: LvsConfig) -> set[str]:
+    """Every address the filter accepts, of the 10.0.0-2.x networks the tests use."""
+    nets = filter_addresses(cfg)
+    return {str(ip_network("10.0.0.0/22")[i]) for i in range(1024)
+            if any(ip_network("10.0.0.0/22")[i] in n for n in nets)}
+
+
+def test_filter_accepts_the_networks_of_this_configs_addresses_less_the_routers() -> None:
     cfg = config(router("r1", 11), router("r2", 12), virtuals=(WEB, DNS))
-    assert [str(a) for a in filter_addresses(cfg)] == [
-        "10.0.0.100", "10.0.0.101", "10.0.1.21", "10.0.1.22", "10.0.2.9"]
+    got = covered(cfg)
+    # VIPs 10.0.0.100-101, servers 10.0.1.21-22, sorry server 10.0.2.9: their /24s ...
+    assert {"10.0.0.100", "10.0.0.101", "10.0.1.21", "10.0.1.22", "10.0.2.9"} <= got
+    assert {"10.0.0.200", "10.0.1.99", "10.0.2.0", "10.0.2.255"} <= got
+    assert "10.0.3.1" not in got  # ... and nothing else
+    # ... less the routers' own addresses (heartbeats, etcd, conntrackd itself)
+    mine = {"10.0.0.11", "10.0.0.12", "10.0.1.11", "10.0.1.12"}
+    assert not mine & got and len(got) == 3 * 256 - len(mine)
     assert filter_protocols(cfg) == ("tcp", "udp")
     text = render(make(cfg))
     assert ("        Protocol Accept {\n            TCP\n            UDP\n        }\n"
-            "        Address Accept {\n            IPv4_address 10.0.0.100\n") in text
-    assert "IPv4_address 10.0.1.11\n" not in text.split("Filter")[1]  # not our own links
+            "        Address Accept {\n            IPv4_address 10.0.0.0/29\n") in text
+    assert "IPv4_address 10.0.2.0/24\n" in text
+    assert "10.0.1.11\n" not in text.split("Filter")[1] and "10.0.0.12/" not in text
+
+
+def test_a_new_server_in_a_covered_network_leaves_conntrackd_as_it_runs() -> None:
+    """conntrackd reads its filter at start only: a push that adds a real server must not
+    restart every router's conntrackd (the soak saw it restart at each such push)."""
+    before = render(make(config(router("r1", 11), router("r2", 12))))
+    more = WEB | {"servers": [*WEB["servers"], {"name": "c", "address": "10.0.1.23"}]}
+    assert render(make(config(router("r1", 11), router("r2", 12), virtuals=(more,)))) == before
+    away = WEB | {"servers": [*WEB["servers"], {"name": "c", "address": "10.0.7.23"}]}
+    after = render(make(config(router("r1", 11), router("r2", 12), virtuals=(away,))))
+    assert after != before and "IPv4_address 10.0.7.0/24\n" in after
+
+
+def test_ipv6_filter_networks_are_64s() -> None:
+    v6 = {"name": "web6", "address": "2001:db8::80 eth0", "port": 80,
+          "servers": [{"name": "a", "address": "2001:db8:1::21"}]}
+    nets = filter_addresses(config(router("r1", 11), router("r2", 12), virtuals=(v6,)))
+    assert [str(n) for n in nets] == ["2001:db8::/64", "2001:db8:1::/64"]
 
 
 def test_fwmark_services_sync_every_protocol_a_mark_may_carry() -> None:
