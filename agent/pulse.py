@@ -31,6 +31,7 @@ from cluster.store import StoredConfig, now_iso
 from cluster.timing import Timing
 
 from . import __version__
+from .config_gc import PartCollector
 from .conntrack import ConntrackSync
 from .dataplane.service import DataPlane
 from .dataplane.warmth import Warmth, warm_at
@@ -131,6 +132,10 @@ class Pulse:
         # The cluster's history: who took over and why, health transitions (never blocks).
         self.history = HistoryWriter(self.etcd, self.keys, opts.node, pruner=lambda: (
             self.machine is not None and self.machine.role is Role.ACTIVE))
+        # Parts of older configs go once every router runs the current one (active only).
+        self.part_collector = PartCollector(
+            self.etcd, self.keys, lambda: self.view.state, lambda: self.follower.current,
+            lambda: self.machine is not None and self.machine.role is Role.ACTIVE)
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
@@ -285,6 +290,7 @@ class Pulse:
         self._spawn(self.dataplane.run(), "dataplane")
         self._spawn(self.health.run(), "health")
         self._spawn(self.history.run(), "history")
+        self._spawn(self.part_collector.run(), "config-gc")
         self._spawn(self._renew_loop(), "vip-renew")
         self._kick_registration()
         self._on_registered()

@@ -77,6 +77,7 @@ class ClusterView:
 
     def __post_init__(self) -> None:
         self.state = ClusterState(self.keys)
+        self.follower.parts = self.state.config_parts  # a format-2 config's parts
 
     async def run(self) -> None:
         self.watch = PrefixWatch(self.etcd, self.keys.prefix, max_backoff=0.5)
@@ -91,6 +92,7 @@ class ClusterView:
             self.version += 1
             if isinstance(update, Snapshot):
                 self.state = await self._rebuild(update)
+                self.follower.parts = self.state.config_parts
                 self.touched = None
                 self.kvs = {k: kv for k, kv in update.items.items() if not k.startswith(history)}
                 for junk in self.state.junk_list():

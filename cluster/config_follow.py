@@ -12,9 +12,9 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from . import lvscf
+from . import config_layout, lvscf
 from .documents import StoredConfig, StoredConfigError
 from .etcd.client import KV, Etcd
 from .etcd.watch import PrefixWatch, Snapshot
@@ -31,11 +31,16 @@ class ConfigFollower:
     run; ``on_refused(serial_no, reason)`` with each one that cannot (or is junk)."""
 
     def __init__(self, etcd: Etcd, keys: Keys, listener: Listener | None = None,
-                 on_refused: Refused | None = None) -> None:
+                 on_refused: Refused | None = None,
+                 parts: Mapping[str, bytes] | None = None) -> None:
         self.etcd = etcd
         self.keys = keys
         self.listener = listener
         self.on_refused = on_refused
+        #: {digest: value} of the parts under ``config-parts/`` (format 2): a view's, kept
+        #: up to date by it, else our own, kept by :meth:`run`.
+        self.parts: Mapping[str, bytes] = parts if parts is not None else {}
+        self._own_parts = parts is None
         self.current: StoredConfig | None = None
         self.errors = 0
         self.last_error: str | None = None
@@ -43,18 +48,31 @@ class ConfigFollower:
         self.updated = asyncio.Event()
 
     async def run(self) -> None:
+        """Follow the config key and its parts (the watch of prefix ``config`` sees both)."""
+        assert self._own_parts, "a follower given a view's parts is fed by that view"
+        parts: dict[str, bytes] = {}
+        self.parts = parts
+        prefix = self.keys.config_parts_prefix
         async for update in PrefixWatch(self.etcd, self.keys.config):
             if isinstance(update, Snapshot):
+                parts.clear()
+                parts.update({k[len(prefix):]: kv.value for k, kv in update.items.items()
+                              if k.startswith(prefix)})
                 kv = update.items.get(self.keys.config)
                 if kv is not None:
                     await self.offer(kv)
-            else:
-                for change in update:
-                    if change.key == self.keys.config and change.kv is not None:
-                        await self.offer(change.kv)
-                    elif change.key == self.keys.config:
-                        log.warning("config key deleted; keeping serial_no %s in force",
-                                    self.current.serial_no if self.current else None)
+                continue
+            for change in update:
+                if change.key.startswith(prefix):
+                    if change.kv is None:
+                        parts.pop(change.key[len(prefix):], None)
+                    else:
+                        parts[change.key[len(prefix):]] = change.kv.value
+                elif change.key == self.keys.config and change.kv is not None:
+                    await self.offer(change.kv)
+                elif change.key == self.keys.config:
+                    log.warning("config key deleted; keeping serial_no %s in force",
+                                self.current.serial_no if self.current else None)
 
     async def offer(self, kv: KV) -> None:
         """A value of the config key was seen: adopt it if it is new and can run."""
@@ -63,7 +81,7 @@ class ConfigFollower:
         if kv.mod_revision == self._refused_revision:
             return  # seen again (e.g. a new watch's snapshot): refused and counted once
         try:
-            stored = StoredConfig.from_kv(kv)
+            stored = await self._load(kv)
         except StoredConfigError as exc:
             self._refuse(kv, _serial_of(kv), "ignoring invalid stored config", str(exc))
             return
@@ -80,6 +98,21 @@ class ConfigFollower:
             if inspect.isawaitable(result):
                 await result
         self.updated.set()
+
+    async def _load(self, kv: KV) -> StoredConfig:
+        """The config in ``kv`` (a format-2 head: from the parts we hold; any missing, as
+        after a watch that fell behind, are read from etcd once)."""
+        head = config_layout.head_of(kv)
+        if head is None:
+            return StoredConfig.from_kv(kv)
+        try:
+            return await config_layout.load_async(kv, self.parts.get)
+        except StoredConfigError as exc:
+            if "missing" not in str(exc):
+                raise
+        kvs, _ = await self.etcd.scan(self.keys.config_parts_prefix)
+        fresh = {k.key[len(self.keys.config_parts_prefix):]: k.value for k in kvs}
+        return await config_layout.load_async(kv, fresh.get)
 
     def _refuse(self, kv: KV, serial_no: int | None, what: str, reason: str) -> None:
         self.errors += 1

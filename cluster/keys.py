@@ -43,6 +43,14 @@ class Keys:
     def config(self) -> str:
         return f"{self.prefix}config"
 
+    @property
+    def config_parts_prefix(self) -> str:
+        """``config-parts/``: the parts a format-2 config head names (cluster.config_layout)."""
+        return f"{self.prefix}config-parts/"
+
+    def config_part(self, digest: str) -> str:
+        return f"{self.config_parts_prefix}{_q(digest)}"
+
     def config_history(self, serial: int) -> str:
         return f"{self.prefix}history/config/{serial:012d}"
 
@@ -125,6 +133,7 @@ class ParsedKey:
 
 _SHAPES = {
     "config": 0,
+    "config-parts": 1,
     "seed": 0,
     "leader": 0,
     "nodes": 1,

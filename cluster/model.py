@@ -435,6 +435,23 @@ def config_from_json(obj: Any) -> LvsConfig:
     return cfg
 
 
+def virtual_from_json(obj: Any, index: int) -> Virtual:
+    """Validate one virtual service (the ``index``-th of its config) on its own, so that a
+    large config can be validated a virtual at a time; ConfigError with paths from the
+    config's root (``virtuals.3.port``)."""
+    try:
+        return Virtual.model_validate(obj)
+    except ValidationError as exc:
+        problems = [_pydantic_problem(e) for e in exc.errors(include_url=False)]
+        raise ConfigError([Problem(("virtuals", index, *p.path), p.message)
+                           for p in problems]) from None
+
+
+def config_from_virtuals(globals_: dict[str, Any], virtuals: Sequence[Virtual]) -> LvsConfig:
+    """:func:`config_from_json` of ``globals_`` plus virtuals validated already."""
+    return config_from_json({**globals_, "virtuals": list(virtuals)})
+
+
 def _pydantic_problem(err: Any) -> Problem:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and re.match(r"^[a-z-]+\[", p)))
     name = next((p for p in reversed(loc) if isinstance(p, str)), "")

@@ -41,9 +41,14 @@ async def test_push_load_round_trip_and_history(etcd: Etcd, cluster_name: str) -
     assert stored is not None
     assert stored.config == cfg and stored.serial_no == 3 and stored.source == "source text"
     assert stored.pushed_by == "tester"
-    # The value is readable JSON with the documented fields.
-    raw = json.loads((await etcd.get(Keys(cluster_name).config)).value)  # type: ignore[union-attr]
-    assert raw["serial_no"] == 3 and raw["config"]["virtuals"][0]["name"] == "http"
+    # The head and its parts are readable JSON with the documented fields.
+    keys = Keys(cluster_name)
+    raw = json.loads((await etcd.get(keys.config)).value)  # type: ignore[union-attr]
+    assert raw["format"] == 2 and raw["serial_no"] == 3 and raw["virtuals"] == 2
+    (manifest,) = raw["manifest"]
+    part = json.loads((await etcd.get(keys.config_part(manifest))).value)  # type: ignore[union-attr]
+    assert part["kind"] == "manifest" and [e[0] for e in part["entries"]] == ["http", "https"]
+    assert stored.parts == {manifest, *(e[1] for e in part["entries"]), *raw["source"]}
     history = await store.history()
     assert [h.serial_no for h in history] == [3]
 

@@ -9,6 +9,7 @@ key-values of a cluster into typed state, one key at a time. The key layout itse
 from .admin import AdminFlag
 from .base import Document, DocumentError, epoch, iso, now_iso
 from .config import FORMAT, ConfigEnvelope, ConfigHistoryEntry, StoredConfig, StoredConfigError
+from .config_parts import ConfigHead, ConfigPart
 from .eviction import EvictionVote
 from .health import HealthVerdict, Observation, State
 from .history import FailoverEvent, HealthTransition, SwitchoverEvent
@@ -24,7 +25,9 @@ __all__ = [
     "AdminFlag",
     "ClusterState",
     "ConfigEnvelope",
+    "ConfigHead",
     "ConfigHistoryEntry",
+    "ConfigPart",
     "ConfigRefusal",
     "Document",
     "DocumentError",
@@ -61,7 +64,8 @@ DOCUMENTS: dict[str, type[Document]] = {
     "control/switchover": SwitchoverRequest,
     "control/released": ReleasedMarker,
     "control/evict-<voter>": EvictionVote,
-    "config": ConfigEnvelope,
+    "config": ConfigHead,
+    "config-parts/<digest>": ConfigPart,
     "history/config/<serial_no>": ConfigHistoryEntry,
     "history/failover/<id>": FailoverEvent,
     "history/switchover/<id>": SwitchoverEvent,

@@ -46,10 +46,14 @@ class Document(BaseModel):
         return tuple(cls.model_fields)
 
 
-def dumps(data: Any, indent: int | None = None) -> str:
+def dumps(data: Any, indent: int | None = None, *, sort_keys: bool = False,
+          compact: bool = False) -> str:
     """JSON every reader accepts: a lone surrogate (not Unicode) becomes "?"."""
-    text = json.dumps(data, indent=indent)
-    return text if "\\ud" not in text else json.dumps(_unicode(data), indent=indent)
+    opts: dict[str, Any] = {"indent": indent, "sort_keys": sort_keys}
+    if compact:
+        opts["separators"] = (",", ":")
+    text = json.dumps(data, **opts)
+    return text if "\\ud" not in text else json.dumps(_unicode(data), **opts)
 
 
 def _unicode(data: Any) -> Any:

@@ -55,6 +55,7 @@ class StoredConfig:
     pushed_at: str
     pushed_by: str
     revision: int = 0  # mod_revision of the config key: changes on every push
+    parts: frozenset[str] = frozenset()  # format 2: the digests of the parts it came from
 
     @property
     def serial_no(self) -> int:

@@ -16,10 +16,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from . import DOCUMENTS, ConfigRefusal, Document
+from . import DOCUMENTS, ConfigEnvelope, ConfigRefusal, Document
 
 TYPES: dict[str, type[Document]] = {
-    cls.__name__: cls for cls in [*DOCUMENTS.values(), ConfigRefusal]}
+    cls.__name__: cls for cls in [*DOCUMENTS.values(), ConfigRefusal, ConfigEnvelope]}
 
 _BLOCK = re.compile(r"(<!-- fields: (\w+) -->\n)(.*?)(<!-- /fields -->)", re.S)
 

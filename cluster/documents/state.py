@@ -21,6 +21,7 @@ from ..keys import Keys, ParsedKey, parse
 from .admin import AdminFlag
 from .base import Document, DocumentError
 from .config import StoredConfig, StoredConfigError
+from .config_parts import digest
 from .eviction import EvictionVote
 from .health import HealthVerdict, Observation
 from .leader import LeaderDoc, LeaderKey
@@ -64,13 +65,50 @@ class ClusterState:
     released: ReleasedMarker | None = None
     evictions: dict[str, EvictionVote] = field(default_factory=dict)
     """{voter: its vote}."""
-    config: StoredConfig | None = None
-    config_error: str | None = None
-    """Why the value under ``config`` is not a valid configuration (not listed as junk)."""
+    config_kv: KV | None = None
+    """The value under ``config``: a format-2 head (or a whole format-1 config)."""
+    config_parts: dict[str, bytes] = field(default_factory=dict)
+    """{digest: value} of every key under ``config-parts/``."""
+    config_part_revisions: dict[str, int] = field(default_factory=dict)
+    """{digest: mod_revision} of the same keys (a part is removed only as last seen)."""
+    _parts_version: int = field(default=0, compare=False, repr=False)
+    _assembled: tuple[int, int, StoredConfig | None, str | None] | None = field(
+        default=None, compare=False, repr=False)
     seed: HashSeed | None = None
     """The cluster's hash seed (None: none yet, or junk; see :meth:`hash_seed`)."""
     junk: dict[str, str] = field(default_factory=dict)
     """{key: why it was not understood}."""
+
+    @property
+    def config(self) -> StoredConfig | None:
+        """The configuration the head names, assembled from its parts (once per head)."""
+        return self._config_now()[0]
+
+    @property
+    def config_error(self) -> str | None:
+        """Why the value under ``config`` is not a valid configuration (a part missing or
+        damaged, say; not listed as junk)."""
+        return self._config_now()[1]
+
+    def _config_now(self) -> tuple[StoredConfig | None, str | None]:
+        from ..config_layout import load  # (it needs these documents)
+
+        kv = self.config_kv
+        if kv is None:
+            return None, None
+        done = self._assembled
+        if done is not None and done[0] == kv.mod_revision and done[1] in (
+                -1, self._parts_version):
+            return done[2], done[3]
+        try:
+            cfg, why = load(kv, self.config_parts.get), None
+        except StoredConfigError as exc:
+            cfg, why = None, str(exc)
+        # A config assembled stays right while the head stays (parts never change: their
+        # key is their digest); a failure is retried once the parts change.
+        self._assembled = (kv.mod_revision, -1 if cfg is not None else self._parts_version,
+                           cfg, why)
+        return cfg, why
 
     @property
     def running(self) -> set[str]:
@@ -111,12 +149,19 @@ class ClusterState:
     # -- one handler per kind of key: forget, then record; return why the value is junk --
 
     def _config(self, pk: ParsedKey, kv: KV | None) -> str | None:
-        self.config, self.config_error = None, None
-        if kv is not None:
-            try:
-                self.config = StoredConfig.from_kv(kv)
-            except StoredConfigError as exc:
-                self.config_error = str(exc)
+        self.config_kv = kv
+        return None
+
+    def _config_part(self, pk: ParsedKey, kv: KV | None) -> str | None:
+        self._parts_version += 1
+        if kv is None:
+            self.config_parts.pop(pk.parts[0], None)
+            self.config_part_revisions.pop(pk.parts[0], None)
+        else:
+            self.config_parts[pk.parts[0]] = kv.value
+            self.config_part_revisions[pk.parts[0]] = kv.mod_revision
+            if digest(kv.value) != pk.parts[0]:  # kept: a head naming it is refused
+                return "config part whose value does not match its key (its digest)"
         return None
 
     def _seed(self, pk: ParsedKey, kv: KV | None) -> str | None:
@@ -180,6 +225,7 @@ class ClusterState:
 
 _HANDLERS: dict[str, Callable[[ClusterState, ParsedKey, KV | None], str | None]] = {
     "config": ClusterState._config,
+    "config-parts": ClusterState._config_part,
     "seed": ClusterState._seed,
     "leader": ClusterState._leader,
     "nodes": ClusterState._node,

@@ -44,6 +44,13 @@ _AUTH_MARKERS = ("authentication failed", "user name is empty", "invalid auth to
                  "permission denied")
 
 
+SCAN_PAGE = 1000  # keys per request of a scan (a config part is at most 256 KiB)
+# gRPC's default (4 MiB) is less than one watch answer may carry: etcd puts the events of
+# many revisions in one (a config push of 12 batches of 1 MiB). etcd's own Go client
+# accepts up to 2 GiB.
+MAX_RECEIVE = 512 * 1024 * 1024
+
+
 class EtcdUnavailable(Exception):
     """etcd could not be reached (or did not answer in time)."""
 
@@ -144,7 +151,8 @@ class Etcd:
         # gRPC's default reconnect backoff starts at 1 s and grows to 120 s, and channels
         # share subchannels process-wide: after an etcd restart that would keep us away
         # for seconds. Reconnect fast, and keep each client's connections its own.
-        options = [("grpc.initial_reconnect_backoff_ms", 100),
+        options = [("grpc.max_receive_message_length", MAX_RECEIVE),
+                   ("grpc.initial_reconnect_backoff_ms", 100),
                    ("grpc.min_reconnect_backoff_ms", 100),
                    ("grpc.max_reconnect_backoff_ms", 1000),
                    ("grpc.use_local_subchannel_pool", 1)]
@@ -280,6 +288,18 @@ class Etcd:
                 sort_target=SortTarget.KEY if by_key else SortTarget.CREATE,
                 keys_only=keys_only, timeout=self.settings.timeout)
         return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
+
+    async def scan(self, prefix: str, *, page: int = SCAN_PAGE) -> tuple[list[KV], int]:
+        """All keys under ``prefix`` like :meth:`get_prefix`, read ``page`` keys per request
+        at one revision (a consistent view), so no answer grows past what gRPC carries."""
+        end = prefix_end(prefix)
+        out, rev = await self.range(prefix, end, limit=page, by_key=True)
+        batch = out
+        while len(batch) == page:
+            batch, _ = await self.range(batch[-1].key + "\0", end, limit=page, by_key=True,
+                                        revision=rev)
+            out += batch
+        return out, rev
 
     async def count(self, prefix: str) -> int:
         """How many keys are under ``prefix`` (etcd counts; nothing is transferred)."""

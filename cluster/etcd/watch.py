@@ -73,7 +73,7 @@ class PrefixWatch:
         while True:
             try:
                 if need_snapshot:
-                    kvs, rev = await self.etcd.get_prefix(self.prefix)
+                    kvs, rev = await self.etcd.scan(self.prefix)
                     self.revision = rev
                     need_snapshot = False
                     yield Snapshot({kv.key: kv for kv in kvs}, rev)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 
 from cluster.lvscf.assemble import assemble, locate
@@ -28,6 +29,30 @@ __all__ = ["ConfigError", "ConfigProblem", "ParseResult", "cannot_run", "load", 
 
 log = logging.getLogger(__name__)
 
+# What one lvs.cf may hold: past these a file is refused before it is read (bytes) or parsed
+# (blocks), so a huge or runaway file is one clear error, never memory exhausted. Ten times
+# the largest deployments we know of (docs/lvs-cf.md, "Limits").
+MAX_BYTES = 64 * 1024 * 1024
+MAX_SERVERS = 400_000
+MAX_VIRTUALS = 100_000
+_BLOCK = {"server": re.compile(r"^[ \t]*server[ \t]", re.M),
+          "virtual": re.compile(r"^[ \t]*virtual[ \t]", re.M)}
+
+
+def too_large(size: int, text: str | None = None) -> str | None:
+    """Why a file of ``size`` bytes (and, given, this text) is past the limits; None if not."""
+    if size > MAX_BYTES:
+        return (f"{size:,} bytes: more than lvs.cf may hold ({MAX_BYTES:,} bytes, "
+                f"{MAX_BYTES // 2**20} MiB)")
+    if text is None:
+        return None
+    for what, limit, plural in (("server", MAX_SERVERS, "real servers"),
+                                ("virtual", MAX_VIRTUALS, "virtual services")):
+        n = sum(1 for _ in _BLOCK[what].finditer(text))
+        if n > limit:
+            return f"{n:,} {plural}: more than one config may hold ({limit:,})"
+    return None
+
 
 def parse(text: str, filename: str = "<string>", *, runnable: bool = False) -> ParseResult:
     """Read lvs.cf text; never raises for any input.
@@ -35,6 +60,10 @@ def parse(text: str, filename: str = "<string>", *, runnable: bool = False) -> P
     ``runnable``: a config that reads well must also be able to run (:func:`cannot_run`);
     its problems are errors then.
     """
+    big = too_large(len(text.encode("utf-8", "replace")) if len(text) * 4 > MAX_BYTES
+                    else len(text), text)
+    if big is not None:
+        return ParseResult(None, [ConfigProblem(filename, 0, big)])
     try:
         reader = Reader()
         cfg, semantic, lines = assemble(reader.feed(tokenize(text.removeprefix("\ufeff"))))
@@ -82,7 +111,10 @@ def parse_file(path: str | os.PathLike[str], *, runnable: bool = False) -> Parse
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
-            data = fh.read()
+            big = too_large(os.fstat(fh.fileno()).st_size)
+            if big is not None:  # refused unread
+                return ParseResult(None, [ConfigProblem(name, 0, big)])
+            data = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         return ParseResult(None, [ConfigProblem(name, 0, f"cannot read: {exc.strerror or exc}")])
     try:

@@ -76,7 +76,9 @@ async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float,
             echo_json({"cluster": ctx.cluster, "serial_no": cfg.serial_no, "previous": old,
                        "changes": result.changes, "seed_created": result.seed_created,
                        "pushed_at": result.stored.pushed_at,
-                       "pushed_by": result.stored.pushed_by})
+                       "pushed_by": result.stored.pushed_by,
+                       "parts": len(result.stored.parts), "parts_written": result.written[0],
+                       "bytes_written": result.written[1]})
             if wait:
                 await _wait_rollout(ctx, etcd, cfg.serial_no, wait_s, quiet=True)
             return
@@ -84,6 +86,10 @@ async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float,
                    + (f" (was {old})" if old is not None else ""))
         for line in result.changes:
             click.echo(f"  {line}")
+        parts, nbytes = result.written
+        total = len(result.stored.parts)
+        click.echo(f"wrote {parts} parts ({nbytes / 1024:.0f} KiB)" + (
+            f"; the other {total - parts} were there" if parts < total else ""))
         if result.previous is not None and not result.changes:
             click.echo("  no change besides serial_no")
         if result.seed_created:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from cluster.documents import (
     AdminFlag,
+    ConfigHead,
     ConfigHistoryEntry,
     ConfigRefusal,
     Document,
@@ -60,4 +61,9 @@ STRATEGIES: dict[type[Document], st.SearchStrategy[Any]] = {
                                 dropped_before=ints),
     HashSeed: st.builds(HashSeed, seed=st.integers(0, 2**32 - 1), created_at=text,
                         created_by=text),
+    ConfigHead: st.builds(ConfigHead, format=st.just(2), serial_no=ints, pushed_at=text,
+                          pushed_by=text, sha256=text,
+                          globals=st.dictionaries(text, ints | text, max_size=3),
+                          manifest=names, source=names, virtuals=ints, servers=ints,
+                          parts=ints, bytes=ints),
 }
