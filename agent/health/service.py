@@ -10,7 +10,9 @@ The decisions are :class:`~agent.health.core.HealthCore`'s (pure); this module r
 feeds the core with nanny's news, the view's changes and the role, and carries out the writes
 the core asks for: batched transactions of at most :data:`TXN_OPS` operations, each verdict
 transaction fenced by the term and made only while ``licensed()`` (the active's licence,
-asked at the instant of the act); anything that fails is retried.
+asked at the instant of the act); anything that fails is retried. Changes that come within
+:data:`GATHER` go out together, and all of it within :data:`OPS_RATE` operations a second
+(a token bucket, :mod:`agent.health.budget`), so a fleet flapping at once cannot flood etcd.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ from ..checks import targets
 from ..history import health_transitions
 from ..nanny import Engine, Transition
 from ..view import ClusterView
+from .budget import OpsBudget
 from .core import HealthCore, Outcome, Touched, Writes
 
 log = logging.getLogger(__name__)
 
 TXN_OPS = 100  # etcd allows 128 operations per transaction
 RETRY = 0.2  # seconds before writes that failed are tried again
+GATHER = 0.05  # seconds a publication waits, so that a burst of changes goes as one
+OPS_RATE = 2000.0  # etcd operations a second, on average, for health (verdicts and
+OPS_BURST = 1000.0  # observations together); a burst of this many goes at once
 
 
 class HealthService:
@@ -61,6 +67,8 @@ class HealthService:
         self.write_errors = 0
         self.cause: float | None = None  # detection time of the newest unapplied decision
         self.transitions: dict[str, int] = {}  # our own checks' state changes, by new state
+        self.budget = OpsBudget(OPS_RATE, OPS_BURST)
+        self.clock = time.monotonic
 
     @property
     def term(self) -> int:
@@ -134,8 +142,17 @@ class HealthService:
         async with self.engine:
             while True:
                 await self._wake.wait()
+                await asyncio.sleep(GATHER)  # a burst of changes: one publication
                 self._wake.clear()
                 await self._publish()
+
+    async def _txn(self, guards: list[object], ops: list[Put | Delete]) -> bool:
+        """One transaction of ours, within the operations budget."""
+        delay = self.budget.wait(len(ops), self.clock())
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.budget.spend(len(ops), self.clock())
+        return (await self.etcd.txn(guards, ops)).succeeded  # type: ignore[arg-type]
 
     async def _publish(self) -> None:
         writes = self.core.take_writes(self.view.state)
@@ -165,8 +182,12 @@ class HealthService:
                      else Delete(self.keys.health(*key)) for key, doc in part.items()]
             stored = {key: self.view.state.health[key] for key in part
                       if key in self.view.state.health}  # before our write reaches the view
+            delay = self.budget.wait(len(chunk), self.clock())
+            if delay > 0:  # (before the licence is asked: it is asked at the act)
+                await asyncio.sleep(delay)
             if not self.licensed():  # the write is fenced by the term, too: both must hold
                 raise EtcdUnavailable("not licensed to write as the active right now")
+            self.budget.spend(len(chunk), self.clock())
             result = await self.etcd.txn([fence(self.keys, term)], chunk)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)
@@ -188,5 +209,5 @@ class HealthService:
                if doc is not None else Delete(self.keys.observation(self.node, *key))
                for key, doc in sorted(writes.observations.items())]
         for i in range(0, len(ops), TXN_OPS):
-            await self.etcd.txn([], ops[i:i + TXN_OPS])
+            await self._txn([], ops[i:i + TXN_OPS])
         return True
