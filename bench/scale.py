@@ -1,0 +1,283 @@
+"""Scale, end to end in the lab: 1k, 10k, 40k and 100k real servers (issue 13).
+
+    sudo .venv/bin/python bench/scale.py [--sizes 1000,10000,40000,100000] [--per-virtual 16]
+        [--steady 30] [--json FILE] [--png docs/img/scale.png] [--write-docs]
+
+One lab (two routers, nftables, one etcd). For each size N, from the lab's own small config
+(every router back on it first): ``lvsctl config push`` of the lab's virtuals plus N / 16
+virtuals of 16 real servers each (``check = none``: the servers need not exist, the data
+plane holds them all), all on the lab's VIP, ports 10000 and up. Measured:
+
+- push: the ``lvsctl config push`` command, wall time (parse, validate, write the parts);
+- all run: from the push until every router's ``nodes/`` record reports the new serial_no;
+- served: from the push until the active's kernel holds the last virtual's chain with its
+  16 servers (the data plane applies a config in one transaction);
+- each agent's resident memory and CPU (``/proc``) over ``--steady`` seconds after that;
+- etcd: keys and value bytes under the cluster's prefix; the gRPC requests it received per
+  second over the same steady window, by method (its /metrics), which should be lease
+  keep-alives only.
+
+Targets at 40k: push to served on the active <= 10 s; agent RSS <= 300 MB; at steady state
+etcd sees only lease refreshes and health changes. ``--write-docs`` replaces the "Scale"
+section of docs/benchmarks.md (with ``--png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from agent.dataplane.nft.layout import chain_name  # noqa: E402
+from agent.dataplane.table import ServiceKey  # noqa: E402
+from bench.failover_report import replace_section  # noqa: E402
+from cluster.keys import Keys  # noqa: E402
+from lvslab import Lab  # noqa: E402
+
+SECTION = "Scale"
+PORT0 = 10000
+HZ = 100  # clock ticks a second (/proc/<pid>/stat)
+
+
+@dataclass
+class Point:
+    servers: int
+    virtuals: int
+    push_s: float
+    all_run_s: float
+    served_s: float
+    parts_written: int
+    kbytes_written: int
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # cores, over the steady window
+    etcd_keys: int = 0
+    etcd_mbytes: float = 0.0
+    etcd_rps: dict[str, float] = field(default_factory=dict)  # gRPC requests/s by method
+
+
+def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
+    """The lab's config with ``nv`` more virtuals of ``per`` servers."""
+    base = re.sub(r"(?m)^serial_no = \d+", f"serial_no = {serial}", base)
+    out = [base, ""]
+    for v in range(nv):
+        out += [f"virtual scale{v} {{", f"    address = {vip} eth0:1", f"    port = {PORT0 + v}",
+                "    scheduler = wlc", "    check = none"]
+        for s in range(per):
+            n = v * per + s
+            out += [f"    server s{s} {{",
+                    f"        address = 10.{200 + n // 62500}.{n // 250 % 250}.{n % 250 + 1}",
+                    "    }"]
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def wait(cond: Callable[[], bool], within: float, what: str, every: float = 0.05) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(every)
+    raise SystemExit(f"timed out after {within:.0f} s waiting for {what}")
+
+
+def node_serials(lab: Lab) -> dict[str, int | None]:
+    keys = Keys(lab.topology.cluster)
+    out = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_endpoints, "get", "--prefix",
+                   keys.nodes_prefix, "--print-value-only").stdout
+    serials: dict[str, int | None] = {}
+    for line in out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        serials[doc.get("node", "")] = doc.get("config_serial")
+    return serials
+
+
+def active(lab: Lab) -> str:
+    owners = [r for r in lab.routers if lab.vip in lab.exec(r, "ip", "-br", "addr").stdout]
+    return owners[0] if len(owners) == 1 else ""
+
+
+def holds(lab: Lab, router: str, nv: int, per: int) -> bool:
+    chain = chain_name(ServiceKey("tcp", lab.vip, PORT0 + nv - 1))
+    res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain)
+    return res.returncode == 0 and res.stdout.count(" . ") >= per
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(resident MB, CPU seconds so far) of ``pid``."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / HZ
+
+
+def etcd_requests(lab: Lab) -> dict[str, float]:
+    """gRPC messages etcd received so far, by method (from its /metrics)."""
+    text = lab.exec("client", "curl", "-s", f"{lab.etcd_url}/metrics").stdout
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^grpc_server_msg_received_total\{[^}]*grpc_method="(\w+)"[^}]*\} '
+                         r'(\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def etcd_size(lab: Lab) -> tuple[int, float]:
+    keys = Keys(lab.topology.cluster)
+    out = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_endpoints, "get", "--prefix",
+                   keys.prefix, "-w", "json", timeout=120).stdout
+    kvs = json.loads(out).get("kvs", [])
+    import base64
+    return len(kvs), sum(len(base64.b64decode(kv.get("value", ""))) for kv in kvs) / 2**20
+
+
+def push(lab: Lab, text: str, path: Path) -> tuple[float, dict[str, object]]:
+    path.write_text(text)
+    start = time.monotonic()
+    res = lab.exec("client", str(REPO / ".venv/bin/lvsctl"), "--etcd", lab.etcd_endpoints,
+                   "--cluster", lab.topology.cluster, "config", "push", "-o", "json",
+                   str(path), timeout=600)
+    took = time.monotonic() - start
+    if res.returncode != 0:
+        raise SystemExit(f"push failed: {res.stderr.strip()}")
+    return took, json.loads(res.stdout)
+
+
+def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float,
+            tmp: Path) -> Point:
+    nv = size // per
+    # back to the lab's own config first, so each size starts from (nearly) empty
+    push(lab, config_text(base, serial, lab.vip, 0, per), tmp / "base.cf")
+    wait(lambda: all(s == serial for s in node_serials(lab).values()), 120, "base config")
+    serial += 1
+    text = config_text(base, serial, lab.vip, nv, per)
+    start = time.monotonic()
+    push_s, result = push(lab, text, tmp / f"scale{size}.cf")
+    owner = active(lab)
+    served = [0.0]
+
+    def done() -> bool:
+        if not served[0] and holds(lab, owner, nv, per):
+            served[0] = time.monotonic() - start
+        return bool(served[0]) and all(s == serial for s in node_serials(lab).values())
+
+    wait(done, 600, f"{size} servers served and run everywhere", every=0.1)
+    all_run = time.monotonic() - start
+    pids = {r: lab.pid(r) for r in lab.routers}
+    before = {r: proc_stats(p)[1] for r, p in pids.items() if p}
+    reqs = etcd_requests(lab)
+    time.sleep(steady)
+    after = {r: proc_stats(p) for r, p in pids.items() if p}
+    reqs2 = etcd_requests(lab)
+    keys, mbytes = etcd_size(lab)
+    return Point(
+        servers=nv * per, virtuals=nv, push_s=round(push_s, 2), all_run_s=round(all_run, 2),
+        served_s=round(served[0], 2), parts_written=int(result.get("parts_written", 0)),
+        kbytes_written=int(result.get("bytes_written", 0)) // 1024,
+        rss_mb={r: round(a[0], 1) for r, a in after.items()},
+        cpu={r: round((a[1] - before[r]) / steady, 3) for r, a in after.items()},
+        etcd_keys=keys, etcd_mbytes=round(mbytes, 2),
+        etcd_rps={m: round((reqs2.get(m, 0.0) - reqs.get(m, 0.0)) / steady, 2)
+                  for m in sorted(reqs2) if reqs2.get(m, 0.0) != reqs.get(m, 0.0)})
+
+
+def table(points: list[Point]) -> str:
+    rows = ["| real servers | virtuals | push | all routers run it | served on the active "
+            "| parts written | agent RSS (MB) | agent CPU (cores) | etcd keys | etcd MB "
+            "| etcd requests/s at steady state |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        rss = ", ".join(f"{r} {v:.0f}" for r, v in sorted(p.rss_mb.items()))
+        cpu = ", ".join(f"{r} {v:.2f}" for r, v in sorted(p.cpu.items()))
+        rps = ", ".join(f"{m} {v:g}" for m, v in p.etcd_rps.items()) or "none"
+        rows.append(f"| {p.servers:,} | {p.virtuals:,} | {p.push_s:.2f} s | {p.all_run_s:.2f} s "
+                    f"| {p.served_s:.2f} s | {p.parts_written:,} ({p.kbytes_written:,} KiB) "
+                    f"| {rss} | {cpu} | {p.etcd_keys:,} | {p.etcd_mbytes:.1f} | {rps} |")
+    return "\n".join(rows)
+
+
+def write_png(points: list[Point], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p.servers for p in points]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(xs, [p.push_s for p in points], "o-", label="push")
+    a.plot(xs, [p.served_s for p in points], "s-", label="push to served on the active")
+    a.plot(xs, [p.all_run_s for p in points], "^-", label="push to every router runs it")
+    a.axhline(10, color="grey", ls=":", label="target at 40k (served)")
+    a.set_xscale("log")
+    a.set_xlabel("real servers")
+    a.set_ylabel("seconds")
+    a.legend(fontsize=8)
+    a.set_title("time")
+    for router in sorted({r for p in points for r in p.rss_mb}):
+        b.plot(xs, [p.rss_mb.get(router, 0) for p in points], "o-", label=f"{router} RSS")
+    b.plot(xs, [p.etcd_mbytes for p in points], "s--", label="etcd values (MB)")
+    b.axhline(300, color="grey", ls=":", label="RSS target")
+    b.set_xscale("log")
+    b.set_xlabel("real servers")
+    b.set_ylabel("MB")
+    b.legend(fontsize=8)
+    b.set_title("memory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,40000,100000")
+    ap.add_argument("--per-virtual", type=int, default=16)
+    ap.add_argument("--steady", type=float, default=30.0)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--png", type=Path)
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    points: list[Point] = []
+    tmp = Path("/tmp/piranha-scale")
+    tmp.mkdir(exist_ok=True)
+    with Lab("sc", "10.197.0.0/24", "10.197.1.0/24", routers=2, servers=1) as lab:
+        lab.wait_served(60)
+        base = lab.config_path.read_text()
+        serial = 100
+        for size in sizes:
+            point = measure(lab, base, size, args.per_virtual, serial, args.steady, tmp)
+            serial += 2
+            print(json.dumps(asdict(point)), flush=True)
+            points.append(point)
+    print(table(points))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(p) for p in points], indent=1))
+    if args.png:
+        write_png(points, args.png)
+    if args.write_docs:
+        cpu = platform.processor() or platform.machine()
+        text = (f"## {SECTION}\n\nEnd to end in the lab (two routers, nftables, one etcd "
+                f"member), {cpu}, "
+                f"{time.strftime('%Y-%m-%d')}: a push of the lab's config plus N real "
+                f"servers in virtuals of {args.per_virtual} (`check = none`), from the lab's "
+                "small config each time.\n\n"
+                f"Command: `sudo .venv/bin/python bench/scale.py --sizes {args.sizes} "
+                f"--png docs/img/scale.png --write-docs`\n\n{table(points)}\n\n"
+                "![cost against size](img/scale.png)\n")
+        doc = REPO / "docs/benchmarks.md"
+        doc.write_text(replace_section(doc.read_text(), text, SECTION))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
