@@ -62,6 +62,9 @@ class Point:
     etcd_keys: int = 0
     etcd_mbytes: float = 0.0
     etcd_rps: dict[str, float] = field(default_factory=dict)  # gRPC requests/s by method
+    scrape_s: float = 0.0  # one scrape of the active's /metrics
+    scrape_mb: float = 0.0
+    stalls: int = 0  # the active's event-loop stalls (lvs_stalls_total) in the window
 
 
 def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
@@ -178,7 +181,10 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
     pids = {r: lab.pid(r) for r in lab.routers}
     before = {r: proc_stats(p)[1] for r, p in pids.items() if p}
     reqs = etcd_requests(lab)
-    time.sleep(steady)
+    stalls = metric(scrape(lab, owner)[0], "lvs_stalls_total")
+    time.sleep(steady / 2)
+    text, scrape_s = scrape(lab, owner)  # in the window: its cost counts
+    time.sleep(steady / 2)
     after = {r: proc_stats(p) for r, p in pids.items() if p}
     reqs2 = etcd_requests(lab)
     keys, mbytes = etcd_size(lab)
@@ -190,21 +196,38 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
         cpu={r: round((a[1] - before[r]) / steady, 3) for r, a in after.items()},
         etcd_keys=keys, etcd_mbytes=round(mbytes, 2),
         etcd_rps={m: round((reqs2.get(m, 0.0) - reqs.get(m, 0.0)) / steady, 2)
-                  for m in sorted(reqs2) if reqs2.get(m, 0.0) != reqs.get(m, 0.0)})
+                  for m in sorted(reqs2) if reqs2.get(m, 0.0) != reqs.get(m, 0.0)},
+        scrape_s=round(scrape_s, 2), scrape_mb=round(len(text) / 2**20, 1),
+        stalls=int(metric(scrape(lab, owner)[0], "lvs_stalls_total") - stalls))
+
+
+def scrape(lab: Lab, router: str) -> tuple[str, float]:
+    """The router's /metrics text and how long it took."""
+    start = time.monotonic()
+    res = lab.exec("client", "curl", "-s", f"http://{lab.address(router, 'public')}:9100/metrics",
+                   timeout=120)
+    return res.stdout, time.monotonic() - start
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a metric's samples (0 if absent)."""
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$",
+                                                       text, re.M))
 
 
 def table(points: list[Point]) -> str:
     rows = ["| real servers | virtuals | push | all routers run it | served on the active "
             "| parts written | agent RSS (MB) | agent CPU (cores) | etcd keys | etcd MB "
-            "| etcd requests/s at steady state |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| etcd requests/s at steady state | one /metrics scrape |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         rss = ", ".join(f"{r} {v:.0f}" for r, v in sorted(p.rss_mb.items()))
         cpu = ", ".join(f"{r} {v:.2f}" for r, v in sorted(p.cpu.items()))
         rps = ", ".join(f"{m} {v:g}" for m, v in p.etcd_rps.items()) or "none"
         rows.append(f"| {p.servers:,} | {p.virtuals:,} | {p.push_s:.2f} s | {p.all_run_s:.2f} s "
                     f"| {p.served_s:.2f} s | {p.parts_written:,} ({p.kbytes_written:,} KiB) "
-                    f"| {rss} | {cpu} | {p.etcd_keys:,} | {p.etcd_mbytes:.1f} | {rps} |")
+                    f"| {rss} | {cpu} | {p.etcd_keys:,} | {p.etcd_mbytes:.1f} | {rps} "
+                    f"| {p.scrape_s:.2f} s, {p.scrape_mb:.1f} MB, {p.stalls} stalls |")
     return "\n".join(rows)
 
 
