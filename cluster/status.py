@@ -121,5 +121,5 @@ def build_status(keys: Keys, kvs: list[KV], revision: int) -> ClusterStatus:
 
 
 async def read_status(etcd: Etcd, keys: Keys) -> ClusterStatus:
-    kvs, revision = await etcd.get_prefix(keys.prefix)
+    kvs, revision = await etcd.scan(keys.prefix)
     return build_status(keys, kvs, revision)
