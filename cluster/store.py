@@ -37,6 +37,7 @@ __all__ = ["ConfigStore", "PushRefused", "PushResult", "StoredConfig", "StoredCo
            "now_iso", "who"]
 
 HISTORY_KEEP = RETENTION["config"].keep
+HISTORY_CHANGES = 500  # lines of changes a history entry keeps (it shares the head's txn)
 BATCH_OPS = 64  # values per transaction of a push (etcd's default limit: 128 operations)
 BATCH_BYTES = 1024 * 1024  # bytes per transaction (etcd's default request limit: 1.5 MiB)
 
@@ -111,8 +112,11 @@ class ConfigStore:
         pushed_at, pushed_by = now_iso(), by or who()
         stored = StoredConfig(cfg, source, pushed_at, pushed_by)
         diff = changes(previous.config if previous else None, cfg)
+        kept = diff if len(diff) <= HISTORY_CHANGES else [
+            *diff[:HISTORY_CHANGES - 1],
+            f"... and {len(diff) - HISTORY_CHANGES + 1:,} more changes (lvsctl config diff)"]
         history = ConfigHistoryEntry(serial_no=cfg.serial_no, pushed_at=pushed_at,
-                                     pushed_by=pushed_by, changes=tuple(diff))
+                                     pushed_by=pushed_by, changes=tuple(kept))
         layout = config_layout.split(stored)
         named = previous.parts if previous is not None else frozenset()
         new_parts = {d: v for d, v in layout.parts.items() if d not in named}

@@ -62,6 +62,14 @@ async def test_forty_thousand_servers_push_and_load(etcd: Etcd, cluster_name: st
     assert "virtual web1234 / server rs0: weight 1 -> 3" in again.changes
     assert (await store.load()).config.virtual("web1234").servers[0].weight == 3  # type: ignore[union-attr]
 
+    # Every server changed: the changes are 40,000 lines, the history entry keeps 500.
+    every = edited.replace("weight = 1\n", "weight = 4\n").replace("serial_no = 2",
+                                                                      "serial_no = 3", 1)
+    third = await store.push(parsed(every), every)
+    assert len(third.changes) > 39000
+    (entry,) = [h for h in await store.history() if h.serial_no == 3]
+    assert len(entry.changes) == 500 and entry.changes[-1].startswith("... and 39,")
+
 
 async def test_a_reader_follows_pushes_and_never_adopts_a_damaged_part(
         etcd: Etcd, etcd_server: LocalEtcd, cluster_name: str) -> None:
