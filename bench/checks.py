@@ -11,6 +11,7 @@ then a saturated run (interval near zero) giving the most the engine can do per 
 Prints markdown; writes no files.
 
     .venv/bin/python bench/checks.py [--seconds 8] [--rate 10000] [--uvloop]
+        [--targets 100000 --interval 10]   (also: that many targets, each every 10 s)
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(count: int, port: int, interval: float, seconds: float, warmup: float) -> dict:
+async def measure(count: int, port: int, interval: float, seconds: float, warmup: float,
+                  listeners: int | None = None) -> dict:
+    """``count`` targets (spread over ``listeners`` addresses, default one each) checked
+    every ``interval`` seconds."""
+    listeners = listeners or count
     engine = Engine(max_concurrency=1000, seed=1)
     transitions = 0
 
@@ -88,8 +93,8 @@ async def measure(count: int, port: int, interval: float, seconds: float, warmup
     state = StateSpec(failures_to_down=1, reentry=0)
     engine.set_targets({
         ("bench", i): (
-            CheckSpec(kind="tcp", host=listener_address(i), port=port, timeout=1.0,
-                      interval=interval),
+            CheckSpec(kind="tcp", host=listener_address(i % listeners), port=port,
+                      timeout=1.0, interval=interval),
             state,
             None,
         )
@@ -108,8 +113,15 @@ async def measure(count: int, port: int, interval: float, seconds: float, warmup
         "asked": count / interval, "checks": checks, "failed": after.failed - before.failed,
         "per_wall": checks / wall, "per_cpu": checks / cpu, "cpu": cpu / wall,
         "mean_lag": after.mean_lag, "max_lag": after.max_lag, "up": ups,
-        "transitions": transitions,
+        "transitions": transitions, "rss_mb": rss_mb(),
     }
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def row(name: str, loop_name: str, r: dict) -> str:
@@ -128,6 +140,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10000, help="checks/s of the paced run")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--uvloop", action="store_true", help="run the engine under uvloop")
+    parser.add_argument("--targets", type=int, default=0,
+                        help="also: this many targets over the listeners at --interval")
+    parser.add_argument("--interval", type=float, default=10.0,
+                        help="seconds between two checks of a target (with --targets)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -152,6 +168,8 @@ def main() -> None:
         paced = runner(measure(args.listeners, args.port, args.listeners / args.rate,
                                args.seconds, 1.5))
         saturated = runner(measure(args.listeners, args.port, 0.001, args.seconds, 1.5))
+        many = (runner(measure(args.targets, args.port, args.interval, args.seconds,
+                               args.interval, args.listeners)) if args.targets else None)
     finally:
         helper.kill()
         helper.wait()
@@ -162,6 +180,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("paced", loop_name, paced))
     print(row("saturated", loop_name, saturated))
+    if many is not None:
+        print(row(f"{args.targets:,} targets every {args.interval:g} s", loop_name, many))
+        print(f"\nengine process RSS with {args.targets:,} targets: {many['rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
