@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from . import config_layout, lvscf
 from .documents import StoredConfig, StoredConfigError
-from .etcd.client import KV, Etcd
+from .etcd.client import KV, Etcd, EtcdAuthError, EtcdUnavailable
 from .etcd.watch import PrefixWatch, Snapshot
 from .keys import Keys
 
@@ -110,7 +110,11 @@ class ConfigFollower:
         except StoredConfigError as exc:
             if "missing" not in str(exc):
                 raise
-        kvs, _ = await self.etcd.scan(self.keys.config_parts_prefix)
+            missing = exc
+        try:
+            kvs, _ = await self.etcd.scan(self.keys.config_parts_prefix)
+        except (EtcdUnavailable, EtcdAuthError) as exc:  # never fatal: refused, reported
+            raise StoredConfigError(f"{missing}; reading them from etcd failed: {exc}") from None
         fresh = {k.key[len(self.keys.config_parts_prefix):]: k.value for k in kvs}
         return await config_layout.load_async(kv, fresh.get)
 
