@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from cluster.documents import ClusterState, StoredConfig
-from cluster.etcd.client import Delete, Etcd, EtcdUnavailable, ModRevision
+from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, ModRevision
 from cluster.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class PartCollector:
         self.etcd, self.keys = etcd, keys
         self.state, self.current, self.active = state, current, active
         self.removed = 0
+        self.denied = 0  # passes etcd refused (the router's role may not delete parts)
 
     async def run(self) -> None:
         while True:
@@ -57,6 +58,11 @@ class PartCollector:
                     await self.collect()
                 except EtcdUnavailable as exc:
                     log.debug("config parts: not removed now: %s", exc)
+                except EtcdAuthError as exc:  # a role without config-parts/ (docs/security.md)
+                    if not self.denied:
+                        log.warning("config parts: not allowed to remove old ones (%s); "
+                                    "they stay until an operator does", exc)
+                    self.denied += 1
 
     async def collect(self) -> int:
         """One pass; how many parts went."""

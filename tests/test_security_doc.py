@@ -111,6 +111,9 @@ async def test_router_does_what_pulse_does_and_no_more(
         for kind in ROUTER_KINDS:  # the history routers keep: written, then pruned
             await r1.put(KEYS.history_event(kind, "20261206T000000.000Z-r1-000001"), "{}")
             assert await r2.delete(KEYS.history_event(kind, "20261206T000000.000Z-r1-000001"))
+        # the active removes config parts no head names (agent/config_gc.py)
+        await operator.put(KEYS.config_part("0" * 32), "{}")
+        assert await r1.delete(KEYS.config_part("0" * 32))
         # fast eviction: r2 revokes the active's lease (leader, node record, observations)
         assert await r2.revoke(lease1)
         assert await r1.get(KEYS.leader) is None
