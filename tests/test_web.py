@@ -137,6 +137,7 @@ async def test_the_stream_pushes_every_change_without_a_reload(etcd: Etcd,
         resp = await client.get("/api/stream")
         first = await next_event(resp.content)
         assert first["leader"]["node"] == "primary"
+        assert first["full"] and [v["name"] for v in first["virtuals"]] == ["http", "https"]
         # the active goes: its keys vanish with its lease, the backup takes the key and
         # writes the failover to the history, as agents do; then a server goes down
         leader = await etcd.get(keys.leader)
@@ -154,12 +155,21 @@ async def test_the_stream_pushes_every_change_without_a_reload(etcd: Etcd,
                                         state="down", reason="connect refused",
                                         by="backup").encode())
         await etcd.put(keys.history_prefix + "junk/x", b"{")  # not an event: ignored
+        patches = []
         for _ in range(20):
             pushed = await next_event(resp.content)
+            patches.append(pushed)
             if pushed["leader"]["node"] == "backup" and len(pushed["events"]) >= 2:
                 break
         else:
             pytest.fail("the change was not pushed")
+        # After the first, a page gets patches: the virtuals that changed, not all of them.
+        assert not any(p["full"] or "virtuals" in p for p in patches)
+        assert all(p["order"] == ["http", "https"] for p in patches)
+        sent = [v for p in patches for v in p["changed"]]
+        assert {v["name"] for v in sent} == {"http"}  # https never changed
+        web1 = {s["name"]: s for s in sent[-1]["servers"]}["web1"]
+        assert web1["state"] == "down"
         health, failover = pushed["events"][:2]  # newest first
         assert failover["kind"] == "failover" and failover["gap_ms"] == 2100
         assert "backup took over from primary" in failover["summary"]

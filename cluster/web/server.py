@@ -2,7 +2,7 @@
 
     GET  /              the page (HTML, script and style served from here: no CDN)
     GET  /api/state     the page model now (JSON)
-    GET  /api/stream    the page model pushed on every change (server-sent events)
+    GET  /api/stream    the page model, then what changed, pushed (server-sent events)
     POST /api/action    drain / disable / enable / switchover: only with --allow-actions,
                         and ``Authorization: Bearer <token>`` (a header, not a cookie: a
                         page on another site cannot make the browser send it)
@@ -74,11 +74,11 @@ def app(feed: Feed, etcd: Etcd, keys: Keys, token: str | None) -> web.Applicatio
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             while True:
                 try:
-                    seen, model = await asyncio.wait_for(feed.next(seen), KEEPALIVE)
+                    seen, text = await asyncio.wait_for(feed.next_message(seen), KEEPALIVE)
                 except TimeoutError:
                     await resp.write(b": keepalive\n\n")
                     continue
-                await resp.write(f"id: {seen}\ndata: {json.dumps(model)}\n\n".encode())
+                await resp.write(f"id: {seen}\ndata: {text}\n\n".encode())
         return resp
 
     async def action(request: web.Request) -> web.Response:

@@ -66,7 +66,101 @@ async function act(body) {
   }
 }
 
-function render(m) {
+// Virtual services: one box each, kept between messages; a patch rebuilds only the boxes
+// of the virtuals it carries. Past OPEN_UP_TO virtuals the boxes start closed and a box
+// builds its table of real servers when opened (40,000 rows would stall the page).
+const OPEN_UP_TO = 50;
+let virtualsByName = new Map();
+const boxes = new Map();
+
+function summaryOf(v) {
+  const up = v.servers.filter((s) => s.state === "up").length;
+  return `${v.name} · ${v.service} · ${v.scheduler}${v.active ? "" : " (inactive)"} · ` +
+    `${up}/${v.servers.length} up`;
+}
+
+function serversTable(m, v) {
+  const table = el("table");
+  const head = table.createTHead().insertRow();
+  for (const h of ["server", "address", "state", "weight", "admin", "observed by", "since",
+                   "reason", "connections", "active conns", "bytes in", "bytes out", ""]) {
+    head.appendChild(el("th", h));
+  }
+  const tbody = table.createTBody();
+  for (const s of v.servers) {
+    const t = s.traffic || {};
+    const buttons = el("span");
+    if (m.actions) {
+      buttons.appendChild(button("drain", { action: "drain", virtual: v.name, server: s.name }));
+      buttons.appendChild(button("disable", { action: "disable", virtual: v.name, server: s.name }));
+      buttons.appendChild(button("enable", { action: "enable", virtual: v.name, server: s.name }));
+    }
+    const tr = row(tbody, [s.name, `${s.address}:${s.port}`, span(s.state, s.state),
+      s.effective_weight === null ? s.weight : s.effective_weight,
+      s.admin ? span(s.admin, s.admin) : "", (s.observed_by || []).join(", "),
+      s.since, s.reason, count(t.connections), count(t.active), count(t.bytes_in),
+      count(t.bytes_out), buttons]);
+    tr.dataset.virtual = v.name;
+    tr.dataset.server = s.name;
+    tr.dataset.state = s.state;
+  }
+  return table;
+}
+
+function fillBox(m, box, v) {
+  const summary = el("summary");
+  summary.appendChild(el("h3", summaryOf(v)));
+  box.replaceChildren(summary);
+  if (box.open) box.appendChild(serversTable(m, v));
+}
+
+function renderVirtuals(m, changedNames) {
+  const container = document.getElementById("virtuals");
+  const wanted = new Set(m.virtuals.map((v) => v.name));
+  for (const [name, box] of boxes) {
+    if (!wanted.has(name)) { box.remove(); boxes.delete(name); }
+  }
+  let previous = null;
+  for (const v of m.virtuals) {
+    let box = boxes.get(v.name);
+    if (!box) {
+      box = el("details", null, "virtual");
+      box.dataset.virtual = v.name;
+      box.open = m.virtuals.length <= OPEN_UP_TO;
+      box.addEventListener("toggle", () => {
+        const now = virtualsByName.get(box.dataset.virtual);
+        if (now) fillBox(model, box, now);
+      });
+      boxes.set(v.name, box);
+      fillBox(m, box, v);
+    } else if (changedNames === null || changedNames.has(v.name)) {
+      fillBox(m, box, v);
+    }
+    const next = previous ? previous.nextSibling : container.firstChild;
+    if (next !== box) container.insertBefore(box, next);
+    previous = box;
+  }
+}
+
+// A message is the whole model ("full") or a patch: the model less its virtuals, the
+// virtuals that changed ("changed") and the order of them all ("order").
+function apply(msg) {
+  let changedNames = null;
+  if (msg.full) {
+    virtualsByName = new Map(msg.virtuals.map((v) => [v.name, v]));
+  } else {
+    changedNames = new Set();
+    for (const v of msg.changed) { virtualsByName.set(v.name, v); changedNames.add(v.name); }
+    const order = new Set(msg.order);
+    for (const name of [...virtualsByName.keys()]) {
+      if (!order.has(name)) virtualsByName.delete(name);
+    }
+    msg.virtuals = msg.order.map((name) => virtualsByName.get(name)).filter(Boolean);
+  }
+  render(msg, changedNames);
+}
+
+function render(m, changedNames) {
   model = m;
   document.getElementById("cluster").textContent = m.cluster;
   document.getElementById("revision").textContent = m.revision;
@@ -107,37 +201,7 @@ function render(m) {
     tr.dataset.holder = v.holder || "";
   }
 
-  const virtuals = clear("virtuals");
-  for (const v of m.virtuals) {
-    const box = el("div", null, "virtual");
-    box.appendChild(el("h3", `${v.name} · ${v.service} · ${v.scheduler}${v.active ? "" : " (inactive)"}`));
-    const table = el("table");
-    const head = table.createTHead().insertRow();
-    for (const h of ["server", "address", "state", "weight", "admin", "observed by", "since",
-                     "reason", "connections", "active conns", "bytes in", "bytes out", ""]) {
-      head.appendChild(el("th", h));
-    }
-    const tbody = table.createTBody();
-    for (const s of v.servers) {
-      const t = s.traffic || {};
-      const buttons = el("span");
-      if (m.actions) {
-        buttons.appendChild(button("drain", { action: "drain", virtual: v.name, server: s.name }));
-        buttons.appendChild(button("disable", { action: "disable", virtual: v.name, server: s.name }));
-        buttons.appendChild(button("enable", { action: "enable", virtual: v.name, server: s.name }));
-      }
-      const tr = row(tbody, [s.name, `${s.address}:${s.port}`, span(s.state, s.state),
-        s.effective_weight === null ? s.weight : s.effective_weight,
-        s.admin ? span(s.admin, s.admin) : "", (s.observed_by || []).join(", "),
-        s.since, s.reason, count(t.connections), count(t.active), count(t.bytes_in),
-        count(t.bytes_out), buttons]);
-      tr.dataset.virtual = v.name;
-      tr.dataset.server = s.name;
-      tr.dataset.state = s.state;
-    }
-    box.appendChild(table);
-    virtuals.appendChild(box);
-  }
+  renderVirtuals(m, changedNames);
 
   const events = clear("events");
   for (const e of m.events.slice(0, 50)) {
@@ -150,7 +214,7 @@ function connect() {
   const link = document.getElementById("link");
   const source = new EventSource("/api/stream");
   source.onopen = () => { link.textContent = "live"; link.className = "link up"; };
-  source.onmessage = (msg) => render(JSON.parse(msg.data));
+  source.onmessage = (msg) => apply(JSON.parse(msg.data));
   source.onerror = () => { link.textContent = "reconnecting…"; link.className = "link down"; };
 }
 
