@@ -56,6 +56,61 @@ def desired_table(
     return table
 
 
+class DesiredTables:
+    """:func:`desired_table`, recomputed only for the virtuals whose inputs changed.
+
+    A virtual's inputs are the health and admin entries of its servers (compared by
+    identity first: the health core keeps an entry's object until it changes), the
+    forwarding method and the seed; a new config starts afresh. An unchanged virtual keeps
+    its :class:`Service` object, so the reconciler's diff skips it by identity: one health
+    change among 40,000 real servers costs milliseconds, not the 0.3 s of a full rebuild.
+    """
+
+    def __init__(self) -> None:
+        self._cfg: LvsConfig | None = None
+        self._refs: dict[str, tuple[ServerKey, ...]] = {}
+        self._memo: dict[str, tuple[object, tuple[tuple[object, ...], tuple[object, ...] | None],
+                                    ServiceKey, Service]] = {}
+
+    def table(self, cfg: LvsConfig, health: Mapping[ServerKey, Health],
+              admin: Mapping[ServerKey, str], seed: int = 0) -> dict[ServiceKey, Service]:
+        """The same table :func:`desired_table` returns (ValueError the same way)."""
+        if cfg is not self._cfg:
+            self._cfg, self._memo = cfg, {}
+            self._refs = {v.name: tuple(ServerKey(v.name, s.name) for s in v.servers)
+                          for v in cfg.virtuals}
+        if cfg.service != "lvs":
+            return {}
+        forward = FORWARDING[cfg.network]
+        table: dict[ServiceKey, Service] = {}
+        memo: dict[str, tuple[object, tuple[tuple[object, ...], tuple[object, ...] | None],
+                              ServiceKey, Service]] = {}
+        for virtual in cfg.virtuals:
+            if not virtual.active:
+                continue
+            refs = self._refs[virtual.name]
+            inputs = (tuple(map(health.get, refs)),
+                      tuple(map(admin.get, refs)) if admin else None)
+            old = self._memo.get(virtual.name)
+            # (tuples compare item by item, identity first: C speed)
+            if old is not None and old[0] == seed and old[1][0] == inputs[0] \
+                    and _no_change(old[1][1], inputs[1]):
+                entry = old
+            else:
+                dests = virtual_dests(virtual, forward, health, admin)
+                entry = (seed, inputs, service_key(virtual),
+                         Service(service_spec(virtual, forward, seed), dests))
+            memo[virtual.name] = entry
+            table[entry[2]] = entry[3]
+        self._memo = memo
+        return table
+
+
+def _no_change(was: tuple[object, ...] | None, now: tuple[object, ...] | None) -> bool:
+    """The admin flags of a virtual's servers are the same (None: no flags anywhere)."""
+    return was == now or (not any(was or ()) and not any(now or ()))
+
+
 def service_key(virtual: Virtual) -> ServiceKey:
     """fwmark services are keyed by mark and the VIP's family, others by proto, VIP, port."""
     ip = virtual.address.ip

@@ -126,11 +126,6 @@ def _describe(have: Table, op: Op, added: Mapping[ServiceKey, int]) -> list[str]
     return lines
 
 
-def _copy(table: Table) -> dict[ServiceKey, Service]:
-    """A private copy, so later changes to the caller's dicts cannot alter ours."""
-    return {key: Service(s.spec, dict(s.dests)) for key, s in table.items()}
-
-
 class Reconciler:
     """Applies desired tables through ``backend``; one call at a time.
 
@@ -143,6 +138,7 @@ class Reconciler:
         self._on_log = on_log
         self._lock = asyncio.Lock()
         self._desired: dict[ServiceKey, Service] | None = None
+        self._given: dict[ServiceKey, Service] = {}  # the caller's last table (its objects)
         self._applied: dict[ServiceKey, Service] | None = None  # None: kernel state unknown
         self._stats = ReconcileStats()
         self._wake = asyncio.Event()
@@ -160,7 +156,7 @@ class Reconciler:
     async def set_desired(self, table: Table) -> ReconcileResult:
         """Make the kernel hold ``table``, applying only what differs (one apply call)."""
         async with self._lock:
-            want = _copy(table)
+            want = self._own_copy(table)
             self._desired = want
             self._stats = replace(
                 self._stats,
@@ -177,6 +173,15 @@ class Reconciler:
             ops = diff(have, want)
             error = await self._apply(ops, want)
             return ReconcileResult(tuple(ops), bool(ops) and error is None, read_kernel, error)
+
+    def _own_copy(self, table: Table) -> dict[ServiceKey, Service]:
+        """A private copy of ``table``; a service given as the same object as last time
+        keeps its copy (so :func:`diff` skips it by identity)."""
+        before, copies = self._given, self._desired or {}
+        want = {key: copies[key] if before.get(key) is s and key in copies
+                else Service(s.spec, dict(s.dests)) for key, s in table.items()}
+        self._given = dict(table)
+        return want
 
     async def check_drift(self) -> ReconcileResult:
         """Compare the kernel with the desired table and repair what differs."""

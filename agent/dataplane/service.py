@@ -18,9 +18,9 @@ from cluster.model import LvsConfig
 from ..latency import DETECT_TO_DATAPLANE, RECONCILE_DURATION
 from .backend import Backend
 from .desired import (
+    DesiredTables,
     Health,
     ServerKey,
-    desired_table,
     midstream_protocols,
     sync_daemon,
     sync_refresh,
@@ -59,6 +59,7 @@ class DataPlane:
         self.seed: int | None = None  # the hash seed of the newest inputs
         self.refused = 0  # desired tables the backend could not express
         self._drift: asyncio.Task[None] = None  # type: ignore[assignment]
+        self.tables = DesiredTables()  # the desired table, rebuilt per changed virtual
 
     @property
     def name(self) -> str:
@@ -103,7 +104,8 @@ class DataPlane:
                 if cfg.full_nat != self.full_nat:
                     self._switch_full_nat(cfg.full_nat)
                 try:
-                    table = self.backend.programmable(desired_table(cfg, health, admin, seed))
+                    table = self.backend.programmable(self.tables.table(cfg, health, admin,
+                                                                        seed))
                 except ValueError as exc:
                     log.error("cannot compute the data plane: %s", exc)
                     continue

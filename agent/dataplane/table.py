@@ -131,7 +131,8 @@ def diff(have: Table, want: Table) -> list[Op]:
     ops: list[Op] = []
     for key in sorted(have.keys() - want.keys()):
         ops.append(DelService(key))
-    for key in sorted(have.keys() & want.keys()):
+    # (the data plane keeps unchanged services as the same objects: DesiredTables)
+    for key in sorted(k for k in have.keys() & want.keys() if have[k] is not want[k]):
         old, new = have[key], want[key]
         for dkey in sorted(old.dests.keys() - new.dests.keys()):
             ops.append(DelDest(key, dkey))
