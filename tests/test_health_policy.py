@@ -607,3 +607,35 @@ def test_any_sequence_of_events_converges_to_the_decided_verdicts(
     assert store.observations(ME) == {k: Observation.of(h) for k, h in w.own.items()}
     if core.active:
         assert store.verdicts() == core.verdicts
+
+
+def test_a_configured_weight_reaches_the_backups_and_survives_a_failover() -> None:
+    """A server up at its configured weight (nanny gives no weight) is stored with a null
+    weight: a backup following the stored verdicts programs the configured weight too, and
+    a new active keeps the verdicts as stored (no rewrite of every server at failover).
+    Stored as 1, the backups programmed weight 1 for a server configured with 3, and a
+    takeover moved the weights (and every Maglev flow) under the new active."""
+    from agent.dataplane.desired import desired_table
+    from cluster.model import LvsConfig
+
+    cfg = LvsConfig.model_validate({"virtuals": [{
+        "name": "web", "address": "10.0.0.1 eth0", "scheduler": "mh",
+        "servers": [{"name": "a", "address": "10.0.1.1", "weight": 3},
+                    {"name": "b", "address": "10.0.1.2", "weight": 1}]}]})
+    a, b = ServerKey("web", "a"), ServerKey("web", "b")
+    store = Store()
+    mine = {a: Health("up", since=T0, reason="connected"),
+            b: Health("up", since=T0, reason="connected")}
+    active = started(mine, store)
+    active.activate(3, store.state)
+    store.apply(active.take_writes(store.state), 3)
+    assert settle(active, store, 3) == 0
+    assert json.loads(store.kvs[KEYS.health("web", "a")].value)["weight"] is None
+    backup = started(dict(mine), store)
+    weights = {k: {d.address: s.weight for d, s in svc.dests.items()}
+               for k, svc in desired_table(cfg, backup.plane, {}).items()}
+    assert weights == {k: {d.address: s.weight for d, s in svc.dests.items()}
+                       for k, svc in desired_table(cfg, active.plane, {}).items()}
+    assert list(weights.values()) == [{"10.0.1.1": 3, "10.0.1.2": 1}]
+    backup.activate(4, store.state)
+    assert backup.take_writes(store.state).verdicts == {}  # kept as stored

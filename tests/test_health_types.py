@@ -50,8 +50,14 @@ def test_documents_are_the_serialisation_of_health() -> None:
     assert json.loads(seen.encode()) == {"state": "up", "since": "2025-11-24T16:00:00.250Z",
                                          "weight": 4, "reason": "connected"}
     assert seen.to_health() == Health("up", since=h.since, reason="connected", weight=4)
-    # The configured weight (None) has no stored form: stored as the documents' default.
-    assert HealthVerdict.of(Health("down"), term=1).weight == 1
+    # The configured weight (None) is stored as null and read back as None, so a router
+    # following the stored verdicts programs the configured weight; a record without the
+    # field (none is written so) reads as 1.
+    configured = HealthVerdict.of(Health("up", weight=None), term=1)
+    assert json.loads(configured.encode())["weight"] is None
+    assert HealthVerdict.decode(configured.encode()).to_health().weight is None
+    assert Observation.decode(Observation.of(Health("up")).encode()).to_health().weight is None
+    assert HealthVerdict.decode('{"state": "up"}').weight == 1
 
 
 @given(HEALTHS, st.integers(0, 2**40))

@@ -13,9 +13,11 @@ from ..health import Health, State
 from .base import Document, epoch, iso
 
 
-def _weight(health: Health) -> int:
-    """The stored weight: a health without one (the configured weight) is stored as 1."""
-    return health.weight if health.weight is not None else 1
+def _weight(health: Health) -> int | None:
+    """The stored weight: null for a health without one (the server's configured weight).
+    Versions before this stored 1 there, which made routers following the stored verdicts
+    program weight 1 for a server configured with another."""
+    return health.weight
 
 
 class Observation(Document):
@@ -26,8 +28,8 @@ class Observation(Document):
     """What its checks say."""
     since: str = ""
     """When the server entered that state (UTC)."""
-    weight: int = Field(1, ge=0, le=65535)
-    """The weight to use while up (configured, or from a load check)."""
+    weight: int | None = Field(1, ge=0, le=65535)
+    """The weight to use while up: from a load check, or null for the configured one."""
     reason: str = ""
     """Why, in words (`connect refused`)."""
 
@@ -53,8 +55,8 @@ class HealthVerdict(Document):
     """The effective state: what the data planes of all routers use."""
     since: str = ""
     """When the server entered that state (UTC)."""
-    weight: int = Field(1, ge=0, le=65535)
-    """The weight to use while up."""
+    weight: int | None = Field(1, ge=0, le=65535)
+    """The weight to use while up: from a load check, or null for the configured one."""
     reason: str = ""
     """Why, in words."""
     observed_by: tuple[str, ...] = ()

@@ -28,7 +28,7 @@ from cluster.documents import (
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
 ints = st.integers(min_value=0, max_value=2**62)
 states = st.sampled_from(["up", "down", "unknown"])
-weights = st.integers(min_value=0, max_value=65535)
+weights = st.none() | st.integers(min_value=0, max_value=65535)
 names = st.lists(text, max_size=4).map(tuple)
 refusals = st.builds(ConfigRefusal, serial_no=ints, reason=text)
 
