@@ -32,6 +32,10 @@ from .heartbeat import ConfigError as HeartbeatConfigError
               show_default=True)
 @click.option("--metrics-address", metavar="HOST:PORT",
               help="serve Prometheus metrics here (default: none)")
+@click.option("--metrics-max-servers", type=click.IntRange(0), default=10000,
+              show_default=True, metavar="N",
+              help="past N real servers, no series per real server (per virtual service "
+              "only); 0: always")
 @click.option("--heartbeat-key-file", envvar="LVS_HEARTBEAT_KEY_FILE",
               help="shared heartbeat secret (or env LVS_HEARTBEAT_KEY)")
 @click.option("--vip-guardian/--no-vip-guardian", default=True, show_default=True,
@@ -50,7 +54,8 @@ from .heartbeat import ConfigError as HeartbeatConfigError
 @click.option("--etcd-password", envvar="LVS_ETCD_PASSWORD")
 @click.option("-v", "--verbose", count=True)
 def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
-        dataplane: str, metrics_address: str | None, heartbeat_key_file: str | None,
+        dataplane: str, metrics_address: str | None, metrics_max_servers: int,
+        heartbeat_key_file: str | None,
         etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
         vip_guardian: bool, etcd_user: str | None, etcd_password: str | None,
         state_dir: Path | None, conntrackd: str, verbose: int) -> None:
@@ -67,6 +72,7 @@ def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
         opts = AgentOptions(settings=settings, cluster=cluster, node=node,
                             bootstrap=config_path, dataplane=dataplane,
                             metrics_address=metrics_address,
+                            metrics_max_servers=metrics_max_servers,
                             heartbeat_key_file=heartbeat_key_file,
                             vip_guardian=vip_guardian, state_dir=state_dir,
                             conntrackd=conntrackd)

@@ -84,6 +84,9 @@ class AgentOptions:
     vip_guardian: bool = True
     state_dir: Path | None = None  # default: /run/pulse/<cluster>/<node>
     conntrackd: str = "conntrackd"  # the program (a name on PATH, or a path)
+    #: Past this many real servers the metrics have no series per real server (their
+    #: scrape would be megabytes): per virtual service only (docs/metrics.md). 0: no cap.
+    metrics_max_servers: int = 10000
 
     @property
     def run_dir(self) -> Path:

@@ -367,3 +367,38 @@ def test_heartbeat_age_per_link() -> None:
     assert links == {("r2", "10.9.0.2"): 1.0, ("r2", "10.9.1.2"): -1.0}
     [peer] = families["lvs_heartbeat_peer_age_seconds"].samples
     assert peer.value == 1.0
+
+
+def test_past_the_cap_series_per_real_server_give_way_to_counts_per_virtual(
+        monkeypatch: Any) -> None:
+    """``--metrics-max-servers``: 40,000 servers are about 400,000 series; past the cap the
+    agent exports per virtual service only, and says how many servers it left out."""
+    import asyncio
+
+    from prometheus_client import generate_latest
+
+    from agent.metrics import registry_of
+    from agent.pulse import AgentOptions, Pulse
+    from cluster.etcd.settings import settings_from
+
+    monkeypatch.setenv("LVS_HEARTBEAT_KEY", "k" * 32)
+
+    async def scrape(cap: int) -> dict[str, float]:
+        p = Pulse(AgentOptions(settings=settings_from("http://127.0.0.1:9"), cluster="c",
+                               node="r1", metrics_max_servers=cap))
+        p.config = cfg()
+        p.health.configure(p.config)
+        text = generate_latest(registry_of(p)).decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    servers = sum(len(v.servers) for v in cfg().virtuals)
+    within = asyncio.run(scrape(servers))
+    past = asyncio.run(scrape(servers - 1))
+    assert any(k.startswith("lvs_real_server_state{") for k in within)
+    assert within["lvs_metrics_servers_omitted"] == 0
+    assert not any(k.startswith("lvs_real_server_") for k in past)
+    assert past["lvs_metrics_servers_omitted"] == len(health_metrics.effective(cfg(), {}, {}))
+    down = past['lvs_virtual_servers{state="down",virtual="web"}']
+    assert down == within['lvs_virtual_servers{state="down",virtual="web"}'] == 3
+    assert asyncio.run(scrape(0))["lvs_metrics_servers_omitted"] == 0  # 0: no cap

@@ -26,15 +26,30 @@ def collect(p: Pulse) -> Iterator[object]:
     yield counters("lvs_checks_by_result", "health checks run, by kind and result (ok, "
                    "failed)", ["kind", "result"],
                    (([kind, result], n) for (kind, result), n in sorted(engine.results.items())))
-    yield gauges("lvs_real_server_up", "1 if our own checks see it up", ["virtual", "server"],
-                 (([v, srv], 1.0 if h.state == "up" else 0.0)
-                  for (v, srv), h in sorted(engine.snapshot().items())))
+    per_server = per_server_series(p)
+    if per_server:
+        yield gauges("lvs_real_server_up", "1 if our own checks see it up",
+                     ["virtual", "server"], (([v, srv], 1.0 if h.state == "up" else 0.0)
+                                             for (v, srv), h in sorted(engine.snapshot().items())))
     yield counters("lvs_health_transitions", "state changes our own checks saw, by the new "
                    "state", ["to"],
                    (([to], n) for to, n in sorted(p.health.transitions.items())))
     if p.config is None:
         return
     rows = effective(p.config, p.health.for_dataplane(), p.view.admin())
+    counts: dict[tuple[str, str], int] = {}
+    for (v, _), (st, _) in rows.items():
+        counts[(v, st)] = counts.get((v, st), 0) + 1
+    yield gauges("lvs_virtual_servers", "real servers of each virtual service by effective "
+                 "state (up, down, drained, disabled), as the data plane programs them",
+                 ["virtual", "state"],
+                 (([v.name, s], float(counts.get((v.name, s), 0)))
+                  for v in p.config.virtuals if v.active for s in STATES))
+    yield gauge("lvs_metrics_servers_omitted", "real servers without series of their own: "
+                "more than --metrics-max-servers (their virtuals' series count them)",
+                0.0 if per_server else float(len(rows)))
+    if not per_server:
+        return
     state = gauges("lvs_real_server_state", "1 for the effective state of each real "
                    "server (up, down, drained, disabled), as the data plane programs it",
                    ["virtual", "server", "state"], ())
@@ -46,6 +61,14 @@ def collect(p: Pulse) -> Iterator[object]:
         weight.add_metric([v, srv], w)
     yield state
     yield weight
+
+
+def per_server_series(p: Pulse) -> bool:
+    """Whether the metrics have series per real server: not past --metrics-max-servers."""
+    cap = p.opts.metrics_max_servers
+    if not cap or p.config is None:
+        return True
+    return sum(len(v.servers) for v in p.config.virtuals) <= cap
 
 
 def effective(cfg: LvsConfig, health: Mapping[ServerKey, Health],

@@ -89,10 +89,12 @@ def collect(p: Pulse, cache: TrafficCache | None = None) -> Iterator[object]:
     read = cache.get(p.dataplane.backend)
     if read is None:
         return
-    yield from families(read, p.config)
+    from .health import per_server_series
+
+    yield from families(read, p.config, per_server=per_server_series(p))
 
 
-def families(read: Counters, cfg: LvsConfig) -> Iterator[object]:
+def families(read: Counters, cfg: LvsConfig, *, per_server: bool = True) -> Iterator[object]:
     """The ``lvs_virtual_*`` and ``lvs_real_server_*`` traffic families of one read."""
     virtuals, servers = names(cfg)
     vrows: list[tuple[str, Traffic]] = []
@@ -108,6 +110,8 @@ def families(read: Counters, cfg: LvsConfig) -> Iterator[object]:
                 srows.append((virtual, server, t))
     yield from _families("lvs_virtual", "virtual service", ["virtual"],
                          [([v], t) for v, t in vrows])
+    if not per_server:
+        return
     yield from _families("lvs_real_server", "real server", ["virtual", "server"],
                          [([v, s], t) for v, s, t in srows])
     for field, what in (("active", "established"), ("inactive", "not established")):
