@@ -143,9 +143,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
             "The effective state the data plane follows (LvsRealServerDown).",
             width=12, height=9, mappings=STATE_MAP),
         Panel("Up per virtual", "bargauge", (
-            q('sum by (virtual) (lvs:real_server_state:active{state="up"})', "{{virtual}}",
-              instant=True),),
-            "Real servers up of each virtual service (0: LvsVirtualServiceDown).",
+            q(f'sum by (virtual) (lvs_virtual_servers{{state="up"}} and {ACTIVE})',
+              "{{virtual}}", instant=True),),
+            "Real servers up of each virtual service, as the active programs them (0: "
+            "LvsVirtualServiceDown); at any size, also past --metrics-max-servers.",
             width=6, height=9),
         Panel("Weight in force", "timeseries", (q(
             f"lvs_real_server_weight and {ACTIVE}", "{{virtual}} {{server}}"),),
