@@ -94,7 +94,7 @@ class ClusterView:
                 self.state = await self._rebuild(update)
                 self.follower.parts = self.state.config_parts
                 self.touched = None
-                self.kvs = {k: kv for k, kv in update.items.items() if not k.startswith(history)}
+                self.kvs = {k: kv for k, kv in update.items.items() if self._kept(k)}
                 for junk in self.state.junk_list():
                     self._junk(junk.key, junk.why)
                 kv = self.kvs.get(self.keys.leader)
@@ -120,10 +120,21 @@ class ClusterView:
                 await asyncio.sleep(0)
         return state
 
+    def _kept(self, key: str) -> bool:
+        """Whether :attr:`kvs` keeps ``key``'s raw value: the control keys, not the history
+        nor the bulk (health, observations, config parts: 100,000s of keys at scale, held
+        decoded in :attr:`state` already)."""
+        return not key.startswith(self._bulk)
+
+    @property
+    def _bulk(self) -> tuple[str, ...]:
+        k = self.keys
+        return (k.history_prefix, k.health_prefix, k.observations_prefix, k.config_parts_prefix)
+
     async def _apply(self, change: Change) -> None:
         if change.kv is None:
             self.kvs.pop(change.key, None)
-        else:
+        elif self._kept(change.key):
             self.kvs[change.key] = change.kv
         junk = self.state.apply(change.key, change.kv)
         if self.touched is not None:
