@@ -71,9 +71,10 @@ class Sample:
 @dataclass
 class Samples:
     agents: list[Sample] = field(default_factory=list)
-    keys: list[tuple[float, int]] = field(default_factory=list)  # (t, etcd key count)
+    keys: list[tuple[float, int]] = field(default_factory=list)  # (t, etcd keys, no history)
     # (t, share of the last second some task waited for a CPU: /proc/pressure/cpu)
     pressure: list[tuple[float, float]] = field(default_factory=list)
+    history: list[tuple[float, int]] = field(default_factory=list)  # (t, history/ keys)
 
 
 def scrape(lab: Lab, router: str) -> dict[str, float]:
@@ -87,15 +88,20 @@ def scrape(lab: Lab, router: str) -> dict[str, float]:
     return out
 
 
-def key_count(lab: Lab) -> int | None:
-    """Keys under the cluster's prefix (etcdctl 3.4 has no --count-only)."""
-    prefix = Keys(lab.topology.cluster).prefix
+def key_count(lab: Lab) -> tuple[int, int] | None:
+    """Keys under the cluster's prefix (etcdctl 3.4 has no --count-only): the live state
+    (everything but ``history/``), and the history. The history grows with every failover,
+    switchover and health transition up to its retention (cluster.history.RETENTION, 1,000
+    events per kind): growth there is by design, so it is reported, not judged."""
+    keys = Keys(lab.topology.cluster)
     res = lab.exec("client", "etcdctl", "--endpoints", lab.etcd_endpoints,
-                   "--command-timeout=3s", "get", "--prefix", "--keys-only", prefix,
+                   "--command-timeout=3s", "get", "--prefix", "--keys-only", keys.prefix,
                    timeout=10)
     if res.returncode != 0:
         return None
-    return sum(1 for line in res.stdout.splitlines() if line.startswith(prefix))
+    names = [line for line in res.stdout.splitlines() if line.startswith(keys.prefix)]
+    history = sum(1 for n in names if n.startswith(keys.history_prefix))
+    return len(names) - history, history
 
 
 def cpu_stall_us() -> int | None:
@@ -141,7 +147,8 @@ def sampler(lab: Lab, every: float, samples: Samples) -> Iterator[Samples]:
             with contextlib.suppress(Exception):
                 n = key_count(lab)
                 if n is not None:
-                    samples.keys.append((now, n))
+                    samples.keys.append((now, n[0]))
+                    samples.history.append((now, n[1]))
 
     threads = [threading.Thread(target=f, daemon=True) for f in (run, pressure)]
     for thread in threads:
@@ -202,9 +209,9 @@ def quiet(t: float, result: Result, settle: float = 30.0) -> bool:
 def trends(result: Result, samples: Samples) -> list[Trend]:
     """Per router and series: the trend over the second half of the life of its
     longest-lived agent process (the first half is its warm-up: lazy imports, caches,
-    allocator arenas), quiet samples only; and the etcd key count over the second half of
-    the soak (the first fault of a kind may leave its bounded keys: history entries, the
-    released marker)."""
+    allocator arenas), quiet samples only; and the count of etcd keys outside ``history/``
+    over the second half of the soak (the first fault of a kind may leave a bounded key,
+    such as the released marker; the history grows by design up to its retention)."""
     out: list[Trend] = []
     first: dict[tuple[str, int], float] = {}
     last: dict[tuple[str, int], float] = {}
@@ -226,7 +233,7 @@ def trends(result: Result, samples: Samples) -> list[Trend]:
     half = result.t0 + (result.end - result.t0) / 2
     keys = [(t - result.t0, float(n)) for t, n in samples.keys
             if t >= half and quiet(t, result)]
-    if (tr := trend("etcd keys (2nd half of the soak)", keys)) is not None:
+    if (tr := trend("etcd keys but history/ (2nd half of the soak)", keys)) is not None:
         out.append(replace(tr, judged=result.end - result.t0 >= JUDGED))
     return out
 
@@ -254,8 +261,12 @@ def write_png(result: Result, samples: Samples, path: Path) -> None:
         ax.legend(fontsize=7, loc="upper left")
     ax = axes[-2]
     ax.plot([(t - result.t0) / 60 for t, _ in samples.keys], [n for _, n in samples.keys],
-            ".", markersize=2, color="black")
+            ".", markersize=2, color="black", label="live state")
+    ax.plot([(t - result.t0) / 60 for t, _ in samples.history],
+            [n for _, n in samples.history], ".", markersize=2, color="grey",
+            label="history/ (grows to its retention)")
     ax.set_ylabel("etcd keys")
+    ax.legend(fontsize=7, loc="upper left")
     ax = axes[-1]
     ax.plot([(t - result.t0) / 60 for t, _ in samples.pressure],
             [100 * p for _, p in samples.pressure], "-", linewidth=0.5, color="purple")
@@ -323,7 +334,8 @@ def load_run(out: Path) -> tuple[Result, Samples]:
     end = max([hist["t0"], *(a.healed for a in applied)])
     raw = json.loads((out / "samples.json").read_text())
     samples = Samples([Sample(**d) for d in raw["agents"]], [tuple(k) for k in raw["keys"]],
-                      [tuple(p) for p in raw.get("pressure", [])])
+                      [tuple(p) for p in raw.get("pressure", [])],
+                      [tuple(h) for h in raw.get("history", [])])
     if samples.agents:
         end = max(end, samples.agents[-1].t)
     result = Result(hist["seed"], list(steps.values()), applied, History(applied=applied),
@@ -366,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_timeline(result, opts.out / "timeline.png")
     (opts.out / "samples.json").write_text(json.dumps(
         {"agents": [asdict(s) for s in samples.agents], "keys": samples.keys,
-         "pressure": samples.pressure}))
+         "pressure": samples.pressure, "history": samples.history}))
     ts = trends(result, samples)
     png = args.png or opts.out / "soak.png"
     write_png(result, samples, png)
