@@ -34,7 +34,7 @@ test: setup
 	scripts/test.sh
 
 test-fast: setup
-	.venv/bin/pytest -q -m "not netns and not ipvs and not scale"
+	.venv/bin/pytest -q -m "not netns and not ipvs and not scale and not slow"
 
 test-ipvs: setup
 	.venv/bin/python scripts/ipvs_vm.py

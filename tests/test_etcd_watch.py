@@ -88,6 +88,7 @@ async def test_watch_survives_etcd_restart_without_losing_events(private_etcd: L
             await mirror.stop()
 
 
+@pytest.mark.slow
 async def test_watch_reloads_when_its_revision_was_compacted(private_etcd: LocalEtcd) -> None:
     prefix = "/lvs/compact/"
     async with Etcd(settings_from(private_etcd.url, environ={}, timeout=2.0)) as etcd:

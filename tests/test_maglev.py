@@ -180,6 +180,7 @@ def cluster_and_change(draw):
     return base, live, after, who, draw(st.integers(0, 2**32 - 1))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(cluster_and_change())
 def test_changing_one_server_moves_only_its_own_flows(case):

@@ -229,6 +229,7 @@ def test_mh_is_one_element_per_slot_of_its_maglev_table():
     assert service_from_rule(service.spec, rule) == service
 
 
+@pytest.mark.slow
 @given(st.dictionaries(st.integers(0, 4), st.integers(0, 9)), st.booleans())
 @settings(max_examples=30, deadline=None)
 def test_mh_layout_round_trips(live, port):

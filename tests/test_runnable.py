@@ -187,6 +187,7 @@ def runnable_leaning(draw: Any) -> LvsConfig:
     return cfg.model_copy(update=update)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(configs(), runnable_leaning()))
 def test_what_the_decision_accepts_every_router_runs(cfg: LvsConfig) -> None:
