@@ -70,10 +70,13 @@ class Point:
 def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
     """The lab's config with ``nv`` more virtuals of ``per`` servers."""
     base = re.sub(r"(?m)^serial_no = \d+", f"serial_no = {serial}", base)
+    nmask = re.search(r"(?m)^\s*vip_nmask = (\S+)", base)  # the VIP as the lab's virtuals
     out = [base, ""]
     for v in range(nv):
         out += [f"virtual scale{v} {{", f"    address = {vip} eth0:1", f"    port = {PORT0 + v}",
                 "    scheduler = wlc", "    check = none"]
+        if nmask:
+            out.append(f"    vip_nmask = {nmask.group(1)}")
         for s in range(per):
             n = v * per + s
             out += [f"    server s{s} {{",
