@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,16 @@ def test_direct_injection_and_hash_limit() -> None:
              hash_limit=1000)
     text = render(s)
     assert "DisableExternalCache yes" in text and "HashLimit 1000" in text
+
+
+def test_netlink_buffer_holds_a_burst_and_an_overrun_resyncs_in_seconds() -> None:
+    """A 100,000-connection burst overran conntrackd's example 2 MiB and waited 30 s."""
+    text = render(make(config(router("r1", 11), router("r2", 12))))
+    size = int(re.search(r"NetlinkBufferSize (\d+)", text).group(1))
+    grow = int(re.search(r"NetlinkBufferSizeMaxGrowth (\d+)", text).group(1))
+    resync = re.search(r"NetlinkOverrunResync (\S+)", text).group(1)
+    assert size >= 32 * 2**20 and grow >= 4 * size
+    assert resync.isdigit() and 0 < int(resync) <= 5  # "on" would be 30 s
 
 
 def test_wanted() -> None:

@@ -44,6 +44,13 @@ PAIR_STRIDE = 256  # ports between two pairs (syncd_id is 0-255)
 SOCKET_BUFFER = 1249280  # conntrackd's recommended size (its example config)
 FWMARK_PROTOCOLS = ("tcp", "udp", "sctp")  # a fwmark service may carry any of them
 PURGE_TIMEOUT = 60  # seconds: entries left on a demoted router expire after this (-t)
+#: conntrackd's netlink event buffer: a limit, not an allocation (the kernel charges only
+#: the events queued). 32 MiB holds a burst of 100,000 new connections; the 2 MiB of
+#: conntrackd's example overran at that burst, lost the events and waited the 30 s of
+#: ``NetlinkOverrunResync on`` for a full dump (docs/benchmarks.md, "Connection state sync").
+NETLINK_BUFFER = 32 * 1024 * 1024
+NETLINK_BUFFER_MAX = 128 * 1024 * 1024  # grown to on an overrun
+NETLINK_OVERRUN_RESYNC = 5  # seconds from an overrun to the dump that recovers the events
 
 
 class SyncConfigError(ValueError):
@@ -226,9 +233,9 @@ def render(s: SyncSettings) -> str:
         "    UNIX {",
         f"        Path {s.socket_path}",
         "    }",
-        "    NetlinkBufferSize 2097152",
-        "    NetlinkBufferSizeMaxGrowth 8388608",
-        "    NetlinkOverrunResync on",
+        f"    NetlinkBufferSize {NETLINK_BUFFER}",
+        f"    NetlinkBufferSizeMaxGrowth {NETLINK_BUFFER_MAX}",
+        f"    NetlinkOverrunResync {NETLINK_OVERRUN_RESYNC}",
         "    Filter From Userspace {",
         "        Protocol Accept {",
         *protocols,
