@@ -34,6 +34,17 @@ from agent.dataplane.table import (
 
 log = logging.getLogger(__name__)
 
+
+def _own_copy(table: Table, given: Mapping[ServiceKey, Service],
+              copies: Mapping[ServiceKey, Service]
+              ) -> tuple[dict[ServiceKey, Service], dict[ServiceKey, Service], int]:
+    """(a private copy of ``table``, ``table`` as given, its real servers). A service given
+    as the same object as last time (``given``) keeps its copy (so :func:`diff` skips it by
+    identity)."""
+    want = {key: copies[key] if given.get(key) is s and key in copies
+            else Service(s.spec, dict(s.dests)) for key, s in table.items()}
+    return want, dict(table), sum(len(s.dests) for s in want.values())
+
 #: Errors that are bugs (in us or in the desired table), not kernel trouble: raised.
 PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
@@ -156,13 +167,12 @@ class Reconciler:
     async def set_desired(self, table: Table) -> ReconcileResult:
         """Make the kernel hold ``table``, applying only what differs (one apply call)."""
         async with self._lock:
-            want = self._own_copy(table)
-            self._desired = want
-            self._stats = replace(
-                self._stats,
-                desired_services=len(want),
-                desired_dests=sum(len(s.dests) for s in want.values()),
-            )
+            # Copies and diffs are O(servers): off the event loop (a config of 40,000
+            # servers would hold it for seconds, and with it the lease and heartbeats).
+            want, given, dests = await asyncio.to_thread(_own_copy, table, self._given,
+                                                         self._desired or {})
+            self._given, self._desired = given, want
+            self._stats = replace(self._stats, desired_services=len(want), desired_dests=dests)
             read_kernel = self._applied is None
             if read_kernel:
                 have = await self._read()
@@ -170,18 +180,9 @@ class Reconciler:
                     return ReconcileResult(read_kernel=True, error=self._last_error)
             else:
                 have = self._applied
-            ops = diff(have, want)
+            ops = await asyncio.to_thread(diff, have, want)
             error = await self._apply(ops, want)
             return ReconcileResult(tuple(ops), bool(ops) and error is None, read_kernel, error)
-
-    def _own_copy(self, table: Table) -> dict[ServiceKey, Service]:
-        """A private copy of ``table``; a service given as the same object as last time
-        keeps its copy (so :func:`diff` skips it by identity)."""
-        before, copies = self._given, self._desired or {}
-        want = {key: copies[key] if before.get(key) is s and key in copies
-                else Service(s.spec, dict(s.dests)) for key, s in table.items()}
-        self._given = dict(table)
-        return want
 
     async def check_drift(self) -> ReconcileResult:
         """Compare the kernel with the desired table and repair what differs."""
@@ -193,7 +194,7 @@ class Reconciler:
             have = await self._read()
             if have is None:
                 return ReconcileResult(read_kernel=True, error=self._last_error)
-            ops = diff(have, want)
+            ops = await asyncio.to_thread(diff, have, want)
             if not ops:
                 self._applied = want
                 return ReconcileResult(read_kernel=True)

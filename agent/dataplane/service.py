@@ -29,6 +29,7 @@ from .desired import (
 from .ipvs.backend import IpvsError
 from .reconcile import Reconciler
 from .select import choose_backend
+from .table import Table
 from .warmth import SyncReceiver
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class DataPlane:
                cause: float | None = None, seed: int = 0) -> None:
         """New inputs; ``cause``: when the health change behind them was detected (epoch);
         ``seed``: the cluster's hash seed (``mh`` tables; ClusterView.hash_seed())."""
-        self._inputs = (cfg, dict(health), dict(admin), active, seed)
+        self._inputs = (cfg, health, admin, active, seed)  # copied when taken: run()
         if cause is not None:
             self._cause = cause if self._cause is None else min(self._cause, cause)
         self._wake.set()
@@ -96,6 +97,9 @@ class DataPlane:
                 if self._inputs is None:
                     continue
                 cfg, health, admin, active, seed = self._inputs
+                # Snapshots, taken here on the loop (the callers' maps change in place);
+                # a burst of updates costs one copy.
+                health, admin = dict(health), dict(admin)
                 if seed != self.seed:
                     if self.seed is not None:
                         log.warning("hash seed %d -> %d: every mh table is re-made, its flows "
@@ -104,8 +108,9 @@ class DataPlane:
                 if cfg.full_nat != self.full_nat:
                     self._switch_full_nat(cfg.full_nat)
                 try:
-                    table = self.backend.programmable(self.tables.table(cfg, health, admin,
-                                                                        seed))
+                    # O(servers changed), but a new config of 40,000 servers is a second of
+                    # Python: off the event loop (only this task touches self.tables).
+                    table = await asyncio.to_thread(self._desired, cfg, health, admin, seed)
                 except ValueError as exc:
                     log.error("cannot compute the data plane: %s", exc)
                     continue
@@ -132,6 +137,11 @@ class DataPlane:
         finally:
             self._drift.cancel()
             await asyncio.gather(self._drift, return_exceptions=True)
+
+    def _desired(self, cfg: LvsConfig, health: Mapping[ServerKey, Health],
+                 admin: Mapping[ServerKey, str], seed: int) -> Table:
+        assert self.backend is not None
+        return self.backend.programmable(self.tables.table(cfg, health, admin, seed))
 
     async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
         """Timeouts and the connection sync daemon (IPVS only), and taking up mid-stream

@@ -36,10 +36,16 @@ __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
 log = logging.getLogger(__name__)
 
 LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
+BIG = 65536  # characters of nft JSON above which it is run or parsed off the event loop
 
 
 class NftError(RuntimeError):
     """nft or the kernel refused or failed a command; the message has nft's own words."""
+
+
+def _services(state: KernelState) -> Table:
+    """The services of ``state``, as copies the caller may keep."""
+    return {key: Service(s.spec, dict(s.dests)) for key, s in state.services.items()}
 
 
 def available(nft: str = "nft") -> bool:
@@ -105,7 +111,7 @@ class NftBackend:
         async with self._lock:
             state = await self._fresh_state()
         self._schedule_compaction(state)
-        return {key: Service(s.spec, dict(s.dests)) for key, s in state.services.items()}
+        return await asyncio.to_thread(_services, state)
 
     async def apply(self, ops: Sequence[Op]) -> None:
         """Carry out ``ops`` in one atomic transaction.
@@ -117,7 +123,9 @@ class NftBackend:
             return
         async with self._lock:
             state = self._state if self._state is not None else await self._fresh_state()
-            plan = nft_plan.plan_apply(state, ops, self.cfg)
+            # Pure and O(servers touched), but a config of 40,000 servers is seconds of
+            # Python: off the event loop, which keeps the lease and heartbeats meanwhile.
+            plan = await asyncio.to_thread(nft_plan.plan_apply, state, ops, self.cfg)
             await self._commit(state, plan)
             self._log_fallbacks(plan)
         self._schedule_compaction(plan.after)
@@ -157,7 +165,8 @@ class NftBackend:
             state = self._state
             if state is None or not state.untidy:
                 return
-            await self._commit(state, nft_plan.plan_compaction(state, self.cfg))
+            plan = await asyncio.to_thread(nft_plan.plan_compaction, state, self.cfg)
+            await self._commit(state, plan)
 
     async def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> None:
         """IPVS connection timeouts: nftables has none of its own (conntrack's apply)."""
@@ -216,7 +225,7 @@ class NftBackend:
         if self._state is not None and gen is not None and gen == self._state_gen:
             return self._state
         listing = await self._list()
-        state = parse_listing(listing, self.cfg)
+        state = await asyncio.to_thread(parse_listing, listing, self.cfg)
         self._state = state
         self._state_gen = gen if gen is not None and gen == self._generation.get() else None
         if state.problems != self._problems:
@@ -231,8 +240,9 @@ class NftBackend:
         if not plan.commands:
             return
         before = self._generation.get()
+        text = await asyncio.to_thread(json.dumps, {"nftables": plan.commands})
         try:
-            await self._run(["-j", "-f", "-"], json.dumps({"nftables": plan.commands}))
+            await self._run(["-j", "-f", "-"], text)
         except BaseException:
             self._state = None  # unknown now: the next call lists the kernel again
             raise
@@ -254,7 +264,7 @@ class NftBackend:
                 return None
             raise
         try:
-            return json.loads(out)
+            return await asyncio.to_thread(json.loads, out) if len(out) > BIG else json.loads(out)
         except ValueError as exc:
             raise NftError(f"nft printed no valid JSON: {exc}") from None
 
@@ -291,7 +301,8 @@ class NftBackend:
         """The same as running `nft ARGS`, in-process (big transactions off the loop)."""
         assert self._lib is not None and args[0] == "-j"
         command = stdin if args[1:] == ["-f", "-"] and stdin is not None else " ".join(args[1:])
-        if len(command) > 65536:
+        # A listing's size is the table's, not the command's.
+        if len(command) > BIG or args[1] == "list":
             rc, out, err = await asyncio.to_thread(self._lib.run, command)
         else:
             rc, out, err = self._lib.run(command)
