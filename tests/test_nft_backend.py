@@ -387,3 +387,33 @@ async def test_mh_with_no_server_up_keeps_its_configured_servers_parked(backend,
     assert diff(await read_fresh(router), down) == []
     listing = nft(router, "list", "chain", "inet", "piranha", chain_name(MH))
     assert "32749" in listing and " 0 : " not in listing  # no slot: every lookup misses
+
+
+def _big(services: int, dests: int, weight: int = 1) -> dict[ServiceKey, Service]:
+    return {ServiceKey("tcp", f"10.4.{i // 250}.{i % 250 + 1}", 80):
+            Service(ServiceSpec("wlc"), {DestKey(f"10.5.0.{d + 1}", 80): DestSpec(weight)
+                                         for d in range(dests)})
+            for i in range(services)}
+
+
+async def test_a_big_change_goes_as_several_transactions_of_whole_services(backend, router):
+    """More than TRANSACTION_OPS operations: several transactions, the kernel's table whole
+    at the end; a bad service among them writes nothing at all."""
+    from agent.dataplane.nft import plan as nft_plan
+
+    want = _big(300, 10)  # 3,300 operations
+    ops = diff({}, want)
+    assert len(ops) > nft_plan.TRANSACTION_OPS
+    gen = Generation(router)
+    before = gen.get()
+    await backend.apply(ops)
+    assert gen.get() == before + len(nft_plan.split(ops)) >= before + 2
+    assert diff(await backend.read(), want) == []
+    bad = [*diff(want, _big(300, 10, weight=2)),
+           AddDest(DNS6, DestKey("2001:db8::10", 53), DestSpec())]  # no such virtual service
+    before = gen.get()
+    with pytest.raises(NftInputError, match="no such virtual service"):
+        await backend.apply(bad)
+    assert gen.get() == before  # planned first, all of it: nothing written
+    gen.close()
+    assert diff(await backend.read(), want) == []

@@ -404,3 +404,50 @@ def test_guard_drift_and_junk_are_repaired_by_compaction():
     fix = nft_plan.plan_compaction(junk, nft_rules.Config())
     assert [next(iter(c)) for c in fix.commands] == ["flush", "add", "flush"]
     assert fix.after.guard == guard.endpoints(services)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+def _ops(services: int, dests: int) -> list:
+    out: list = []
+    for i in range(services):
+        key = ServiceKey("tcp", f"10.0.{i // 250}.{i % 250 + 1}", 80)
+        out.append(AddService(key, ServiceSpec("wlc")))
+        out += [AddDest(key, DestKey(f"10.1.0.{d}", 80), DestSpec(1)) for d in range(dests)]
+    return out
+
+
+def _service_of(op) -> ServiceKey:
+    return op.service if isinstance(op, AddDest | EditDest | DelDest) else op.key
+
+
+@pytest.mark.parametrize(("services", "dests", "limit"),
+                         [(0, 0, 5), (1, 3, 1), (10, 3, 8), (10, 3, 4), (7, 9, 100), (3, 40, 16)])
+def test_a_big_change_splits_between_services_in_order(services, dests, limit):
+    ops = _ops(services, dests)
+    runs = nft_plan.split(ops, limit)
+    assert [op for run in runs for op in run] == ops  # all of it, in order
+    for run in runs:
+        assert run
+        # never a service cut in two; a run over the limit is one service alone
+        assert len(run) <= limit or len({_service_of(op) for op in run}) == 1
+    for a, b in itertools.pairwise(runs):
+        assert _service_of(a[-1]) != _service_of(b[0])
+        assert len(a) + 1 + dests > limit  # a run ends only when the next service won't fit
+
+
+def test_plans_of_a_split_change_end_where_one_plan_would():
+    """Planned run after run on the state the one before leaves, the transactions of a
+    split change leave the kernel state one transaction would."""
+    from agent.dataplane.nft.backend import _plans
+
+    ops, cfg = _ops(30, 5), nft_rules.Config()
+    (whole,) = _plans(MISSING, ops, cfg)  # under the default limit: one transaction
+    state = MISSING
+    runs = nft_plan.split(ops, 20)
+    assert len(runs) == 10
+    for run in runs:
+        state = nft_plan.plan_apply(state, run, cfg).after
+    assert state.services == whole.after.services
+    assert state.traffic == whole.after.traffic and state.guard == whole.after.guard

@@ -92,3 +92,29 @@ async def test_our_own_gratuitous_arp_is_fenced_too(lab, tmp_path):
 def _garps(path):
     return [e for e in arpwatch.read_events(path) if e.ip == VIP.ip and e.target == VIP.ip]
 
+
+
+async def test_licences_are_written_as_netlink_batches_with_the_time_left(lab):
+    """license/revoke go as raw nf_tables batches (fence_netlink.py: libnftables would list
+    the data plane's whole table first), and leave the kernel's sets as `nft -f` would."""
+    worker = await lab.worker("r1")
+    fence = await worker.keep("agent.vip:ArpFence")
+    assert await worker.call_method(fence, "writer") == "netlink"
+    assert await worker.call_method(fence, "guard", [VIP])
+    assert await worker.call_method(fence, "license", [VIP],
+                                    await worker.call("time:monotonic") + 30)
+    listing = lab.run("r1", "nft", "list", "set", "netdev", "piranha_fence", "licensed4").stdout
+    assert f"{VIP.ip} timeout 30s" in listing or f"{VIP.ip} timeout 29s" in listing, listing
+    assert await worker.call_method(fence, "license", [VIP],
+                                    await worker.call("time:monotonic") + 2)  # shorter: replaced
+    listing = lab.run("r1", "nft", "list", "set", "netdev", "piranha_fence", "licensed4").stdout
+    assert "timeout 2s" in listing or "timeout 1s9" in listing, listing
+    assert await worker.call_method(fence, "revoke")
+    listing = lab.run("r1", "nft", "list", "set", "netdev", "piranha_fence", "licensed4").stdout
+    assert VIP.ip not in listing
+    lab.run("r1", "nft", "delete", "table", "netdev", "piranha_fence")
+    assert not await worker.call_method(fence, "license", [VIP],
+                                        await worker.call("time:monotonic") + 5)  # no table
+    assert await worker.call_method(fence, "guard", [VIP])  # set up again: licences work
+    assert await worker.call_method(fence, "license", [VIP],
+                                    await worker.call("time:monotonic") + 5)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 
 from agent.dataplane.nft.libnft import LibNft
 
+from .fence_netlink import NetlinkWriter
 from .model import Vip
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,23 @@ class ArpFence:
         self.clock = clock
         self._lib = lib if lib is not None else LibNft.load()
         self.enabled = self._lib is not None
+        self._netlink: NetlinkWriter | None = None
+        if self.enabled:
+            try:
+                self._netlink = NetlinkWriter()
+            except OSError as exc:  # libnftables then writes the licence too
+                log.warning("VIP fence: no nf_tables netlink socket (%s): licences go "
+                            "through libnftables", exc)
         self.errors = 0
         self.writes = 0
         self._guarded: frozenset[Vip] = frozenset()
         if not self.enabled:
             log.warning("VIP fence off: libnftables not found (the kernel may answer ARP for "
                         "a VIP up to its lifetime after the licence ends)")
+
+    def writer(self) -> str:
+        """How licences are written: "netlink", "libnftables", or "off"."""
+        return "netlink" if self._netlink else "libnftables" if self._lib else "off"
 
     def guard(self, vips: Iterable[Vip]) -> bool:
         """Guard exactly ``vips`` and license none of them (start-up, new configuration).
@@ -121,16 +133,26 @@ class ArpFence:
         """Let the kernel claim ``vips`` until ``until`` (monotonic) and no longer."""
         vips = frozenset(vips)
         start = self.clock()
-        if not self._run(license_script(vips, until - start), "license"):
+        if not self._licence(vips, until - start, "license"):
             return False
         now = self.clock()
         if now - start > MAX_DRIFT:  # we stalled between reading the clock and the kernel
-            return self._run(license_script(vips, until - now), "license (again)")
+            return self._licence(vips, until - now, "license (again)")
         return True
 
     def revoke(self) -> bool:
         """License nothing: the kernel claims none of the guarded VIPs from now on."""
-        return self._run(license_script((), 0), "revoke")
+        return self._licence(frozenset(), 0, "revoke")
+
+    def _licence(self, vips: frozenset[Vip], seconds: float, what: str) -> bool:
+        """:func:`license_script`'s transaction, as a raw netlink batch when we can (no
+        libnftables cache: fence_netlink.py), else through libnftables."""
+        if self._netlink is None:
+            return self._run(license_script(vips, seconds), what)
+        sets = [(name, sorted({v.ip for v in vips if v.version == version}))
+                for name, version in (("licensed4", 4), ("licensed6", 6))]
+        error = self._netlink.write(TABLE, sets, math.floor(seconds * 1000))
+        return self._count(error, what)
 
     def remove(self) -> None:
         """Delete the table (clean shutdown, after the VIPs are gone)."""
@@ -141,15 +163,21 @@ class ArpFence:
         if self._lib is not None:
             self._lib.close()
             self._lib = None
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
 
     def _run(self, script: str, what: str) -> bool:
         if self._lib is None:
             return False
         rc, _, err = self._lib.run(script)
-        if rc != 0:
+        return self._count(err.strip() if rc != 0 else None, what)
+
+    def _count(self, error: str | None, what: str) -> bool:
+        if error is not None:
             self.errors += 1
             if self.errors == 1 or self.errors % 100 == 0:
-                log.error("VIP fence: %s failed (%d so far): %s", what, self.errors, err.strip())
+                log.error("VIP fence: %s failed (%d so far): %s", what, self.errors, error)
             return False
         self.writes += 1
         return True

@@ -43,6 +43,16 @@ class NftError(RuntimeError):
     """nft or the kernel refused or failed a command; the message has nft's own words."""
 
 
+def _plans(state: KernelState, ops: Sequence[Op], cfg: Config) -> list[nft_plan.Plan]:
+    """The transactions of ``ops`` (:func:`~agent.dataplane.nft.plan.split`), each planned
+    on the state the one before leaves."""
+    plans = []
+    for part in nft_plan.split(ops):
+        plans.append(nft_plan.plan_apply(state, part, cfg))
+        state = plans[-1].after
+    return plans
+
+
 def _services(state: KernelState) -> Table:
     """The services of ``state``, as copies the caller may keep."""
     return {key: Service(s.spec, dict(s.dests)) for key, s in state.services.items()}
@@ -114,7 +124,8 @@ class NftBackend:
         return await asyncio.to_thread(_services, state)
 
     async def apply(self, ops: Sequence[Op]) -> None:
-        """Carry out ``ops`` in one atomic transaction.
+        """Carry out ``ops`` in one atomic transaction (several, each of whole services,
+        above :data:`~agent.dataplane.nft.plan.TRANSACTION_OPS` operations).
 
         :class:`NftInputError` for ops that can't be programmed (nothing written then),
         :class:`NftError` if nft or the kernel refuses the transaction.
@@ -123,12 +134,16 @@ class NftBackend:
             return
         async with self._lock:
             state = self._state if self._state is not None else await self._fresh_state()
-            # Pure and O(servers touched), but a config of 40,000 servers is seconds of
-            # Python: off the event loop, which keeps the lease and heartbeats meanwhile.
-            plan = await asyncio.to_thread(nft_plan.plan_apply, state, ops, self.cfg)
-            await self._commit(state, plan)
-            self._log_fallbacks(plan)
-        self._schedule_compaction(plan.after)
+            # A big change goes as several transactions of whole services (plan.split):
+            # other nftables writers (the VIP fence) wait for each one in the kernel.
+            # Planned first, all of it (an input error writes nothing): pure, but seconds
+            # of Python for 40,000 servers, so off the event loop (the lease, heartbeats).
+            plans = await asyncio.to_thread(_plans, state, ops, self.cfg)
+            for plan in plans:
+                await self._commit(state, plan)
+                self._log_fallbacks(plan)
+                state = plan.after
+        self._schedule_compaction(state)
 
     async def flush(self) -> None:
         """Delete every virtual service: our whole table goes, in one transaction.
