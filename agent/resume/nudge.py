@@ -98,7 +98,8 @@ class Resumer:
                         self.max_flows)
             flows = sorted(flows)[: self.max_flows]
         self.stats.flows += len(flows)
-        if not self._notrack():
+        # Off the event loop: libnftables lists the data plane's whole table first.
+        if not (self._table or await asyncio.to_thread(self._notrack)):
             return 0
         try:
             capture, raw = _capture_socket(), _raw_socket()
