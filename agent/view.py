@@ -25,7 +25,7 @@ from .latency import DETECT_TO_VIEW
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000  # keys decoded between two turns of the event loop on a snapshot
+CHUNK = 1000  # keys decoded between two turns of the event loop
 TERMS_KEPT = 8  # leader terms remembered (who held each), for the history of takeovers
 
 
@@ -104,8 +104,7 @@ class ClusterView:
                 if config is not None:
                     await self.follower.offer(config)
             else:
-                for change in update:
-                    await self._apply(change)
+                await self._apply_all(update)
             self.version += 1  # again: listeners may have cached mid-update
             self.changed.set()
 
@@ -119,6 +118,18 @@ class ClusterView:
             if n % CHUNK == 0:
                 await asyncio.sleep(0)
         return state
+
+    async def _apply_all(self, changes: list[Change]) -> None:
+        """Apply a watch response's changes, letting the loop run every :data:`CHUNK` of
+        them (a push of 40,000 servers brings their health in responses of thousands of
+        keys), but only between two revisions: readers never see half a transaction."""
+        done = 0
+        for i, change in enumerate(changes):
+            if done >= CHUNK and change.revision != changes[i - 1].revision:
+                await asyncio.sleep(0)
+                done = 0
+            await self._apply(change)
+            done += 1
 
     def _kept(self, key: str) -> bool:
         """Whether :attr:`kvs` keeps ``key``'s raw value: the control keys, not the history

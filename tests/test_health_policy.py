@@ -245,6 +245,20 @@ def test_writes_that_etcd_already_holds_are_skipped_and_failed_ones_come_back() 
     assert not core.take_writes(store.state)  # etcd holds it already
 
 
+def test_a_publication_takes_a_bounded_share_and_leaves_the_rest_due() -> None:
+    store = Store()
+    keys = [ServerKey("v", f"s{i}") for i in range(25)]
+    core = started(dict.fromkeys(keys, up()), store)
+    taken: dict = {}
+    while core.pending:
+        writes = core.take_writes(store.state, limit=10)
+        assert 0 < len(writes.observations) <= 10
+        assert not taken.keys() & writes.observations.keys()
+        taken.update(writes.observations)
+    assert taken == {k: Observation.of(up()) for k in keys}
+    assert not core.take_writes(store.state, limit=10)
+
+
 # ---------------------------------------------------------------- the active
 
 

@@ -101,6 +101,34 @@ async def test_a_big_snapshot_lets_the_loop_run(etcd: Etcd, cluster_name: str) -
     assert turns >= 2
 
 
+async def test_a_big_watch_response_lets_the_loop_run_between_transactions(
+        etcd: Etcd, cluster_name: str) -> None:
+    """Thousands of changes in one response: the loop gets turns, never inside one
+    revision (a transaction), and the state ends as if applied at once."""
+    keys = Keys(cluster_name)
+    value = HealthVerdict(state="up").encode().encode()
+    per = 100  # keys per transaction
+    changes = [Change(keys.health("v", f"s{i}"), KV(keys.health("v", f"s{i}"), value,
+                                                     i // per + 1, i // per + 1, 1, 0),
+                      i // per + 1) for i in range(int(CHUNK * 3.5))]
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+    seen: list[int] = []  # how many keys the view held at each turn the loop had
+
+    async def count() -> None:
+        while True:
+            seen.append(len(view.state.health))
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count())
+    await asyncio.sleep(0)
+    await view._apply_all(changes)
+    counter.cancel()
+    assert len(view.state.health) == len(changes)
+    mid = [n for n in seen if 0 < n < len(changes)]
+    assert len(mid) >= 3  # turns in between
+    assert all(n % per == 0 for n in mid)  # only between two transactions
+
+
 async def test_a_leader_key_seen_directly_counts_only_if_newer(etcd: Etcd,
                                                                cluster_name: str) -> None:
     """pulse hands the view what a campaign or a resign learned of the leader key, with its

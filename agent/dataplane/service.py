@@ -54,6 +54,7 @@ class DataPlane:
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
         self._kernel_settings: tuple[object, ...] | None = None
+        self._kernel_of: tuple[LvsConfig, bool] | None = None  # the inputs of those
         self._sysctls_before: dict[str, str] = {}  # sysctls we changed: their old values
         self._cause: float | None = None
         self.full_nat = False
@@ -146,6 +147,11 @@ class DataPlane:
     async def _kernel(self, cfg: LvsConfig, active: bool) -> None:
         """Timeouts and the connection sync daemon (IPVS only), and taking up mid-stream
         flows (stateless schedulers), when they change."""
+        of = self._kernel_of
+        if self._kernel_settings is not None and of is not None and of[0] is cfg \
+                and of[1] == active:
+            return  # the same inputs (each an O(virtuals) walk): the same settings
+        self._kernel_of = (cfg, active)
         self.warmth.warmup = cfg.sync_warmup
         midstream = midstream_protocols(cfg)
         settings = (timeouts(cfg), sync_daemon(cfg, active), sync_refresh(cfg), midstream)

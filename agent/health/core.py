@@ -282,21 +282,19 @@ class HealthCore:
 
     # -- outputs --------------------------------------------------------------------------
 
-    def take_writes(self, state: ClusterState) -> Writes:
-        """The writes due now (what etcd, as ``state`` shows it, does not hold yet)."""
+    def take_writes(self, state: ClusterState, limit: int | None = None) -> Writes:
+        """The writes due now (what etcd, as ``state`` shows it, does not hold yet): at
+        most ``limit`` keys of each kind, the rest stay due (:attr:`pending`)."""
         verdicts: dict[ServerKey, HealthVerdict | None] = {}
-        if self.term:
-            for key in self._verdicts_due:
-                doc = self.verdicts.get(key)
-                if state.health.get(key) != doc:
-                    verdicts[key] = doc
-        self._verdicts_due.clear()
+        for key in _take(self._verdicts_due, limit if self.term else None):
+            doc = self.verdicts.get(key)
+            if self.term and state.health.get(key) != doc:
+                verdicts[key] = doc
         observations: dict[ServerKey, Observation | None] = {}
-        for key in self._observations_due:
+        for key in _take(self._observations_due, limit):
             doc = self.observed.get(key)
             if _mine(state, key, self.me) != doc:
                 observations[key] = doc
-        self._observations_due.clear()
         return Writes(self.term if verdicts else 0, verdicts, observations)
 
     def unwritten(self, writes: Writes) -> None:
@@ -374,3 +372,12 @@ class HealthCore:
 def _mine(state: ClusterState, key: ServerKey, me: str) -> Observation | None:
     views = state.observations.get(key)
     return views.get(me) if views is not None else None
+
+
+def _take(due: set[ServerKey], limit: int | None) -> list[ServerKey]:
+    """Up to ``limit`` keys out of ``due`` (all of them if None)."""
+    if limit is None or len(due) <= limit:
+        taken = list(due)
+        due.clear()
+        return taken
+    return [due.pop() for _ in range(limit)]

@@ -43,6 +43,7 @@ RETRY = 0.2  # seconds before writes that failed are tried again
 GATHER = 0.05  # seconds a publication waits, so that a burst of changes goes as one
 OPS_RATE = 2000.0  # etcd operations a second, on average, for health (verdicts and
 OPS_BURST = 1000.0  # observations together); a burst of this many goes at once
+PUBLISH_MAX = 1000  # keys of each kind taken into one publication
 
 
 class HealthService:
@@ -155,7 +156,11 @@ class HealthService:
         return (await self.etcd.txn(guards, ops)).succeeded  # type: ignore[arg-type]
 
     async def _publish(self) -> None:
-        writes = self.core.take_writes(self.view.state)
+        # A bounded share at a time (the budget paces it anyway): a new config of 40,000
+        # servers would otherwise compare and sort them all in one turn of the loop.
+        writes = self.core.take_writes(self.view.state, limit=PUBLISH_MAX)
+        if self.core.pending:
+            self._wake.set()  # the rest: the next publication
         if not writes:
             return
         try:
@@ -205,9 +210,10 @@ class HealthService:
         lease = self.lease()
         if lease is None:
             return False
-        ops = [Put(self.keys.observation(self.node, *key), doc.encode(), lease)
-               if doc is not None else Delete(self.keys.observation(self.node, *key))
-               for key, doc in sorted(writes.observations.items())]
-        for i in range(0, len(ops), TXN_OPS):
-            await self._txn([], ops[i:i + TXN_OPS])
+        items = sorted(writes.observations.items())
+        for i in range(0, len(items), TXN_OPS):  # encoded a transaction at a time
+            await self._txn([], [Put(self.keys.observation(self.node, *key), doc.encode(), lease)
+                                 if doc is not None
+                                 else Delete(self.keys.observation(self.node, *key))
+                                 for key, doc in items[i:i + TXN_OPS]])
         return True
