@@ -401,7 +401,7 @@ async def test_a_big_change_goes_as_several_transactions_of_whole_services(backe
     at the end; a bad service among them writes nothing at all."""
     from agent.dataplane.nft import plan as nft_plan
 
-    want = _big(300, 10)  # 3,300 operations
+    want = _big(450, 10)  # 4,950 operations
     ops = diff({}, want)
     assert len(ops) > nft_plan.TRANSACTION_OPS
     gen = Generation(router)
@@ -409,7 +409,7 @@ async def test_a_big_change_goes_as_several_transactions_of_whole_services(backe
     await backend.apply(ops)
     assert gen.get() == before + len(nft_plan.split(ops)) >= before + 2
     assert diff(await backend.read(), want) == []
-    bad = [*diff(want, _big(300, 10, weight=2)),
+    bad = [*diff(want, _big(450, 10, weight=2)),
            AddDest(DNS6, DestKey("2001:db8::10", 53), DestSpec())]  # no such virtual service
     before = gen.get()
     with pytest.raises(NftInputError, match="no such virtual service"):

@@ -29,6 +29,9 @@ def collect(p: Pulse) -> Iterator[object]:
         yield gauge("lvs_vip_fence_enabled", "1 if the nftables VIP fence is in place",
                     1.0 if p.fence.enabled else 0.0)
         yield counter("lvs_vip_fence_errors", "failed writes of the VIP fence", p.fence.errors)
+        yield counter("lvs_vip_fence_deferred", "licence renewals of the VIP fence skipped "
+                      "while a data-plane change was being written (the kernel's licence, "
+                      "shorter, stood)", p.fence.deferred)
 
 
 def holders(p: Pulse) -> dict[str, str]:

@@ -30,7 +30,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
-from agent.dataplane.nft.libnft import LibNft
+from agent.dataplane.nft.libnft import WRITERS, LibNft
 
 from .fence_netlink import NetlinkWriter
 from .model import Vip
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 TABLE = "piranha_fence"
 FAMILY = "netdev"
 MAX_DRIFT = 0.01  # a write that took longer than this is redone with the time left then
+WAIT = 0.02  # seconds a renewal waits for its turn to write before it may be skipped
+KEEP = 0.5  # seconds of the kernel's licence left below which a renewal is never skipped
+MAX_WAIT = 2.0  # seconds a licence write waits for its turn at most
 RULES = (
     "meta protocol arp arp saddr ip @guarded4 arp saddr ip != @licensed4 drop",
     "meta protocol ip6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } "
@@ -106,6 +109,9 @@ class ArpFence:
                             "through libnftables", exc)
         self.errors = 0
         self.writes = 0
+        self.deferred = 0  # renewals skipped while another nftables write ran
+        self._licensed: frozenset[Vip] = frozenset()  # what the kernel licenses, and until
+        self._licensed_until = (-math.inf, math.inf)  # when its licence of them ends
         self._guarded: frozenset[Vip] = frozenset()
         if not self.enabled:
             log.warning("VIP fence off: libnftables not found (the kernel may answer ARP for "
@@ -130,18 +136,37 @@ class ArpFence:
         return self._run(setup_script(self._guarded), "set up")
 
     def license(self, vips: Iterable[Vip], until: float) -> bool:
-        """Let the kernel claim ``vips`` until ``until`` (monotonic) and no longer."""
+        """Let the kernel claim ``vips`` until ``until`` (monotonic) and no longer.
+
+        Written while no other nftables write of ours runs (:data:`WRITERS`: a write would
+        make a data-plane transaction under way read the kernel's ruleset again). If one
+        runs, and the kernel's licence of these VIPs ends before ``until`` but not within
+        :data:`KEEP` seconds, this renewal is skipped (counted in :attr:`deferred`): a
+        licence shorter than ours is always safe, and the next renewal writes it. Else
+        (a shorter licence than the kernel's included) we wait for our turn.
+        """
         vips = frozenset(vips)
-        start = self.clock()
-        if not self._licence(vips, until - start, "license"):
-            return False
-        now = self.clock()
-        if now - start > MAX_DRIFT:  # we stalled between reading the clock and the kernel
-            return self._licence(vips, until - now, "license (again)")
-        return True
+        if not WRITERS.acquire(timeout=WAIT):
+            low, high = self._licensed_until
+            if vips == self._licensed and high <= until and low - self.clock() > KEEP:
+                self.deferred += 1  # the kernel's licence ends before ours, not too soon
+                return True
+            if not WRITERS.acquire(timeout=MAX_WAIT):
+                return self._count(f"no turn to write in {MAX_WAIT:g} s", "license")
+        try:
+            start = self.clock()
+            if not self._licence(vips, until - start, "license"):
+                return False
+            now = self.clock()
+            if now - start > MAX_DRIFT:  # we stalled between reading the clock and the kernel
+                return self._licence(vips, until - now, "license (again)")
+            return True
+        finally:
+            WRITERS.release()
 
     def revoke(self) -> bool:
-        """License nothing: the kernel claims none of the guarded VIPs from now on."""
+        """License nothing: the kernel claims none of the guarded VIPs from now on (written
+        at once, whatever else is writing)."""
         return self._licence(frozenset(), 0, "revoke")
 
     def _licence(self, vips: frozenset[Vip], seconds: float, what: str) -> bool:
@@ -151,7 +176,13 @@ class ArpFence:
             return self._run(license_script(vips, seconds), what)
         sets = [(name, sorted({v.ip for v in vips if v.version == version}))
                 for name, version in (("licensed4", 4), ("licensed6", 6))]
+        # Until the write is known done, the kernel's licence is unknown: say none.
+        self._licensed, self._licensed_until = frozenset(), (-math.inf, math.inf)
+        before = self.clock()
         error = self._netlink.write(TABLE, sets, math.floor(seconds * 1000))
+        if error is None and seconds > 0:  # the kernel's licence ends in this interval
+            self._licensed = vips
+            self._licensed_until = (before + seconds, self.clock() + seconds)
         return self._count(error, what)
 
     def remove(self) -> None:

@@ -13,6 +13,14 @@ import threading
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
 
+#: One nftables writer of this process at a time. libnftables reads the kernel's ruleset
+#: (in our data plane's table: every set element) before it writes, and reads it again if
+#: the ruleset's generation moved meanwhile: with 40,000 real servers that read takes
+#: hundreds of ms, and the VIP fence, renewing its licence every quarter of the VIP
+#: lifetime, kept moving it (libnftables retried for minutes). Every :class:`LibNft` call
+#: holds this lock, and so do the fence's own netlink writes (agent/vip/fence.py).
+WRITERS = threading.RLock()
+
 
 class LibNft:
     """One libnftables context; calls are serialised (the context is not thread-safe)."""
@@ -52,7 +60,7 @@ class LibNft:
 
     def run(self, command: str) -> tuple[int, str, str]:
         """(status, stdout, stderr) of one command buffer (text or JSON), like `nft -j -f -`."""
-        with self._lock:
+        with self._lock, WRITERS:
             rc = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
             out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
             err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""

@@ -72,7 +72,7 @@ def _touch(state: KernelState, ops: Sequence[Op]) -> tuple[dict, dict[ServiceKey
 #: The kernel holds nf_tables' commit lock while it takes a transaction in, and every other
 #: nftables writer of the namespace waits: the VIP fence's licence renewals, on the agent's
 #: event loop, waited 0.85 s for one transaction of 40,000 real servers.
-TRANSACTION_OPS = 2048
+TRANSACTION_OPS = 4096
 
 
 def split(ops: Sequence[Op], limit: int = TRANSACTION_OPS) -> list[Sequence[Op]]:

@@ -1,0 +1,54 @@
+"""Run inside a test namespace (netlab worker): how the fence's licence renewals take their
+turn while another nftables write of ours holds ``WRITERS`` (tests/test_vip_fence.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from agent.dataplane.nft.libnft import WRITERS
+from agent.vip import ArpFence, Vip
+
+
+def hold(seconds: float) -> threading.Event:
+    """Hold WRITERS for ``seconds`` from another thread (as a data-plane write would)."""
+    held = threading.Event()
+
+    def run() -> None:
+        with WRITERS:
+            held.set()
+            time.sleep(seconds)
+
+    threading.Thread(target=run, daemon=True).start()
+    held.wait()
+    return held
+
+
+def renewals(vip: Vip) -> dict[str, float]:
+    fence = ArpFence()
+    fence.guard([vip])
+    out: dict[str, float] = {}
+    hold(1.0)
+    start = time.monotonic()
+    fence.license([vip], time.monotonic() + 30)  # nothing licensed yet: waits its turn
+    out["first_waited"] = time.monotonic() - start
+    out["first_writes"] = fence.writes
+    hold(1.0)
+    start = time.monotonic()
+    ok = fence.license([vip], time.monotonic() + 30)  # 29 s left in the kernel: skipped
+    out["renewal_waited"] = time.monotonic() - start
+    out["renewal_ok"] = float(ok)
+    out["deferred"] = fence.deferred
+    time.sleep(1.1)
+    hold(0.5)
+    start = time.monotonic()
+    fence.license([vip], time.monotonic() + 0.3)  # a short licence: its own, never skipped
+    out["short_waited"] = time.monotonic() - start
+    out["deferred_after"] = fence.deferred
+    hold(0.5)
+    start = time.monotonic()
+    fence.revoke()  # never waits
+    out["revoke_waited"] = time.monotonic() - start
+    out["errors"] = fence.errors
+    fence.remove()
+    return out
