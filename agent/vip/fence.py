@@ -42,7 +42,6 @@ FAMILY = "netdev"
 MAX_DRIFT = 0.01  # a write that took longer than this is redone with the time left then
 WAIT = 0.02  # seconds a renewal waits for its turn to write before it may be skipped
 KEEP = 0.5  # seconds of the kernel's licence left below which a renewal is never skipped
-MAX_WAIT = 2.0  # seconds a licence write waits for its turn at most
 RULES = (
     "meta protocol arp arp saddr ip @guarded4 arp saddr ip != @licensed4 drop",
     "meta protocol ip6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } "
@@ -138,22 +137,22 @@ class ArpFence:
     def license(self, vips: Iterable[Vip], until: float) -> bool:
         """Let the kernel claim ``vips`` until ``until`` (monotonic) and no longer.
 
-        Written while no other nftables write of ours runs (:data:`WRITERS`: a write would
-        make a data-plane transaction under way read the kernel's ruleset again). If one
-        runs, and the kernel's licence of these VIPs ends before ``until`` but not within
-        :data:`KEEP` seconds, this renewal is skipped (counted in :attr:`deferred`): a
-        licence shorter than ours is always safe, and the next renewal writes it. Else
-        (a shorter licence than the kernel's included) we wait for our turn.
+        Written in its turn among our nftables writers (:data:`WRITERS`: a write in the
+        middle of a data-plane transaction makes libnftables read the ruleset again). If
+        another holds the turn, and the kernel's licence of these VIPs ends before
+        ``until`` but not within :data:`KEEP` seconds, this renewal is skipped (counted in
+        :attr:`deferred`): a licence shorter than ours is always safe, and a later renewal
+        writes it. Else it is written at once all the same (the other writer reads again,
+        once): a licence is never late for a data-plane write.
         """
         vips = frozenset(vips)
-        if not WRITERS.acquire(timeout=WAIT):
+        turn = WRITERS.acquire(timeout=WAIT)
+        try:
             low, high = self._licensed_until
-            if vips == self._licensed and high <= until and low - self.clock() > KEEP:
+            if not turn and vips == self._licensed and high <= until + MAX_DRIFT \
+                    and low - self.clock() > KEEP:
                 self.deferred += 1  # the kernel's licence ends before ours, not too soon
                 return True
-            if not WRITERS.acquire(timeout=MAX_WAIT):
-                return self._count(f"no turn to write in {MAX_WAIT:g} s", "license")
-        try:
             start = self.clock()
             if not self._licence(vips, until - start, "license"):
                 return False
@@ -162,7 +161,8 @@ class ArpFence:
                 return self._licence(vips, until - now, "license (again)")
             return True
         finally:
-            WRITERS.release()
+            if turn:
+                WRITERS.release()
 
     def revoke(self) -> bool:
         """License nothing: the kernel claims none of the guarded VIPs from now on (written
