@@ -121,12 +121,13 @@ async def test_licences_are_written_as_netlink_batches_with_the_time_left(lab):
 
 
 async def test_a_renewal_is_skipped_while_another_write_runs_unless_it_must_go(lab):
-    """WRITERS held by a data-plane write: a renewal while the kernel's licence ends before
-    ours with time left is skipped (counted); any other licence, and a revocation, is
-    written at once all the same, never late."""
+    """A renewal writes only when the kernel's licence is down to half of ours; WRITERS held
+    by a data-plane write, a due renewal with time left in the kernel is skipped (counted);
+    any other licence, and a revocation, is written at once all the same, never late."""
     worker = await lab.worker("r1")
     out = await worker.call("support.fence_turns:renewals", VIP)
     assert out["first_waited"] < 0.5 and out["first_writes"] >= 2  # guard + licence
+    assert out["kept"] == 1  # a renewal the kernel's licence covers writes nothing
     assert out["renewal_waited"] < 0.5 and out["renewal_ok"] == 1.0 and out["deferred"] == 1
     assert out["short_waited"] < 0.5 and out["deferred_after"] == 1
     assert 0 < out["short_timeout_ms"] <= 300  # the kernel's licence is the short one now

@@ -109,6 +109,7 @@ class ArpFence:
         self.errors = 0
         self.writes = 0
         self.deferred = 0  # renewals skipped while another nftables write ran
+        self.kept = 0  # renewals that needed no write (the kernel's licence was long enough)
         self._licensed: frozenset[Vip] = frozenset()  # what the kernel licenses, and until
         self._licensed_until = (-math.inf, math.inf)  # when its licence of them ends
         self._guarded: frozenset[Vip] = frozenset()
@@ -137,20 +138,28 @@ class ArpFence:
     def license(self, vips: Iterable[Vip], until: float) -> bool:
         """Let the kernel claim ``vips`` until ``until`` (monotonic) and no longer.
 
-        Written in its turn among our nftables writers (:data:`WRITERS`: a write in the
-        middle of a data-plane transaction makes libnftables read the ruleset again). If
-        another holds the turn, and the kernel's licence of these VIPs ends before
-        ``until`` but not within :data:`KEEP` seconds, this renewal is skipped (counted in
-        :attr:`deferred`): a licence shorter than ours is always safe, and a later renewal
-        writes it. Else it is written at once all the same (the other writer reads again,
-        once): a licence is never late for a data-plane write.
+        Written only when needed: while the kernel's licence of these VIPs ends before
+        ``until`` and still has half of what ours has left (and :data:`KEEP` seconds), a
+        renewal writes nothing (:attr:`kept`). Every nftables write moves the ruleset's
+        generation, and a reader of a big ruleset (`nft list`, libnftables before it
+        writes) starts again when it moves: renewals every quarter of the VIP lifetime
+        kept `nft list` of 40,000 real servers from ever finishing.
+
+        Written in its turn among our nftables writers (:data:`WRITERS`): if another holds
+        the turn, a renewal the kernel's licence still covers for :data:`KEEP` seconds is
+        skipped (:attr:`deferred`); any other is written at once all the same (the other
+        writer reads again, once): a licence is never late. A licence shorter than ours in
+        the kernel is always safe.
         """
         vips = frozenset(vips)
+        low, high = self._licensed_until
+        covered = vips == self._licensed and high <= until + MAX_DRIFT
+        if covered and low - self.clock() > max(KEEP, (until - self.clock()) / 2):
+            self.kept += 1
+            return True
         turn = WRITERS.acquire(timeout=WAIT)
         try:
-            low, high = self._licensed_until
-            if not turn and vips == self._licensed and high <= until + MAX_DRIFT \
-                    and low - self.clock() > KEEP:
+            if not turn and covered and low - self.clock() > KEEP:
                 self.deferred += 1  # the kernel's licence ends before ours, not too soon
                 return True
             start = self.clock()

@@ -32,16 +32,20 @@ def renewals(vip: Vip) -> dict[str, float]:
     out: dict[str, float] = {}
     hold(1.0)
     start = time.monotonic()
-    fence.license([vip], time.monotonic() + 30)  # nothing licensed yet: written at once
+    fence.license([vip], time.monotonic() + 2)  # nothing licensed yet: written at once
     out["first_waited"] = time.monotonic() - start
     out["first_writes"] = fence.writes
+    fence.license([vip], time.monotonic() + 2)  # the kernel's has nearly all of it: kept
+    out["kept"] = fence.kept
+    time.sleep(1.2)  # 0.8 s left in the kernel, under half of a new 2 s licence
     hold(1.0)
     start = time.monotonic()
-    ok = fence.license([vip], time.monotonic() + 30)  # 29 s left in the kernel: skipped
+    ok = fence.license([vip], time.monotonic() + 2)  # due, but another writes: skipped
     out["renewal_waited"] = time.monotonic() - start
     out["renewal_ok"] = float(ok)
     out["deferred"] = fence.deferred
     time.sleep(1.1)
+    fence.license([vip], time.monotonic() + 30)
     hold(0.5)
     start = time.monotonic()
     fence.license([vip], time.monotonic() + 0.3)  # shorter than the kernel's: written
