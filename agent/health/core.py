@@ -154,6 +154,9 @@ class HealthCore:
         self._synced = False
         self._verdicts_due: set[ServerKey] = set()
         self._observations_due: set[ServerKey] = set()
+        # Each stored verdict's Health, made once per document: a takeover and a demotion
+        # look at every server (40,000 conversions parsing a timestamp each held the loop).
+        self._converted: dict[ServerKey, tuple[HealthVerdict, Health]] = {}
 
     @property
     def active(self) -> bool:
@@ -230,12 +233,12 @@ class HealthCore:
                     self._redecide(key, state, live, plane)
             self._check_verdicts(state, None if touched is None else touched.verdicts)
         elif touched is None:
-            new = {key: doc.to_health() for key, doc in state.health.items()}
+            new = self._stored_plane(state)
             plane, self.plane = diff(self.plane, new), new
         else:
             for key in touched.verdicts:
                 doc = state.health.get(key)
-                health = doc.to_health() if doc is not None else None
+                health = self._to_health(key, doc)
                 if health != self.plane.get(key):
                     plane[key] = health
                     if health is None:
@@ -276,7 +279,7 @@ class HealthCore:
         self.term = 0
         self.verdicts = {}
         self._verdicts_due.clear()
-        new = {key: doc.to_health() for key, doc in state.health.items()}
+        new = self._stored_plane(state)
         plane, self.plane = diff(self.plane, new), new
         return Outcome(plane)
 
@@ -325,9 +328,10 @@ class HealthCore:
         else:
             decided = decide(self.policy, self.me, own, state.observations.get(key, {}), live)
         if stored is not None and keeps(stored, decided):
-            health = stored.to_health()
+            health = self._to_health(key, stored)
             self.verdicts[key] = stored
-            if self.plane.get(key) != health:
+            current = self.plane.get(key)
+            if current is not health and current != health:
                 self.plane[key] = plane[key] = health
         else:
             if decided is own:
@@ -343,6 +347,26 @@ class HealthCore:
         if current is not None and (new == current or new.state == "unknown"):
             return
         self._set(key, new, state, plane)
+
+    def _to_health(self, key: ServerKey, doc: HealthVerdict | None) -> Health | None:
+        """``doc.to_health()``, the same object for the same document."""
+        if doc is None:
+            self._converted.pop(key, None)
+            return None
+        hit = self._converted.get(key)
+        if hit is not None and hit[0] is doc:
+            return hit[1]
+        health = doc.to_health()
+        self._converted[key] = (doc, health)
+        return health
+
+    def _stored_plane(self, state: ClusterState) -> dict[ServerKey, Health]:
+        """The stored verdicts as the data plane takes them (conversions kept for those
+        only)."""
+        converted = self._converted
+        self._converted = {key: hit if (hit := converted.get(key)) is not None and hit[0] is doc
+                           else (doc, doc.to_health()) for key, doc in state.health.items()}
+        return {key: health for key, (_, health) in self._converted.items()}
 
     def _set(self, key: ServerKey, health: Health, state: ClusterState,
              plane: dict[ServerKey, Health | None]) -> None:
