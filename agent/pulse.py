@@ -31,7 +31,7 @@ from cluster.store import StoredConfig, now_iso
 from cluster.timing import Timing
 
 from . import __version__
-from .checks import Targets, targets
+from .checks import targets
 from .config_gc import PartCollector
 from .conntrack import ConntrackSync
 from .dataplane.service import DataPlane
@@ -223,9 +223,16 @@ class Pulse:
         self.stored_serial = stored.config.serial_no
         # The check targets of 40,000 servers are half a second of Python (pure): made off
         # the event loop before the adoption, which must run in one turn.
-        wanted = await asyncio.to_thread(targets, stored.config) if self._router_started \
-            else None
-        self._adopt(stored.config, stored.source, wanted)
+        cfg = stored.config
+        wanted = await asyncio.to_thread(targets, cfg) if self._router_started else None
+        if not self._adopt(cfg, stored.source, health=wanted is None):
+            return
+        if wanted is not None and self._router_started:
+            # A part at a time: 40,000 new servers would hold the loop for a second.
+            await self.health.configure_async(cfg, wanted)
+            if self.config is cfg:
+                self._dataplane_update()
+                self._configure_ctsync()
 
     def _on_refused(self, serial_no: int | None, reason: str) -> None:
         """A stored config we do not run: published in our node record until we adopt one."""
@@ -235,8 +242,10 @@ class Pulse:
             self.config_refused = ConfigRefusal(serial_no=serial_no, reason=reason)
             self._kick_registration()
 
-    def _adopt(self, cfg: LvsConfig, source: str | None = None,
-               wanted: Targets | None = None) -> None:
+    def _adopt(self, cfg: LvsConfig, source: str | None = None, *, health: bool = True
+               ) -> bool:
+        """Run ``cfg`` if it can run here (False if not). ``health``: configure the health
+        checks and the data plane too (else the caller does, after)."""
         problems = lvscf.cannot_run(cfg, source=source)
         try:
             if problems:
@@ -247,7 +256,7 @@ class Pulse:
                       cfg.serial_no, self.opts.node,
                       self.config.serial_no if self.config else None, exc)
             self._on_refused(cfg.serial_no, str(exc))
-            return
+            return False
         old, self.plan, self.config = self.plan, new, cfg
         self.config_refused = None
         self._kick_registration()
@@ -264,11 +273,12 @@ class Pulse:
             self.fence.guard(new.vips)  # licenses none: the acquire below licenses again
         if old is not None and self.machine.role is Role.ACTIVE and old.vips != new.vips:
             self._spawn(self._acquire(), "vips-reconfigure")
-        if self._router_started:
-            self.health.configure(cfg, wanted)
+        if self._router_started and health:
+            self.health.configure(cfg)
             self._dataplane_update()
             self._configure_ctsync()
         self.kick.set()
+        return True
 
     async def _start_router(self) -> None:
         assert self.plan is not None and self.config is not None

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -278,3 +279,56 @@ async def test_writes_go_in_transactions_of_at_most_txn_ops(
             per_txn[x.mod_revision] = per_txn.get(x.mod_revision, 0) + 1
         assert len(kvs) == n and max(per_txn.values()) <= TXN_OPS
     assert r1.health.writes >= n and r1.health.write_errors == 0
+
+
+@pytest.mark.parametrize("active", [False, True])
+async def test_a_big_config_is_taken_a_part_at_a_time_and_ends_as_in_one_go(
+        etcd: Etcd, cluster_name: str, active: bool) -> None:
+    """configure_async: more new servers than CONFIGURE_CHUNK go in parts, the loop running
+    in between; the engine's targets and the core end as one configure() leaves them."""
+    from agent.health.service import CONFIGURE_CHUNK
+
+    keys = Keys(cluster_name)
+    port = closed_port()
+
+    def service() -> HealthService:
+        view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+        return HealthService(etcd, keys, "r1", view, on_change=lambda: None,
+                             lease=lambda: None)
+
+    def state(h: HealthService) -> tuple[object, ...]:
+        def of(health: Any) -> tuple[object, ...]:  # not when: made at different instants
+            return (health.state, health.reason, health.weight)
+
+        return ({k: of(v) for k, v in h.engine.snapshot().items()},
+                {k: of(v) for k, v in h.core.own.items()},
+                {k: of(v) for k, v in h.core.observed.items()},
+                set(h.core._observations_due), {k: of(v) for k, v in h.core.plane.items()},
+                {k: (v.state, v.term) for k, v in h.core.verdicts.items()},
+                set(h.core._verdicts_due))
+
+    n = int(CONFIGURE_CHUNK * 2.5)
+    first = config({f"s{i}": port for i in range(n)})
+    second = config({f"s{i}": port for i in range(n // 2, n + CONFIGURE_CHUNK)})
+    one, parts = service(), service()
+    if active:
+        one.activate(5)
+        parts.activate(5)
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count())
+    for cfg in (first, second):
+        one.configure(cfg)
+        before = turns
+        await parts.configure_async(cfg)
+        assert turns - before >= 2  # the loop ran while it was configured
+        assert state(parts) == state(one)
+    counter.cancel()
+    assert len(parts.engine.snapshot()) == n - n // 2 + CONFIGURE_CHUNK
+    assert not active or len(parts.core.verdicts) == len(parts.core.own)

@@ -179,8 +179,10 @@ class HealthCore:
         return out
 
     def configure(self, own: Mapping[ServerKey, Health], policy: Policy,
-                  state: ClusterState) -> Outcome:
-        """Check exactly the servers of ``own`` (our nanny's health of each), under ``policy``."""
+                  state: ClusterState, pending: Collection[ServerKey] = ()) -> Outcome:
+        """Check exactly the servers of ``own`` (our nanny's health of each), under ``policy``.
+        ``pending``: servers :meth:`add` brings next (their stored verdicts are left alone
+        meanwhile: not ours to delete)."""
         policy_changed, self.policy = policy != self.policy, policy
         removed = [k for k in self.own if k not in own]
         added = [k for k in own if k not in self.own]
@@ -202,7 +204,20 @@ class HealthCore:
             if policy_changed:
                 for key in self.own.keys() - set(added):
                     self._redecide(key, state, live, plane)
-            self._check_verdicts(state, state.health.keys() - self.verdicts.keys())
+            self._check_verdicts(state, state.health.keys() - self.verdicts.keys()
+                                 - set(pending))
+        return Outcome(plane)
+
+    def add(self, own: Mapping[ServerKey, Health], state: ClusterState) -> Outcome:
+        """Check the servers of ``own`` too (those not checked yet): :meth:`configure` a
+        part at a time, without looking at every other server each time."""
+        plane: dict[ServerKey, Health | None] = {}
+        live = self._live(state) if self.term else frozenset()
+        for key, health in own.items():
+            if key not in self.own:
+                self._own(key, health)
+                if self.term:
+                    self._warm(key, state, live, plane)
         return Outcome(plane)
 
     def checked(self, key: ServerKey, health: Health, state: ClusterState) -> Outcome:

@@ -44,6 +44,7 @@ GATHER = 0.05  # seconds a publication waits, so that a burst of changes goes as
 OPS_RATE = 2000.0  # etcd operations a second, on average, for health (verdicts and
 OPS_BURST = 1000.0  # observations together); a burst of this many goes at once
 PUBLISH_MAX = 1000  # keys of each kind taken into one publication
+CONFIGURE_CHUNK = 2000  # new servers configured per turn of the event loop
 
 
 class HealthService:
@@ -97,6 +98,37 @@ class HealthService:
                                  for key, (check, state) in wanted.items()})
         own: dict[ServerKey, Health] = self.engine.snapshot()  # type: ignore[assignment]
         self._take(self.core.configure(own, cfg.health_policy, self.view.state))
+
+    async def configure_async(self, cfg: LvsConfig, wanted: Targets | None = None) -> None:
+        """:meth:`configure`, :data:`CONFIGURE_CHUNK` new servers at a time, the event loop
+        running in between (a config of 40,000 servers is a second of Python here). The
+        servers of the old config that stay, and the removal of the others, come first;
+        each new server starts as :meth:`configure` would start it."""
+        if wanted is None:
+            wanted = await asyncio.to_thread(targets, cfg)
+        new = [key for key in wanted if not self.engine.has(key)]
+        if len(new) <= CONFIGURE_CHUNK:
+            self.configure(cfg, wanted)
+            return
+        fresh = set(new)
+        kept = {key: value for key, value in wanted.items() if key not in fresh}
+        self._sync()
+        self.engine.set_targets(self._given(kept))  # the others go
+        own: dict[ServerKey, Health] = self.engine.snapshot()  # type: ignore[assignment]
+        self._take(self.core.configure(own, cfg.health_policy, self.view.state, fresh))
+        for i in range(0, len(new), CONFIGURE_CHUNK):
+            await asyncio.sleep(0)
+            self._sync()
+            part = {key: wanted[key] for key in new[i:i + CONFIGURE_CHUNK]}
+            self.engine.add_targets(self._given(part))
+            if self._take(self.core.add(self.engine.snapshot(part), self.view.state)) \
+                    and i + CONFIGURE_CHUNK < len(new):
+                self.on_change()  # the data plane takes up what is decided so far
+
+    def _given(self, part: Targets) -> dict[ServerKey, tuple[object, ...]]:
+        """Engine targets for ``part``, each new one starting from the shared view."""
+        warm = self.core.warm_start(part, self.view.state)
+        return {key: (check, state, warm.get(key)) for key, (check, state) in part.items()}
 
     def activate(self, term: int) -> None:
         """Start deciding: from the shared view (warm), corrected by what we see ourselves."""

@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.nanny.checks import Running, start_check
@@ -128,9 +128,14 @@ class Engine:
         its state and gets a new schedule; removed ones stop (their running check is
         abandoned); new ones start in their initial state (``None``: unknown).
         """
-        wanted = {key: _validated(key, value) for key, value in targets.items()}
-        for key in self._targets.keys() - wanted.keys():
+        for key in self._targets.keys() - targets.keys():
             self._abandon(self._targets.pop(key))
+        self.add_targets(targets)
+
+    def add_targets(self, targets: Mapping[Hashable, Target]) -> None:
+        """:meth:`set_targets` for these targets only: the others stay as they are (a big
+        configuration, a part at a time)."""
+        wanted = {key: _validated(key, value) for key, value in targets.items()}
         now = self._clock()
         self._arming = False  # one timer for all of them, armed below (40,000 targets
         # each re-arming the loop's timer as it went cost a third of a config's adoption)
@@ -164,8 +169,14 @@ class Engine:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
-    def snapshot(self) -> dict[Hashable, Health]:
-        """Current health of every target."""
+    def has(self, key: Hashable) -> bool:
+        """Is ``key`` a target?"""
+        return key in self._targets
+
+    def snapshot(self, keys: Iterable[Hashable] | None = None) -> dict[Hashable, Health]:
+        """Current health of every target (of ``keys`` only, if given: targets all)."""
+        if keys is not None:
+            return {key: self._targets[key].tracked.health for key in keys}
         return {key: target.tracked.health for key, target in self._targets.items()}
 
     def last_result(self, key: Hashable) -> CheckResult | None:
