@@ -42,6 +42,7 @@ from agent.dataplane.table import ServiceKey  # noqa: E402
 from bench.failover_report import replace_section  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
 from lvslab import Lab  # noqa: E402
+from lvslab.netns import LabError  # noqa: E402
 
 SECTION = "Scale"
 PORT0 = 10000
@@ -116,7 +117,10 @@ def active(lab: Lab) -> str:
 
 def holds(lab: Lab, router: str, nv: int, per: int) -> bool:
     chain = chain_name(ServiceKey("tcp", lab.vip, PORT0 + nv - 1))
-    res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain)
+    try:
+        res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain, timeout=10)
+    except LabError:  # nft restarts its read while the ruleset keeps changing: not yet
+        return False
     return res.returncode == 0 and res.stdout.count(" . ") >= per
 
 

@@ -121,9 +121,9 @@ class HealthService:
             self._sync()
             part = {key: wanted[key] for key in new[i:i + CONFIGURE_CHUNK]}
             self.engine.add_targets(self._given(part))
-            if self._take(self.core.add(self.engine.snapshot(part), self.view.state)) \
-                    and i + CONFIGURE_CHUNK < len(new):
-                self.on_change()  # the data plane takes up what is decided so far
+            # (the caller updates the data plane once at the end: each nftables write of
+            # a big table costs a second or more of every reader's time)
+            self._take(self.core.add(self.engine.snapshot(part), self.view.state))
 
     def _given(self, part: Targets) -> dict[ServerKey, tuple[object, ...]]:
         """Engine targets for ``part``, each new one starting from the shared view."""
