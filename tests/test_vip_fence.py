@@ -118,6 +118,11 @@ async def test_licences_are_written_as_netlink_batches_with_the_time_left(lab):
     assert await worker.call_method(fence, "guard", [VIP])  # set up again: licences work
     assert await worker.call_method(fence, "license", [VIP],
                                     await worker.call("time:monotonic") + 5)
+    assert await worker.call_method(fence, "guard", [VIP])  # anew: the licence is gone ...
+    assert await worker.call_method(fence, "license", [VIP],
+                                    await worker.call("time:monotonic") + 5)
+    listing = lab.run("r1", "nft", "list", "set", "netdev", "piranha_fence", "licensed4").stdout
+    assert VIP.ip in listing  # ... and written again, not taken as still in the kernel
 
 
 async def test_a_renewal_is_skipped_while_another_write_runs_unless_it_must_go(lab):

@@ -133,7 +133,12 @@ class ArpFence:
             log.warning("VIP fence: no interface %s here: its VIPs are not fenced",
                         ", ".join(missing))
         self._guarded = frozenset(v for v in vips if v.interface not in missing)
+        self._forget()  # the table is made anew: nothing licensed
         return self._run(setup_script(self._guarded), "set up")
+
+    def _forget(self) -> None:
+        """The kernel's licence is unknown from now on: the next licence is written."""
+        self._licensed, self._licensed_until = frozenset(), (-math.inf, math.inf)
 
     def license(self, vips: Iterable[Vip], until: float) -> bool:
         """Let the kernel claim ``vips`` until ``until`` (monotonic) and no longer.
@@ -185,8 +190,7 @@ class ArpFence:
             return self._run(license_script(vips, seconds), what)
         sets = [(name, sorted({v.ip for v in vips if v.version == version}))
                 for name, version in (("licensed4", 4), ("licensed6", 6))]
-        # Until the write is known done, the kernel's licence is unknown: say none.
-        self._licensed, self._licensed_until = frozenset(), (-math.inf, math.inf)
+        self._forget()  # until the write is known done
         before = self.clock()
         error = self._netlink.write(TABLE, sets, math.floor(seconds * 1000))
         if error is None and seconds > 0:  # the kernel's licence ends in this interval
@@ -196,6 +200,7 @@ class ArpFence:
 
     def remove(self) -> None:
         """Delete the table (clean shutdown, after the VIPs are gone)."""
+        self._forget()
         self._run(f"delete table {FAMILY} {TABLE}\n", "remove")
         self.close()
 
