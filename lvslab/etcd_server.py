@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1", *, besides: int | None = None) -> int:
+    """A port nothing listens on now, other than ``besides`` (the kernel may hand out the
+    port it just gave back: a member once got its client port as its peer port too)."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port != besides:
+            return port
 
 
 @dataclass
@@ -59,7 +64,8 @@ class LocalEtcd:
         self.data_dir = Path(data_dir)
         self.host = host
         self.client_port = client_port or free_port(host if netns is None else "127.0.0.1")
-        self.peer_port = peer_port or free_port(host if netns is None else "127.0.0.1")
+        self.peer_port = peer_port or free_port(host if netns is None else "127.0.0.1",
+                                                besides=self.client_port)
         self.tls = tls
         self.name = name
         self.binary = binary or shutil.which("etcd") or "/usr/bin/etcd"
