@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from support.loop_turns import counting
 
 from agent.health import TXN_OPS, HealthService
 from agent.view import ClusterView
@@ -314,21 +315,11 @@ async def test_a_big_config_is_taken_a_part_at_a_time_and_ends_as_in_one_go(
     if active:
         one.activate(5)
         parts.activate(5)
-    turns = 0
-
-    async def count() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.create_task(count())
     for cfg in (first, second):
         one.configure(cfg)
-        before = turns
-        await parts.configure_async(cfg)
-        assert turns - before >= 2  # the loop ran while it was configured
+        async with counting() as turns:
+            await parts.configure_async(cfg)
+        assert turns.count >= 2  # the loop ran while it was configured
         assert state(parts) == state(one)
-    counter.cancel()
     assert len(parts.engine.snapshot()) == n - n // 2 + CONFIGURE_CHUNK
     assert not active or len(parts.core.verdicts) == len(parts.core.own)

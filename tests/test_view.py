@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from support.loop_turns import counting
 
 from agent.view import CHUNK, ClusterView
 from cluster.config_follow import ConfigFollower
@@ -86,19 +87,10 @@ async def test_a_big_snapshot_lets_the_loop_run(etcd: Etcd, cluster_name: str) -
     kvs = [KV(keys.health("v", f"s{i}"), value, i + 1, i + 1, 1, 0)
            for i in range(int(CHUNK * 2.5))]
     view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
-    turns = 0
-
-    async def count() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.create_task(count())
-    state = await view._rebuild(Snapshot({kv.key: kv for kv in kvs}, 1))
-    counter.cancel()
+    async with counting() as turns:
+        state = await view._rebuild(Snapshot({kv.key: kv for kv in kvs}, 1))
     assert state == ClusterState.from_kvs(keys, kvs) and len(state.health) == len(kvs)
-    assert turns >= 2
+    assert turns.count >= 2
 
 
 async def test_a_big_watch_response_lets_the_loop_run_between_transactions(

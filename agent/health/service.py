@@ -93,9 +93,7 @@ class HealthService:
         ``wanted``: ``targets(cfg)`` if the caller made it already (off the loop)."""
         self._sync()
         wanted = targets(cfg) if wanted is None else wanted
-        warm = self.core.warm_start(wanted, self.view.state)
-        self.engine.set_targets({key: (check, state, warm.get(key))
-                                 for key, (check, state) in wanted.items()})
+        self.engine.set_targets(self._given(wanted))
         own: dict[ServerKey, Health] = self.engine.snapshot()  # type: ignore[assignment]
         self._take(self.core.configure(own, cfg.health_policy, self.view.state))
 
