@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import lvscf
+from cluster.bulk import in_thread
 from cluster.config_follow import ConfigFollower
 from cluster.documents import ConfigRefusal, EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
@@ -224,7 +225,7 @@ class Pulse:
         # The check targets of 40,000 servers are half a second of Python (pure): made off
         # the event loop before the adoption, which must run in one turn.
         cfg = stored.config
-        wanted = await asyncio.to_thread(targets, cfg) if self._router_started else None
+        wanted = await in_thread(targets, cfg) if self._router_started else None
         if not self._adopt(cfg, stored.source, health=wanted is None):
             return
         if wanted is not None and self._router_started:

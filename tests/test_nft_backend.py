@@ -301,6 +301,36 @@ async def test_in_process_libnftables_matches_the_nft_binary():
             assert diff(await read_fresh(ns), WANT) == []
 
 
+async def test_guard_and_traffic_elements_go_as_raw_batches_the_kernel_lists_back():
+    """In-process, the guard's and traffic sets' elements are written as raw netlink
+    batches (elements.py), not through libnftables: what nft lists back is exactly what
+    the services ask for (v4 and v6, tcp and udp), change after change."""
+    with netlab.Lab("nfte") as lab:
+        ns = lab.add_ns("r")
+        async with await lab.worker("r") as worker:
+            b = await worker.keep("agent.dataplane.nft:NftBackend", compact_delay=None)
+            await worker.call_method(b, "apply", diff({}, WANT))
+
+            async def clean() -> None:
+                other = NftBackend(netns=ns, compact_delay=None)
+                try:
+                    assert diff(await other.read(), WANT) == []
+                    assert other.problems == ()  # sets == what the services ask for
+                finally:
+                    other.close()
+
+            await clean()
+            assert guard_set(ns) == {"10.1.0.1 . 8080", "10.1.0.2 . 8080", "10.2.0.2 . 80"}
+            tv6 = nft(ns, "list", "set", "inet", "piranha", "tv6")
+            assert "2001:db8::1 . udp . 53 . reply . established" in tv6
+            await worker.call_method(b, "apply", [DelDest(WEB, DestKey("10.1.0.2", 8080))])
+            assert guard_set(ns) == {"10.1.0.1 . 8080", "10.2.0.2 . 80"}
+            assert "10.1.0.2 . 8080" not in nft(ns, "list", "set", "inet", "piranha", "ti4")
+            await worker.call_method(b, "apply", [AddDest(WEB, DestKey("10.1.0.2", 8080),
+                                                          DestSpec(1))])
+            await clean()
+
+
 def guard_set(ns: str) -> set[str]:
     listing = json.loads(nft(ns, "-j", "list", "set", "inet", "piranha", "rs4"))["nftables"]
     (found,) = [item["set"] for item in listing if "set" in item]

@@ -451,3 +451,94 @@ def test_plans_of_a_split_change_end_where_one_plan_would():
         state = nft_plan.plan_apply(state, run, cfg).after
     assert state.services == whole.after.services
     assert state.traffic == whole.after.traffic and state.guard == whole.after.guard
+
+
+# ------------------------------------------- guard and traffic sets, change by change
+
+_KEYS = [ServiceKey("tcp", "10.0.0.1", 80), ServiceKey("tcp", "10.0.0.2", 80),
+         ServiceKey("udp", "10.0.0.1", 53), FWM, ServiceKey("tcp", "2001:db8::1", 80, family=6)]
+_DESTS = [DestKey("10.1.0.1", 80), DestKey("10.1.0.2", 80), DestKey("10.1.0.3", 0),
+          DestKey("2001:db8::9", 80)]
+
+
+def _op(choice: tuple[int, int, int, int]):
+    kind, k, d, w = choice
+    key, dest = _KEYS[k], _DESTS[d]
+    if kind == 0:
+        return AddService(key, ServiceSpec())
+    if kind == 1:
+        return DelService(key)
+    if kind == 2:
+        return AddDest(key, dest, DestSpec(w))
+    return DelDest(key, dest)
+
+
+def _held(state_sets: set, cmds: list, names: set[str]) -> set:
+    """Apply the element commands on sets ``names`` to ``state_sets`` ((set, elem) pairs)."""
+    held = set(state_sets)
+    for cmd in cmds:
+        verb, body = next(iter(cmd.items()))
+        what = body.get("set") or body.get("element")
+        if what is None or what["name"] not in names:
+            continue
+        if verb == "flush":
+            held = {h for h in held if h[0] != what["name"]}
+        for elem in body.get("element", {}).get("elem", []):
+            item = (what["name"], repr(elem))
+            (held.add if verb == "add" else held.discard)(item)
+    return held
+
+
+def _as_elements(state: KernelState) -> set:
+    return set() if not state.base_ok else _held(set(), [
+        *guard.commands("piranha", None, state.guard or frozenset()),
+        *traffic.commands("piranha", None, state.traffic or frozenset())],
+        {*guard.SETS.values(), *traffic.SETS})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 3), st.integers(0, len(_KEYS) - 1),
+                                   st.integers(0, len(_DESTS) - 1), st.integers(0, 3)),
+                         min_size=1, max_size=6), min_size=1, max_size=8))
+def test_sets_follow_each_change_exactly_from_the_touched_services(batches):
+    """The guard and traffic sets are computed from the touched services only; after
+    every transaction they equal what all services ask for (endpoints shared between
+    services stay while one still holds them), and the commands written turn the
+    kernel's sets from the old into the new."""
+    state = MISSING
+    names = {*guard.SETS.values(), *traffic.SETS}
+    for batch in batches:
+        services = dict(state.services)
+        ops = []
+        for op in map(_op, batch):
+            target = op.key if isinstance(op, AddService | DelService) else op.service
+            if isinstance(op, AddService):
+                services[target] = Service()
+            elif isinstance(op, DelService):
+                services.pop(target, None)
+            elif target not in services:
+                continue  # not a valid op here
+            ops.append(op)
+        if not ops:
+            continue
+        try:
+            plan = nft_plan.plan_apply(state, ops, nft_rules.Config())
+        except NftInputError:
+            continue  # e.g. a v6 server in a v4 service: refused, nothing written
+        after = plan.after
+        assert after.sets_tidy
+        assert after.untidy == bool(after.stale or after.stray or after.broken)
+        assert after.guard == guard.endpoints(after.services)
+        assert after.traffic == traffic.counted(after.services)
+        assert _held(_as_elements(state), plan.commands, names) == _as_elements(after)
+        state = after
+
+
+def test_a_read_state_with_drifted_sets_is_planned_from_every_service():
+    services = {V4: svc(a=1)}
+    drifted = KernelState(services, base_ok=True, chains=frozenset({chain_name(V4)}),
+                          guard=frozenset(), traffic=traffic.counted(services))
+    plan = nft_plan.plan_apply(drifted, [AddDest(V4, DestKey("10.9.0.9", 80), DestSpec())],
+                               nft_rules.Config())
+    assert plan.after.guard == guard.endpoints(plan.after.services)
+    assert len(plan.after.guard) == 2 and plan.after.sets_tidy

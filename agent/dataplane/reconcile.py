@@ -31,6 +31,7 @@ from agent.dataplane.table import (
     Table,
     diff,
 )
+from cluster.bulk import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,8 @@ class Reconciler:
         async with self._lock:
             # Copies and diffs are O(servers): off the event loop (a config of 40,000
             # servers would hold it for seconds, and with it the lease and heartbeats).
-            want, given, dests = await asyncio.to_thread(_own_copy, table, self._given,
-                                                         self._desired or {})
+            want, given, dests = await in_thread(_own_copy, table, self._given,
+                                                 self._desired or {})
             self._given, self._desired = given, want
             self._stats = replace(self._stats, desired_services=len(want), desired_dests=dests)
             read_kernel = self._applied is None
@@ -180,7 +181,7 @@ class Reconciler:
                     return ReconcileResult(read_kernel=True, error=self._last_error)
             else:
                 have = self._applied
-            ops = await asyncio.to_thread(diff, have, want)
+            ops = await in_thread(diff, have, want)
             error = await self._apply(ops, want)
             return ReconcileResult(tuple(ops), bool(ops) and error is None, read_kernel, error)
 
@@ -194,7 +195,7 @@ class Reconciler:
             have = await self._read()
             if have is None:
                 return ReconcileResult(read_kernel=True, error=self._last_error)
-            ops = await asyncio.to_thread(diff, have, want)
+            ops = await in_thread(diff, have, want)
             if not ops:
                 self._applied = want
                 return ReconcileResult(read_kernel=True)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from cluster.bulk import in_thread
 from cluster.model import LvsConfig
 
 from ..latency import DETECT_TO_DATAPLANE, RECONCILE_DURATION
@@ -111,7 +112,7 @@ class DataPlane:
                 try:
                     # O(servers changed), but a new config of 40,000 servers is a second of
                     # Python: off the event loop (only this task touches self.tables).
-                    table = await asyncio.to_thread(self._desired, cfg, health, admin, seed)
+                    table = await in_thread(self._desired, cfg, health, admin, seed)
                 except ValueError as exc:
                     log.error("cannot compute the data plane: %s", exc)
                     continue

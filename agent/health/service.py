@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from cluster.bulk import in_thread
 from cluster.documents import HealthTransition
 from cluster.election import fence
 from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
@@ -103,7 +104,7 @@ class HealthService:
         servers of the old config that stay, and the removal of the others, come first;
         each new server starts as :meth:`configure` would start it."""
         if wanted is None:
-            wanted = await asyncio.to_thread(targets, cfg)
+            wanted = await in_thread(targets, cfg)
         new = [key for key in wanted if not self.engine.has(key)]
         if len(new) <= CONFIGURE_CHUNK:
             self.configure(cfg, wanted)

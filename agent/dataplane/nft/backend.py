@@ -20,16 +20,19 @@ from typing import Any
 
 from agent.dataplane.backend import SyncState
 from agent.dataplane.netns_socket import ensure_sysctls, netns_path
+from agent.dataplane.nft import elements
 from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft import traffic as nft_traffic
 from agent.dataplane.nft.layout import NftInputError
-from agent.dataplane.nft.libnft import LibNft
+from agent.dataplane.nft.libnft import WRITERS, LibNft
 from agent.dataplane.nft.netlink import Generation
+from agent.dataplane.nft.nfbatch import BatchWriter
 from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft.rules import FAMILY, Config, delete_table
 from agent.dataplane.nft.sched import fallbacks
 from agent.dataplane.stats import Counters
 from agent.dataplane.table import Op, Service, ServiceKey, Table
+from cluster.bulk import in_thread
 
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
 
@@ -109,6 +112,13 @@ class NftBackend:
         self._problems: tuple[str, ...] = ()
         # In our own namespace, with the stock binary: use libnftables in-process.
         self._lib = LibNft.load() if self._path is None and nft == "nft" else None
+        self._batches: BatchWriter | None = None  # raw set-element batches (elements.py)
+        if self._lib is not None:
+            try:
+                self._batches = BatchWriter(timeout)
+            except OSError as exc:
+                log.warning("no nf_tables netlink socket (%s): set elements go through "
+                            "libnftables", exc)
 
     # ------------------------------------------------------------ public API
 
@@ -121,7 +131,7 @@ class NftBackend:
         async with self._lock:
             state = await self._fresh_state()
         self._schedule_compaction(state)
-        return await asyncio.to_thread(_services, state)
+        return await in_thread(_services, state)
 
     async def apply(self, ops: Sequence[Op]) -> None:
         """Carry out ``ops`` in one atomic transaction (several, each of whole services,
@@ -138,7 +148,7 @@ class NftBackend:
             # other nftables writers (the VIP fence) wait for each one in the kernel.
             # Planned first, all of it (an input error writes nothing): pure, but seconds
             # of Python for 40,000 servers, so off the event loop (the lease, heartbeats).
-            plans = await asyncio.to_thread(_plans, state, ops, self.cfg)
+            plans = await in_thread(_plans, state, ops, self.cfg)
             for plan in plans:
                 await self._commit(state, plan)
                 self._log_fallbacks(plan)
@@ -180,7 +190,7 @@ class NftBackend:
             state = self._state
             if state is None or not state.untidy:
                 return
-            plan = await asyncio.to_thread(nft_plan.plan_compaction, state, self.cfg)
+            plan = await in_thread(nft_plan.plan_compaction, state, self.cfg)
             await self._commit(state, plan)
 
     async def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> None:
@@ -231,6 +241,9 @@ class NftBackend:
         if self._lib is not None:
             self._lib.close()
             self._lib = None
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None
 
     # ------------------------------------------------------------ kernel I/O
 
@@ -240,7 +253,7 @@ class NftBackend:
         if self._state is not None and gen is not None and gen == self._state_gen:
             return self._state
         listing = await self._list()
-        state = await asyncio.to_thread(parse_listing, listing, self.cfg)
+        state = await in_thread(parse_listing, listing, self.cfg)
         self._state = state
         self._state_gen = gen if gen is not None and gen == self._generation.get() else None
         if state.problems != self._problems:
@@ -255,14 +268,27 @@ class NftBackend:
         if not plan.commands:
             return
         before = self._generation.get()
-        text = await asyncio.to_thread(json.dumps, {"nftables": plan.commands})
+        # The guard's and traffic sets' elements as a raw batch of their own, right after
+        # (elements.py): libnftables would read every set of the namespace first.
+        cmds, ours = (elements.split(self.cfg.table, plan.commands) if self._batches
+                      else (plan.commands, []))
+        commits = 0
         try:
-            await self._run(["-j", "-f", "-"], text)
+            if cmds:
+                text = await in_thread(json.dumps, {"nftables": cmds})
+                await self._run(["-j", "-f", "-"], text)
+                commits += 1
+            if ours:
+                error = await in_thread(self._send_elements, ours)
+                if error is not None:
+                    raise NftError(f"guard and traffic set elements: {error}")
+                commits += 1
         except BaseException:
             self._state = None  # unknown now: the next call lists the kernel again
             raise
         after = self._generation.get()
-        in_sync = before is not None and before == self._state_gen and after == before + 1
+        in_sync = (before is not None and before == self._state_gen
+                   and after == before + commits)
         self._state = plan.after
         self._state_gen = after if in_sync else None
         if state is MISSING:
@@ -279,7 +305,7 @@ class NftBackend:
                 return None
             raise
         try:
-            return await asyncio.to_thread(json.loads, out) if len(out) > BIG else json.loads(out)
+            return await in_thread(json.loads, out) if len(out) > BIG else json.loads(out)
         except ValueError as exc:
             raise NftError(f"nft printed no valid JSON: {exc}") from None
 
@@ -324,6 +350,13 @@ class NftBackend:
         if rc != 0:
             raise NftError(f"nft {' '.join(args[:3])}: {err.strip() or f'status {rc}'}")
         return out
+
+    def _send_elements(self, cmds: list[dict[str, Any]]) -> str | None:
+        """One raw batch of guard and traffic set elements, in our writers' turn."""
+        assert self._batches is not None
+        messages = elements.messages(self.cfg.table, cmds)
+        with WRITERS:
+            return self._batches.send(messages)
 
     # ------------------------------------------------------------ helpers
 

@@ -15,10 +15,10 @@ lookups. Direct routing and tunnel servers never send replies through the direct
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
-from agent.dataplane.table import Service, ServiceKey
+from agent.dataplane.table import DestKey, Service, ServiceKey
 
 Endpoint = tuple[int, str, int]  # (family, address, port)
 Json = dict[str, Any]
@@ -74,25 +74,36 @@ def _elem(endpoint: Endpoint) -> Json:
 
 def commands(table: str, have: frozenset[Endpoint] | None, want: frozenset[Endpoint]) -> list[Json]:
     """Turn the sets from ``have`` (None: unknown, so flush first) into ``want``."""
+    if have is None:
+        return delta_commands(table, (), want, flush=True)
+    return delta_commands(table, have - want, want - have)
+
+
+def delta_commands(table: str, gone: Iterable[Endpoint], new: Iterable[Endpoint], *,
+                   flush: bool = False) -> list[Json]:
+    """Remove ``gone`` from the sets and add ``new`` (``flush``: empty the sets first)."""
     tbl = {"family": "inet", "table": table}
     cmds: list[Json] = []
     for family, name in SETS.items():
         where = {**tbl, "name": name}
-        wanted = {e for e in want if e[0] == family}
-        if have is None:
+        dead = sorted(e for e in gone if e[0] == family)
+        born = sorted(e for e in new if e[0] == family)
+        if flush:
             cmds.append({"flush": {"set": where}})
-            gone: set[Endpoint] = set()
-            new = wanted
-        else:
-            held = {e for e in have if e[0] == family}
-            gone, new = held - wanted, wanted - held
-        if gone:
-            elems = [_elem(e) for e in sorted(gone)]
-            cmds.append({"delete": {"element": {**where, "elem": elems}}})
-        if new:
-            elems = [_elem(e) for e in sorted(new)]
-            cmds.append({"add": {"element": {**where, "elem": elems}}})
+        if dead:
+            cmds.append({"delete": {"element": {**where, "elem": [_elem(e) for e in dead]}}})
+        if born:
+            cmds.append({"add": {"element": {**where, "elem": [_elem(e) for e in born]}}})
     return cmds
+
+
+def held_elsewhere(endpoint: Endpoint, services: Mapping[ServiceKey, Service],
+                   skip: Container[ServiceKey]) -> bool:
+    """True if a service not in ``skip`` still puts ``endpoint`` in the guard."""
+    family, address, port = endpoint
+    dest = DestKey(address, port)
+    return any(dest in service.dests for key, service in services.items()
+               if key.family == family and key.protocol != "udp" and key not in skip)
 
 
 def create_commands(table: str) -> list[Json]:

@@ -11,11 +11,13 @@ servers without a share are parked at keys ``>= MOD`` that the selector never pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from agent.dataplane import maglev
@@ -77,7 +79,16 @@ def chain_name(key: ServiceKey) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def _canonical(address: str, family: int, what: str) -> None:
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _canonical(address: str, family: int, what: str | Callable[[], str]) -> None:
+    """``address`` is an IPv``family`` address written as nft writes it (``what``: the
+    thing named in the error, or a function that makes that name)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # C: 40,000 a plan
+        if socket.inet_ntop(_AF[family], socket.inet_pton(_AF[family], address)) == address:
+            return
+    what = what if isinstance(what, str) else what()
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
@@ -129,8 +140,10 @@ def check_service(key: ServiceKey, service: Service) -> None:
 
 def check_dest(key: ServiceKey, dkey: DestKey, dspec: DestSpec) -> None:
     """Raise :class:`NftInputError` if real server ``dkey`` can't be set on ``key``."""
+    _canonical(dkey.address, key.family, lambda: f"{key} real server {dkey.address}:{dkey.port}")
+    if 0 <= dkey.port <= 65535 and 0 <= dspec.weight < 1 << 31 and dspec.forward in FORWARDS:
+        return
     what = f"{key} real server {dkey.address}:{dkey.port}"
-    _canonical(dkey.address, key.family, what)
     if not 0 <= dkey.port <= 65535:
         raise NftInputError(f"{what}: port must be 0..65535")
     if not 0 <= dspec.weight < 1 << 31:

@@ -41,30 +41,42 @@ def _touch(state: KernelState, ops: Sequence[Op]) -> tuple[dict, dict[ServiceKey
     """Services after ``ops`` and how each touched one changed: reset, edit or delete."""
     services = dict(state.services)
     how: dict[ServiceKey, str] = {}
+    dests: dict[ServiceKey, dict] = {}  # real servers being changed, one copy per service
+
+    def settle(key: ServiceKey) -> None:
+        if key in dests:
+            services[key] = replace(services[key], dests=dests.pop(key))
+
     for op in ops:
         if isinstance(op, AddService):
+            dests.pop(op.key, None)
             services[op.key] = Service(op.spec, {})
             how[op.key] = "reset"
         elif isinstance(op, EditService):
+            settle(op.key)
             old = services.get(op.key)
             services[op.key] = Service(op.spec, old.dests if old else {})
             how[op.key] = how.get(op.key, "edit") if old else "reset"
         elif isinstance(op, DelService):
+            dests.pop(op.key, None)
             services.pop(op.key, None)
             how[op.key] = "delete"
         elif isinstance(op, AddDest | EditDest | DelDest):
-            old = services.get(op.service)
-            if old is None:
-                raise NftInputError(f"{op.service}: no such virtual service")
-            dests = dict(old.dests)
+            held = dests.get(op.service)
+            if held is None:
+                old = services.get(op.service)
+                if old is None:
+                    raise NftInputError(f"{op.service}: no such virtual service")
+                held = dests[op.service] = dict(old.dests)
             if isinstance(op, DelDest):
-                dests.pop(op.key, None)
+                held.pop(op.key, None)
             else:
-                dests[op.key] = op.spec
-            services[op.service] = replace(old, dests=dests)
+                held[op.key] = op.spec
             how.setdefault(op.service, "edit")
         else:
             raise NftInputError(f"unknown operation {op!r}")
+    for key in list(dests):
+        settle(key)
     return services, how
 
 
@@ -136,12 +148,9 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan
         written[key] = service
     if built:
         cmds += rules.add_dispatch(cfg, built)
-    want = guard.endpoints(services)
-    if not state.base_ok or state.guard != want:
-        cmds += guard.commands(cfg.table, state.guard if state.base_ok else None, want)
-    counted = traffic.counted(services)
-    if not state.base_ok or state.traffic != counted:
-        cmds += traffic.commands(cfg.table, state.traffic if state.base_ok else None, counted)
+    sets, set_cmds = _sets(state, services, how, cfg)
+    cmds += set_cmds
+    want, counted = sets
     after = KernelState(
         services=services,
         chains=frozenset(chains),
@@ -151,8 +160,47 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan
         guard=want,
         traffic=counted,
         base_ok=True,
+        sets_tidy=True,
     )
     return Plan(cmds, after, written)
+
+
+Sets = tuple[frozenset[guard.Endpoint], frozenset[traffic.Counted]]
+
+
+def _sets(state: KernelState, services: dict[ServiceKey, Service], how: dict[ServiceKey, str],
+          cfg: rules.Config) -> tuple[Sets, list[rules.Json]]:
+    """The reply guard and traffic sets after the touched services changed, and the
+    commands that get them there.
+
+    From the touched services alone while ``state``'s sets are known to be exact: one
+    change among 40,000 real servers costs what that service holds, not a pass over all
+    of them. Otherwise (a new table, drift or junk found) from every service."""
+    if not (state.base_ok and state.sets_tidy and state.guard is not None
+            and state.traffic is not None):
+        want, counted = guard.endpoints(services), traffic.counted(services)
+        cmds: list[rules.Json] = []
+        if not state.base_ok or state.guard != want:
+            cmds += guard.commands(cfg.table, state.guard if state.base_ok else None, want)
+        if not state.base_ok or state.traffic != counted:
+            cmds += traffic.commands(cfg.table, state.traffic if state.base_ok else None,
+                                     counted)
+        return (want, counted), cmds
+    was = {key: state.services[key] for key in how if key in state.services}
+    now = {key: services[key] for key in how if key in services}
+    g_was, g_now = guard.endpoints(was), guard.endpoints(now)
+    # An endpoint the touched services no longer hold may be another service's too.
+    g_gone = {e for e in g_was - g_now if not guard.held_elsewhere(e, services, how)}
+    g_new = g_now - state.guard
+    # A traffic item names its own service: no other service holds it.
+    t_was, t_now = traffic.counted(was), traffic.counted(now)
+    t_gone, t_new = t_was - t_now, t_now - state.traffic
+    want = state.guard - g_gone | g_new if g_gone or g_new else state.guard
+    counted = state.traffic - t_gone | t_new if t_gone or t_new else state.traffic
+    cmds = guard.delta_commands(cfg.table, g_gone, g_new) if g_gone or g_new else []
+    if t_gone or t_new:
+        cmds += traffic.delta_commands(cfg.table, t_gone, t_new)
+    return (want, counted), cmds
 
 
 def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
@@ -188,5 +236,6 @@ def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
         stray=frozenset(),
         broken=frozenset(),
         problems=(),
+        sets_tidy=state.base_ok,
     )
     return Plan(cmds, after, {})

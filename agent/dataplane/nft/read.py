@@ -48,14 +48,15 @@ class KernelState:
     traffic: frozenset[traffic.Counted] | None = None  # traffic sets (None: rewrite them)
     base_ok: bool = False
     problems: tuple[str, ...] = ()
+    sets_tidy: bool = False
+    """The guard and traffic sets are known to match ``services`` exactly (False: not
+    known; then the next plan computes them from all services, and compaction repairs)."""
 
     @property
     def untidy(self) -> bool:
         """True if compaction has something to do (dead rules, orphans, guard drift)."""
         return bool(self.stale or self.stray or self.broken) or (
-            self.base_ok and (self.guard != guard.endpoints(self.services)
-                              or self.traffic != traffic.counted(self.services))
-        )
+            self.base_ok and not self.sets_tidy)
 
 
 MISSING = KernelState(problems=("table missing",))
@@ -131,6 +132,7 @@ def parse_listing(doc: Mapping[str, Any] | None, cfg: Config) -> KernelState:
         traffic=counting,
         base_ok=True,
         problems=tuple(problems),
+        sets_tidy=held == want and counting == wanted,
     )
 
 

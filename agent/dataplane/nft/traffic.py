@@ -137,27 +137,40 @@ def commands(table: str, have: frozenset[Counted] | None,
              want: frozenset[Counted]) -> list[Json]:
     """Turn the sets from ``have`` (None: unknown, so flush first) into ``want``. Elements
     that stay are not touched: their counters carry on."""
-    tbl = {"family": "inet", "table": table}
-    gone: dict[str, list[tuple[Any, ...]]] = {}
-    new: dict[str, list[tuple[Any, ...]]] = {}
     if have is None:
-        cmds: list[Json] = [{"flush": {"set": {**tbl, "name": name}}} for name in SETS]
-        old: frozenset[Counted] = frozenset()
-    else:
-        cmds, old = [], have
-    for item in sorted(old - want, key=repr):
+        return delta_commands(table, (), want, flush=True)
+    return delta_commands(table, have - want, want - have)
+
+
+def delta_commands(table: str, gone: Iterable[Counted], new: Iterable[Counted], *,
+                   flush: bool = False) -> list[Json]:
+    """Remove the items ``gone`` and add ``new`` (``flush``: empty every set first)."""
+    tbl = {"family": "inet", "table": table}
+    cmds: list[Json] = ([{"flush": {"set": {**tbl, "name": name}}} for name in SETS]
+                        if flush else [])
+    dead: dict[str, list[tuple[Any, ...]]] = {}
+    born: dict[str, list[tuple[Any, ...]]] = {}
+    for item in _sorted(gone):
         for name, key in elements(item):
-            gone.setdefault(name, []).append(key)
-    for item in sorted(want - old, key=repr):
+            dead.setdefault(name, []).append(key)
+    for item in _sorted(new):
         for name, key in elements(item):
-            new.setdefault(name, []).append(key)
+            born.setdefault(name, []).append(key)
     for name in SETS:
         where = {**tbl, "name": name}
-        if name in gone:
-            cmds.append({"delete": {"element": {**where, "elem": [_elem(k) for k in gone[name]]}}})
-        if name in new:
-            cmds.append({"add": {"element": {**where, "elem": [_elem(k) for k in new[name]]}}})
+        if name in dead:
+            cmds.append({"delete": {"element": {**where, "elem": [_elem(k) for k in dead[name]]}}})
+        if name in born:
+            cmds.append({"add": {"element": {**where, "elem": [_elem(k) for k in born[name]]}}})
     return cmds
+
+
+def _sorted(items: Iterable[Counted]) -> list[Counted]:
+    """In a stable order (items of one kind have fields of the same types)."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=repr)
 
 
 def set_problems(sets: Mapping[str, Mapping[str, Any]]) -> list[str]:

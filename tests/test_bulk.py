@@ -1,0 +1,58 @@
+"""cluster.bulk: the collector pauses around bulk work, in any thread, and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+from cluster.bulk import gc_paused, in_thread
+
+
+def test_the_collector_pauses_inside_and_resumes_after_the_last_block():
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with gc_paused():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    inside.wait(5)
+    with gc_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled(), "another thread is still inside its block"
+    release.set()
+    t.join(5)
+    assert gc.isenabled()
+
+
+def test_a_collector_switched_off_before_stays_off():
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_in_thread_runs_off_the_loop_with_the_collector_paused():
+    main = threading.get_ident()
+
+    def job(x: int) -> tuple[int, bool, bool]:
+        return x + 1, gc.isenabled(), threading.get_ident() != main
+
+    assert asyncio.run(in_thread(job, 1)) == (2, False, True)
+    assert gc.isenabled()
+
+
+def test_an_error_inside_still_resumes_the_collector():
+    try:
+        with gc_paused():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.isenabled()
