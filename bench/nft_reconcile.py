@@ -31,6 +31,8 @@ from agent.dataplane.nft import NftBackend, elements
 from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft.read import MISSING
 from agent.dataplane.table import (
+    AddDest,
+    DelDest,
     DestKey,
     DestSpec,
     EditDest,
@@ -110,6 +112,17 @@ async def bench(ns: str | None, services: int, dests: int) -> dict[str, float | 
         samples.append(await timed(backend.apply([EditDest(key, dkey, spec)])))
     results["weight_change_median_s"] = statistics.median(samples)
     results["weight_change_max_s"] = max(samples)
+    # A real server going (down, no quiesce) and coming back: its guard and traffic set
+    # elements change too.
+    samples = []
+    for n in range(10):
+        key = keys[(n * 53) % len(keys)]
+        dkey = sorted(want[key].dests)[-1]
+        spec = want[key].dests[dkey]
+        samples.append(await timed(backend.apply([DelDest(key, dkey)])))
+        samples.append(await timed(backend.apply([AddDest(key, dkey, spec)])))
+    results["dest_remove_or_add_median_s"] = statistics.median(samples)
+    results["dest_remove_or_add_max_s"] = max(samples)
     results["compaction_s"] = await timed(backend.compact())
 
     reread = NftBackend(netns=ns, compact_delay=None)

@@ -15,9 +15,9 @@ inet_service`` is 8 bytes. ``ct_state`` is a 32-bit mask in host order, ``ct_dir
 from __future__ import annotations
 
 import socket
+import struct
 import sys
-from collections.abc import Iterable, Sequence
-from ipaddress import ip_address
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from agent.dataplane.nft import guard, nfbatch, traffic
@@ -44,30 +44,39 @@ DATA_VERDICT, VERDICT_CODE, VERDICT_CHAIN = 2, 1, 2  # NFTA_DATA_VERDICT, NFTA_V
 ELEM_DATA = 2  # NFTA_SET_ELEM_DATA
 
 
-def _field(kind: str, value: Any) -> bytes:
-    if kind == "addr":
-        raw = ip_address(value).packed
-    elif kind == "port":
-        raw = int(value).to_bytes(2, "big")
-    elif kind == "proto":
-        raw = bytes([PROTOCOLS[value] if isinstance(value, str) else int(value)])
-    elif kind == "dir":
-        raw = bytes([CT_DIR[value]])
-    elif kind == "mark":
-        raw = int(value).to_bytes(4, sys.byteorder)
-    else:
-        raw = CT_STATE[value].to_bytes(4, sys.byteorder)
-    return raw + b"\0" * (-len(raw) % 4)
+def _addr(value: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6 if ":" in value else socket.AF_INET, value)
+
+
+def _byte(names: dict[str, int]) -> Callable[[Any], bytes]:
+    table = {name: bytes([n]) + b"\0\0\0" for name, n in names.items()}
+    return lambda v: table[v] if isinstance(v, str) else bytes([int(v)]) + b"\0\0\0"
+
+
+_PORT = struct.Struct(">H2x").pack
+_STATES = {name: n.to_bytes(4, sys.byteorder) for name, n in CT_STATE.items()}
+#: Each field kind's bytes, padded to 4 (the kernel's registers are 32 bits).
+_FIELDS: dict[str, Callable[[Any], bytes]] = {
+    "addr": _addr,
+    "port": lambda v: _PORT(int(v)),
+    "proto": _byte(PROTOCOLS),
+    "dir": _byte(CT_DIR),
+    "state": _STATES.__getitem__,
+    "mark": lambda v: int(v).to_bytes(4, sys.byteorder),
+}
 
 
 def key(set_name: str, value: Any) -> bytes:
     """The kernel's key of one element of ``set_name``, as nft's JSON writes it
-    (``{"concat": [...]}``)."""
+    (``{"concat": [...]}``, or the bare value of a single field)."""
     shape = SHAPES.get(set_name) or DISPATCH[set_name]
     fields = value["concat"] if isinstance(value, dict) else [value]
     if len(fields) != len(shape):
         raise ValueError(f"{set_name}: {len(fields)} fields, not {len(shape)}")
-    return b"".join(_field(kind, field) for kind, field in zip(shape, fields, strict=True))
+    try:
+        return b"".join([_FIELDS[kind](field) for kind, field in zip(shape, fields, strict=True)])
+    except (OSError, KeyError, TypeError, ValueError, struct.error) as exc:
+        raise ValueError(f"{set_name}: element {value!r}: {exc}") from None
 
 
 def split(table: str, cmds: Iterable[Json]) -> tuple[list[Json], list[Json]]:
