@@ -111,6 +111,12 @@ class Pulse:
         self.notify = Notifier.from_env()  # systemd (Type=notify, WatchdogSec): no-op if absent
         self.plan: RouterPlan | None = None
         self.config: LvsConfig | None = None
+        #: The config the data plane runs: the newest whose health checks are all set up.
+        #: A big config's checks are set up in parts (HealthService.configure_async); the
+        #: data plane meanwhile keeps the previous config, so that it takes the new one in
+        #: one pass rather than a pass per part, and health changes of the servers it
+        #: already runs still reach it at once.
+        self.plane_config: LvsConfig | None = None
         self.machine: RoleMachine | None = None
         self.heartbeat: HeartbeatService | None = None
         self.secret = load_secret(opts.heartbeat_key_file or os.environ.get(
@@ -232,6 +238,7 @@ class Pulse:
             # A part at a time: 40,000 new servers would hold the loop for a second.
             await self.health.configure_async(cfg, wanted)
             if self.config is cfg:
+                self.plane_config = cfg
                 self._dataplane_update()
                 self._configure_ctsync()
 
@@ -276,6 +283,7 @@ class Pulse:
             self._spawn(self._acquire(), "vips-reconfigure")
         if self._router_started and health:
             self.health.configure(cfg)
+            self.plane_config = cfg
             self._dataplane_update()
             self._configure_ctsync()
         self.kick.set()
@@ -305,6 +313,7 @@ class Pulse:
         await self._restart_heartbeat()
         await self._ensure_lease(int(self.plan.timing.ttl))
         self.health.configure(self.config)
+        self.plane_config = self.config
         self._router_started = True
         self._dataplane_update()
         self._spawn(self.dataplane.run(), "dataplane")
@@ -396,10 +405,10 @@ class Pulse:
 
     def _dataplane_update(self) -> None:
         """Hand the newest inputs to the data plane (it coalesces bursts)."""
-        if self.config is None or not self._router_started:
+        if self.plane_config is None or not self._router_started:
             return
         active = self.machine is not None and self.machine.role is Role.ACTIVE
-        self.dataplane.update(self.config, self.health.for_dataplane(), self.view.admin(),
+        self.dataplane.update(self.plane_config, self.health.for_dataplane(), self.view.admin(),
                               active, cause=self.health.take_cause(),
                               seed=self.view.hash_seed())
 
