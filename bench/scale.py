@@ -1,7 +1,7 @@
 """Scale, end to end in the lab: 1k, 10k, 40k and 100k real servers (issue 13).
 
     sudo .venv/bin/python bench/scale.py [--sizes 1000,10000,40000,100000] [--per-virtual 16]
-        [--steady 30] [--json FILE] [--png docs/img/scale.png] [--write-docs]
+        [--steady 30] [--json FILE] [--png docs/img/scale.png] [--write-docs] [--logs DIR]
 
 One lab (two routers, nftables, one etcd). For each size N, from the lab's own small config
 (every router back on it first): ``lvsctl config push`` of the lab's virtuals plus N / 16
@@ -28,6 +28,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -80,9 +81,7 @@ def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
             out.append(f"    vip_nmask = {nmask.group(1)}")
         for s in range(per):
             n = v * per + s
-            out += [f"    server s{s} {{",
-                    f"        address = 10.{200 + n // 62500}.{n // 250 % 250}.{n % 250 + 1}",
-                    "    }"]
+            out += [f"    server s{s} {{", f"        address = {server_address(n)}", "    }"]
         out.append("}")
     return "\n".join(out) + "\n"
 
@@ -115,13 +114,37 @@ def active(lab: Lab) -> str:
     return owners[0] if len(owners) == 1 else ""
 
 
+def server_address(n: int) -> str:
+    """The address of the bench's n-th real server (as :func:`config_text` writes it)."""
+    return f"10.{200 + n // 62500}.{n // 250 % 250}.{n % 250 + 1}"
+
+
 def holds(lab: Lab, router: str, nv: int, per: int) -> bool:
-    chain = chain_name(ServiceKey("tcp", lab.vip, PORT0 + nv - 1))
+    """The router's kernel programs the last virtual's ``per`` real servers: their
+    endpoints are in the reply guard set, which follows the services' chains right after
+    each transaction (agent/dataplane/nft/elements.py). One set is listed (0.5 s at 40,000)
+    where listing a chain makes nft read the whole table (seconds, restarted whenever the
+    ruleset moves meanwhile)."""
+    port = PORT0 + nv - 1
     try:
-        res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain, timeout=10)
+        res = lab.exec(router, "nft", "list", "set", "inet", "piranha", "rs4", timeout=30)
     except LabError:  # nft restarts its read while the ruleset keeps changing: not yet
         return False
-    return res.returncode == 0 and res.stdout.count(" . ") >= per
+    held = set(re.findall(r"(\d+\.\d+\.\d+\.\d+) \. (\d+)", res.stdout))
+    return res.returncode == 0 and all(
+        (server_address((nv - 1) * per + s), str(port)) in held for s in range(per))
+
+
+def chain_holds(lab: Lab, router: str, nv: int, per: int) -> bool:
+    """The last virtual's chain itself holds its servers (checked once, after: untimed)."""
+    chain = chain_name(ServiceKey("tcp", lab.vip, PORT0 + nv - 1))
+    for _ in range(10):
+        try:
+            res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain, timeout=60)
+        except LabError:
+            continue
+        return res.returncode == 0 and res.stdout.count(" . ") >= per
+    return False
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -185,6 +208,9 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
 
     wait(done, 600, f"{size} servers served and run everywhere", every=0.1)
     all_run = time.monotonic() - start
+    if not chain_holds(lab, owner, nv, per):
+        raise SystemExit(f"{owner}: the guard set holds the last virtual's servers, its "
+                         "chain does not")
     pids = {r: lab.pid(r) for r in lab.routers}
     before = {r: proc_stats(p)[1] for r, p in pids.items() if p}
     reqs = etcd_requests(lab)
@@ -275,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--logs", type=Path, help="copy the lab's logs here before it goes down")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     points: list[Point] = []
@@ -289,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             serial += 2
             print(json.dumps(asdict(point)), flush=True)
             points.append(point)
+        if args.logs:
+            shutil.copytree(lab.log_dir, args.logs, dirs_exist_ok=True)
     print(table(points))
     if args.json:
         args.json.write_text(json.dumps([asdict(p) for p in points], indent=1))

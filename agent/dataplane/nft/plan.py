@@ -221,16 +221,17 @@ def plan_compaction(state: KernelState, cfg: rules.Config) -> Plan:
     dead = (state.stray | broken_chains) - by_chain.keys()
     for name in sorted(dead):
         cmds += rules.delete_chain(cfg, name)
-    want = guard.endpoints(state.services)
-    if state.base_ok and state.guard != want:
-        cmds += guard.commands(cfg.table, state.guard, want)
-    counted = traffic.counted(state.services)
-    if state.base_ok and state.traffic != counted:
-        cmds += traffic.commands(cfg.table, state.traffic, counted)
+    want, counted = state.guard, state.traffic
+    if state.base_ok and not state.sets_tidy:  # else known to match: nothing to compute
+        want, counted = guard.endpoints(state.services), traffic.counted(state.services)
+        if state.guard != want:
+            cmds += guard.commands(cfg.table, state.guard, want)
+        if state.traffic != counted:
+            cmds += traffic.commands(cfg.table, state.traffic, counted)
     after = replace(
         state,
-        guard=want if state.base_ok else state.guard,
-        traffic=counted if state.base_ok else state.traffic,
+        guard=want,
+        traffic=counted,
         chains=state.chains - dead,
         stale=frozenset(),
         stray=frozenset(),
