@@ -279,10 +279,10 @@ class NftBackend:
                 await self._run(["-j", "-f", "-"], text)
                 commits += 1
             if ours:
-                error = await in_thread(self._send_elements, ours)
+                sent, error = await in_thread(self._send_elements, ours)
+                commits += sent
                 if error is not None:
                     raise NftError(f"guard and traffic set elements: {error}")
-                commits += 1
         except BaseException:
             self._state = None  # unknown now: the next call lists the kernel again
             raise
@@ -351,12 +351,21 @@ class NftBackend:
             raise NftError(f"nft {' '.join(args[:3])}: {err.strip() or f'status {rc}'}")
         return out
 
-    def _send_elements(self, cmds: list[dict[str, Any]]) -> str | None:
-        """One raw batch of guard and traffic set elements, in our writers' turn."""
+    def _send_elements(self, cmds: list[dict[str, Any]]) -> tuple[int, str | None]:
+        """Raw batches of guard and traffic set elements, each in our writers' turn and
+        at most :data:`~agent.dataplane.nft.elements.BATCH_MESSAGES` messages (the kernel
+        holds its commit lock while it takes one in, and the VIP fence may be waiting):
+        (batches committed, the error that stopped the rest, if any)."""
         assert self._batches is not None
         messages = elements.messages(self.cfg.table, cmds)
-        with WRITERS:
-            return self._batches.send(messages)
+        sent = 0
+        for at in range(0, len(messages), elements.BATCH_MESSAGES):
+            with WRITERS:
+                error = self._batches.send(messages[at:at + elements.BATCH_MESSAGES])
+            if error is not None:
+                return sent, error
+            sent += 1
+        return sent, None
 
     # ------------------------------------------------------------ helpers
 

@@ -39,6 +39,12 @@ DISPATCH: dict[str, tuple[str, ...]] = {
     **{f"svc{f}": ("addr", "proto", "port") for f in (4, 6)},
     **{f"any{f}": ("addr", "proto") for f in (4, 6)},
 }
+#: Messages per raw batch (of up to nfbatch.ELEMENTS_PER_MESSAGE elements each): 16,384
+#: elements commit in about 40 ms; a big change goes as several batches, the VIP fence's
+#: licence writes can go in between (each batch is all or nothing; the sets only follow
+#: the services, so a change split across batches shows nothing half-done to a packet
+#: that the rules would not).
+BATCH_MESSAGES = 16
 NFT_GOTO = -4
 DATA_VERDICT, VERDICT_CODE, VERDICT_CHAIN = 2, 1, 2  # NFTA_DATA_VERDICT, NFTA_VERDICT_*
 ELEM_DATA = 2  # NFTA_SET_ELEM_DATA
