@@ -18,6 +18,7 @@ from agent.dataplane.table import (
     AddDest,
     AddService,
     DelDest,
+    DelService,
     DestKey,
     DestSpec,
     EditDest,
@@ -329,6 +330,20 @@ async def test_guard_and_traffic_elements_go_as_raw_batches_the_kernel_lists_bac
             await worker.call_method(b, "apply", [AddDest(WEB, DestKey("10.1.0.2", 8080),
                                                           DestSpec(1))])
             await clean()
+            # A service written anew: its dispatch element is added again (a no-op), and
+            # a service deleted in the same change keeps every dispatch change in one
+            # libnftables transaction (its element must go before its chain).
+            await worker.call_method(b, "apply", [
+                AddService(WEB, WANT[WEB].spec),
+                *(AddDest(WEB, k, v) for k, v in WANT[WEB].dests.items()),
+                DelService(EMPTY)])
+            other = NftBackend(netns=ns, compact_delay=None)
+            try:
+                assert diff(await other.read(), {k: v for k, v in WANT.items()
+                                                 if k != EMPTY}) == []
+                assert other.problems == ()
+            finally:
+                other.close()
 
 
 def guard_set(ns: str) -> set[str]:

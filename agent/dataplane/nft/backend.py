@@ -268,8 +268,8 @@ class NftBackend:
         if not plan.commands:
             return
         before = self._generation.get()
-        # The guard's and traffic sets' elements as a raw batch of their own, right after
-        # (elements.py): libnftables would read every set of the namespace first.
+        # Set elements (guard, traffic, new dispatch) as raw batches of their own, right
+        # after (elements.py): libnftables would read every set of the namespace first.
         cmds, ours = (elements.split(self.cfg.table, plan.commands) if self._batches
                       else (plan.commands, []))
         commits = 0
@@ -282,7 +282,7 @@ class NftBackend:
                 sent, error = await in_thread(self._send_elements, ours)
                 commits += sent
                 if error is not None:
-                    raise NftError(f"guard and traffic set elements: {error}")
+                    raise NftError(f"set elements (raw netlink batch): {error}")
         except BaseException:
             self._state = None  # unknown now: the next call lists the kernel again
             raise
@@ -352,7 +352,7 @@ class NftBackend:
         return out
 
     def _send_elements(self, cmds: list[dict[str, Any]]) -> tuple[int, str | None]:
-        """Raw batches of guard and traffic set elements, each in our writers' turn and
+        """Raw batches of set elements (elements.split's), each in our writers' turn and
         at most :data:`~agent.dataplane.nft.elements.BATCH_MESSAGES` messages (the kernel
         holds its commit lock while it takes one in, and the VIP fence may be waiting):
         (batches committed, the error that stopped the rest, if any)."""

@@ -1,12 +1,15 @@
-"""The reply guard's and the traffic counters' set elements as raw netlink messages. Pure.
+"""Set elements as raw netlink messages: the reply guard's, the traffic counters', and
+new services' dispatch elements. Pure.
 
 Those sets hold a few elements per real server (170,000 at 40,000 servers), and libnftables
 reads every set of the namespace before it adds or removes one element (nfbatch.py): 0.35 s
 per transaction at that size. Their elements have fixed shapes, so :func:`split` takes the
 element commands on them out of a planned transaction and :func:`messages` encodes them as
 nf_tables messages, sent as a batch of their own right after the transaction (the backend).
-Both sets only ever follow the services (guard.py, traffic.py), so the gap between the two
-commits changes nothing a connection meets.
+The guard and traffic sets only follow the services (guard.py, traffic.py), and a new
+service's dispatch element is added once its chain exists, so for the few milliseconds
+between the commits a new service is not reachable yet and a new real server's elements
+lag: its first packets may go uncounted (docs/nftables-backend.md).
 
 A concatenated key is each field in network order, padded to 4 bytes: ``ipv4_addr .
 inet_service`` is 8 bytes. ``ct_state`` is a 32-bit mask in host order, ``ct_dir`` a byte.
