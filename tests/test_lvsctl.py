@@ -79,6 +79,7 @@ def test_validate_and_push_refuse_what_cannot_run(tmp_path: Path, etcd_server: L
     assert shown.returncode == 1 and "has no configuration yet" in shown.stderr
 
 
+@pytest.mark.slow
 def test_push_show_diff_status(tmp_path: Path, etcd_server: LocalEtcd, cluster_name: str) -> None:
     url = etcd_server.url
     first = lvsctl("config", "push", str(EXAMPLE), etcd=url, cluster=cluster_name)
@@ -176,6 +177,7 @@ def test_status_says_when_the_stored_config_cannot_run(etcd_server: LocalEtcd,
     assert "stored config cannot run (agents refuse it)" in table.stdout
 
 
+@pytest.mark.slow
 def test_the_first_push_creates_the_hash_seed_once(tmp_path: Path, etcd_server: LocalEtcd,
                                                    cluster_name: str) -> None:
     from cluster.documents import default_seed

@@ -50,6 +50,7 @@ def run(*args: str, url: str, cluster: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_commands_print_json(tmp_path: Path, etcd_server: LocalEtcd, cluster_name: str) -> None:
     url = etcd_server.url
 
