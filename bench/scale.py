@@ -10,8 +10,11 @@ plane holds them all), all on the lab's VIP, ports 10000 and up. Measured:
 
 - push: the ``lvsctl config push`` command, wall time (parse, validate, write the parts);
 - all run: from the push until every router's ``nodes/`` record reports the new serial_no;
-- served: from the push until the active's kernel holds the last virtual's chain with its
-  16 servers (the data plane applies a config in one transaction);
+- served: from the push until the active's kernel holds the last virtual's 16 servers (read
+  from the reply guard set, which follows the services' chains; the chain itself is
+  checked once after, untimed: nft reads the whole table to list one chain);
+- health published: from the push until etcd takes under one transaction a second (the
+  health records of the new servers are all written), at most 300 s; then
 - each agent's resident memory and CPU (``/proc``) over ``--steady`` seconds after that;
 - etcd: keys and value bytes under the cluster's prefix; the gRPC requests it received per
   second over the same steady window, by method (its /metrics), which should be lease
@@ -67,6 +70,7 @@ class Point:
     scrape_s: float = 0.0  # one scrape of the active's /metrics
     scrape_mb: float = 0.0
     stalls: int = 0  # the active's event-loop stalls (lvs_stalls_total) in the window
+    quiet_s: float | None = None  # from the push until etcd saw no more health writes
 
 
 def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
@@ -208,6 +212,7 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
 
     wait(done, 600, f"{size} servers served and run everywhere", every=0.1)
     all_run = time.monotonic() - start
+    quiet = quiet_after(lab, start)
     if not chain_holds(lab, owner, nv, per):
         raise SystemExit(f"{owner}: the guard set holds the last virtual's servers, its "
                          "chain does not")
@@ -231,7 +236,27 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
         etcd_rps={m: round((reqs2.get(m, 0.0) - reqs.get(m, 0.0)) / steady, 2)
                   for m in sorted(reqs2) if reqs2.get(m, 0.0) != reqs.get(m, 0.0)},
         scrape_s=round(scrape_s, 2), scrape_mb=round(len(text) / 2**20, 1),
-        stalls=int(metric(scrape(lab, owner)[0], "lvs_stalls_total") - stalls))
+        stalls=int(metric(scrape(lab, owner)[0], "lvs_stalls_total") - stalls),
+        quiet_s=None if quiet is None else round(quiet, 1))
+
+
+#: etcd is quiet when it takes fewer transactions than this a second (the health
+#: publication of a new config is done: only lease refreshes and health changes remain).
+QUIET_TXN = 1.0
+
+
+def quiet_after(lab: Lab, start: float, within: float = 300.0,
+                window: float = 6.0) -> float | None:
+    """Seconds from ``start`` until etcd's transaction rate fell below :data:`QUIET_TXN`
+    over ``window`` seconds (None: not within ``within``); the steady window follows."""
+    samples: list[tuple[float, float]] = []
+    while time.monotonic() - start < within:
+        samples.append((time.monotonic(), etcd_requests(lab).get("Txn", 0.0)))
+        old = [x for x in samples if x[0] <= samples[-1][0] - window]
+        if old and (samples[-1][1] - old[-1][1]) / (samples[-1][0] - old[-1][0]) < QUIET_TXN:
+            return old[-1][0] - start
+        time.sleep(1.0)
+    return None
 
 
 def scrape(lab: Lab, router: str) -> tuple[str, float]:
@@ -251,8 +276,8 @@ def metric(text: str, name: str) -> float:
 def table(points: list[Point]) -> str:
     rows = ["| real servers | virtuals | push | all routers run it | served on the active "
             "| parts written | agent RSS (MB) | agent CPU (cores) | etcd keys | etcd MB "
-            "| etcd requests/s at steady state | one /metrics scrape |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| etcd requests/s at steady state | one /metrics scrape | health published |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         rss = ", ".join(f"{r} {v:.0f}" for r, v in sorted(p.rss_mb.items()))
         cpu = ", ".join(f"{r} {v:.2f}" for r, v in sorted(p.cpu.items()))
@@ -260,7 +285,8 @@ def table(points: list[Point]) -> str:
         rows.append(f"| {p.servers:,} | {p.virtuals:,} | {p.push_s:.2f} s | {p.all_run_s:.2f} s "
                     f"| {p.served_s:.2f} s | {p.parts_written:,} ({p.kbytes_written:,} KiB) "
                     f"| {rss} | {cpu} | {p.etcd_keys:,} | {p.etcd_mbytes:.1f} | {rps} "
-                    f"| {p.scrape_s:.2f} s, {p.scrape_mb:.1f} MB, {p.stalls} stalls |")
+                    f"| {p.scrape_s:.2f} s, {p.scrape_mb:.1f} MB, {p.stalls} stalls "
+                    f"| {'not in 300 s' if p.quiet_s is None else f'{p.quiet_s:.0f} s'} |")
     return "\n".join(rows)
 
 
