@@ -166,6 +166,10 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan
 
 
 Sets = tuple[frozenset[guard.Endpoint], frozenset[traffic.Counted]]
+#: Endpoints dropped by a change that are each looked up in the other services; past this
+#: many, one pass over the other services finds those still held (O(servers), not
+#: O(servers x endpoints)).
+HELD_LOOKUPS = 32
 
 
 def _sets(state: KernelState, services: dict[ServiceKey, Service], how: dict[ServiceKey, str],
@@ -189,8 +193,13 @@ def _sets(state: KernelState, services: dict[ServiceKey, Service], how: dict[Ser
     was = {key: state.services[key] for key in how if key in state.services}
     now = {key: services[key] for key in how if key in services}
     g_was, g_now = guard.endpoints(was), guard.endpoints(now)
-    # An endpoint the touched services no longer hold may be another service's too.
-    g_gone = {e for e in g_was - g_now if not guard.held_elsewhere(e, services, how)}
+    # An endpoint the touched services no longer hold may be another service's too: a few
+    # are looked up in the others, many (a big removal) found by one pass over them.
+    g_gone = g_was - g_now
+    if len(g_gone) > HELD_LOOKUPS:
+        g_gone -= guard.endpoints({k: v for k, v in services.items() if k not in how})
+    else:
+        g_gone = {e for e in g_gone if not guard.held_elsewhere(e, services, how)}
     g_new = g_now - state.guard
     # A traffic item names its own service: no other service holds it.
     t_was, t_now = traffic.counted(was), traffic.counted(now)
