@@ -71,6 +71,8 @@ class Point:
     scrape_mb: float = 0.0
     stalls: int = 0  # the active's event-loop stalls (lvs_stalls_total) in the window
     quiet_s: float | None = None  # from the push until etcd saw no more health writes
+    chain_listed: bool = True  # the last virtual's chain was listed and checked (not: nft
+    # kept starting over)
 
 
 def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
@@ -139,16 +141,18 @@ def holds(lab: Lab, router: str, nv: int, per: int) -> bool:
         (server_address((nv - 1) * per + s), str(port)) in held for s in range(per))
 
 
-def chain_holds(lab: Lab, router: str, nv: int, per: int) -> bool:
-    """The last virtual's chain itself holds its servers (checked once, after: untimed)."""
+def chain_holds(lab: Lab, router: str, nv: int, per: int) -> bool | None:
+    """The last virtual's chain itself holds its servers (checked once, after: untimed);
+    None if nft could not list it (it reads the whole table for one chain, and starts over
+    whenever the ruleset moves meanwhile, as the VIP fence's renewals make it do)."""
     chain = chain_name(ServiceKey("tcp", lab.vip, PORT0 + nv - 1))
-    for _ in range(10):
+    for _ in range(3):
         try:
-            res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain, timeout=60)
+            res = lab.exec(router, "nft", "list", "chain", "inet", "piranha", chain, timeout=30)
         except LabError:
             continue
         return res.returncode == 0 and res.stdout.count(" . ") >= per
-    return False
+    return None
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -213,7 +217,8 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
     wait(done, 600, f"{size} servers served and run everywhere", every=0.1)
     all_run = time.monotonic() - start
     quiet = quiet_after(lab, start)
-    if not chain_holds(lab, owner, nv, per):
+    checked = chain_holds(lab, owner, nv, per)
+    if checked is False:
         raise SystemExit(f"{owner}: the guard set holds the last virtual's servers, its "
                          "chain does not")
     pids = {r: lab.pid(r) for r in lab.routers}
@@ -237,7 +242,7 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
                   for m in sorted(reqs2) if reqs2.get(m, 0.0) != reqs.get(m, 0.0)},
         scrape_s=round(scrape_s, 2), scrape_mb=round(len(text) / 2**20, 1),
         stalls=int(metric(scrape(lab, owner)[0], "lvs_stalls_total") - stalls),
-        quiet_s=None if quiet is None else round(quiet, 1))
+        quiet_s=None if quiet is None else round(quiet, 1), chain_listed=checked is True)
 
 
 #: etcd is quiet when it takes fewer transactions than this a second (the health
