@@ -71,8 +71,8 @@ class Point:
     scrape_mb: float = 0.0
     stalls: int = 0  # the active's event-loop stalls (lvs_stalls_total) in the window
     quiet_s: float | None = None  # from the push until etcd saw no more health writes
-    chain_listed: bool = True  # the last virtual's chain was listed and checked (not: nft
-    # kept starting over)
+    chain_listed: bool = True  # the last virtual's chain was listed and held its servers
+    # (not: nft kept starting over, or the chain differed: a warning says which)
 
 
 def config_text(base: str, serial: int, vip: str, nv: int, per: int) -> str:
@@ -218,9 +218,9 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
     all_run = time.monotonic() - start
     quiet = quiet_after(lab, start)
     checked = chain_holds(lab, owner, nv, per)
-    if checked is False:
-        raise SystemExit(f"{owner}: the guard set holds the last virtual's servers, its "
-                         "chain does not")
+    if checked is False:  # reported, not fatal: a router that lost its lease meanwhile
+        print(f"warning: {owner}: the guard set held the last virtual's servers; its chain, "
+              "listed after, does not hold them all", file=sys.stderr, flush=True)
     pids = {r: lab.pid(r) for r in lab.routers}
     before = {r: proc_stats(p)[1] for r, p in pids.items() if p}
     reqs = etcd_requests(lab)
