@@ -24,22 +24,11 @@ from collections.abc import Iterable, Sequence
 from ipaddress import ip_address
 
 from agent.dataplane.nft import nfbatch
-from agent.dataplane.nft.nfbatch import (  # noqa: F401  (the names tests read batches by)
-    ELEM_KEY,
+from agent.dataplane.nft.nfbatch import (
     ELEM_TIMEOUT,
-    LIST_ELEMENTS,
-    LIST_SET,
-    LIST_TABLE,
-    NFNL_MSG_BATCH_BEGIN,
-    NFNL_MSG_BATCH_END,
-    NFNL_SUBSYS_NFTABLES,
     NFPROTO_NETDEV,
     NFT_MSG_DELSETELEM,
     NFT_MSG_NEWSETELEM,
-    NLA_F_NESTED,
-    NLM_F_ACK,
-    NLMSG_ERROR,
-    acks,
 )
 
 Licence = tuple[str, Sequence[str]]  # (set name, addresses licensed in it)
