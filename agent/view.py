@@ -19,7 +19,7 @@ from cluster.documents import ClusterState, LeaderKey
 from cluster.etcd.client import KV, Etcd
 from cluster.etcd.watch import Change, PrefixWatch, Snapshot
 from cluster.health import ServerKey
-from cluster.keys import Keys, parse
+from cluster.keys import Keys
 
 from .latency import DETECT_TO_VIEW
 
@@ -237,12 +237,13 @@ class ClusterView:
 
     def _health_seen(self, key: str, state: ClusterState) -> None:
         """Log how long after its detection a health change became visible here."""
-        pk = parse(self.keys, key)
-        verdict = state.health.get(ServerKey(pk.parts[0], pk.parts[1])) if pk else None
-        if verdict is None or not verdict.since:
-            return
-        took = time.time() - verdict.since_epoch
-        if 0 <= took < 10:
-            DETECT_TO_VIEW.observe(took)
-            log.info("health %s %s visible here %.1f ms after detection",
-                     key[len(self.keys.health_prefix):], verdict.state, took * 1000)
+        now = time.time()
+        for server in state.last_verdicts:
+            verdict = state.health.get(server)
+            if verdict is None or not verdict.since:
+                continue
+            took = now - verdict.since_epoch
+            if 0 <= took < 10:
+                DETECT_TO_VIEW.observe(took)
+                log.info("health %s/%s %s visible here %.1f ms after detection",
+                         server.virtual, server.server, verdict.state, took * 1000)

@@ -38,9 +38,17 @@ from agent.dataplane.table import diff  # noqa: E402
 from agent.health.core import HealthCore  # noqa: E402
 from agent.nanny import Engine  # noqa: E402
 from cluster import lvscf  # noqa: E402
-from cluster.documents import ClusterState, HealthVerdict, Observation  # noqa: E402
+from cluster.documents import (  # noqa: E402
+    ClusterState,
+    HealthGroup,
+    HealthVerdict,
+    Observation,
+    ObservationGroup,
+)
+from cluster.documents.health import group_of  # noqa: E402
 from cluster.etcd.client import KV  # noqa: E402
 from cluster.health import Health  # noqa: E402
+from cluster.health_layout import Layout  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
 
 
@@ -75,17 +83,22 @@ async def measure(nv: int, per: int, routers: int) -> dict[str, float]:
     wanted = targets(cfg)
     step("check specs")
     keys, state = Keys("bench"), ClusterState(Keys("bench"))
-    for i, key in enumerate(wanted):
-        doc = HealthVerdict.of(Health("up", since=1.7e9 + i, reason="ok",
-                                      observed_by=("r1",)), 3)
-        k = keys.health(*key)
-        state.apply(k, KV(k, doc.encode().encode(), i + 1, i + 1, 1, 0))
+    layout = Layout.of(wanted)
+    for i, ((virtual, shard), members) in enumerate(layout.members.items()):
+        verdicts = {s: HealthVerdict.of(Health("up", since=1.7e9 + i, reason="ok",
+                                               observed_by=("r1",)), 3) for s in members}
+        k = keys.health_group(virtual, shard)
+        state.apply(k, KV(k, group_of(verdicts, HealthGroup).encode().encode(), i + 1,
+                          i + 1, 1, 0))
     step("view: stored verdicts")
     for r in range(routers):
-        for i, key in enumerate(wanted):
-            doc = Observation.of(Health("up", since=1.7e9 + i, reason="ok"))
-            k = keys.observation(f"r{r + 1}", *key)
-            state.apply(k, KV(k, doc.encode().encode(), i + 1, i + 1, 1, 7))
+        for i, ((virtual, shard), members) in enumerate(layout.members.items()):
+            seen = {s: Observation.of(Health("up", since=1.7e9 + i, reason="ok"))
+                    for s in members}
+            k = keys.observation_group(f"r{r + 1}", virtual, shard)
+            state.apply(k, KV(k, group_of(seen, ObservationGroup).encode().encode(), i + 1,
+                              i + 1, 1, 7))
+    state.take_touched()
     step(f"view: observations of {routers} routers")
     engine = Engine()
     async with engine:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 ROOT = "/lvs/"
+GROUP = "*"  # a group key's last part: ``*<shard>`` (never a percent-encoded name)
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -91,14 +92,24 @@ class Keys:
         return f"{self.prefix}health/"
 
     def health(self, virtual: str, server: str) -> str:
+        """One server's verdict: the layout before groups (still read, no longer written)."""
         return f"{self.health_prefix}{_q(virtual)}/{_q(server)}"
+
+    def health_group(self, virtual: str, shard: int) -> str:
+        """The verdicts of one shard of a virtual (cluster.health_layout)."""
+        return f"{self.health_prefix}{_q(virtual)}/{GROUP}{shard}"
 
     @property
     def observations_prefix(self) -> str:
         return f"{self.prefix}observations/"
 
     def observation(self, node: str, virtual: str, server: str) -> str:
+        """One server's observation: the layout before groups (still read)."""
         return f"{self.observations_prefix}{_q(node)}/{_q(virtual)}/{_q(server)}"
+
+    def observation_group(self, node: str, virtual: str, shard: int) -> str:
+        """One router's observations of one shard of a virtual."""
+        return f"{self.observations_prefix}{_q(node)}/{_q(virtual)}/{GROUP}{shard}"
 
     @property
     def admin_prefix(self) -> str:
@@ -125,7 +136,9 @@ class Keys:
 
 @dataclass(frozen=True)
 class ParsedKey:
-    """A key of ours split into its kind and name parts, e.g. ("health", ("web", "rs1"))."""
+    """A key of ours split into its kind and name parts, e.g. ("health", ("web", "rs1")).
+    Group keys are kinds of their own: ("health-group", ("web", "0")),
+    ("observations-group", ("r1", "web", "0"))."""
 
     kind: str
     parts: tuple[str, ...] = ()
@@ -145,6 +158,9 @@ _SHAPES = {
 }
 
 
+_GROUPED = ("health", "observations")
+
+
 def parse(keys: Keys, key: str) -> ParsedKey | None:
     """Classify a key under the cluster prefix; None if it is not one of ours (junk)."""
     if not key.startswith(keys.prefix):
@@ -153,4 +169,9 @@ def parse(keys: Keys, key: str) -> ParsedKey | None:
     kind, parts = rest[0], rest[1:]
     if _SHAPES.get(kind) != len(parts) or any(p == "" for p in parts):
         return None
+    if kind in _GROUPED and parts[-1].startswith(GROUP):
+        shard = parts[-1][len(GROUP):]
+        if not (shard.isdigit() and shard.isascii() and str(int(shard)) == shard):
+            return None
+        return ParsedKey(f"{kind}-group", (*(unquote(p) for p in parts[:-1]), shard))
     return ParsedKey(kind, tuple(unquote(p) for p in parts))

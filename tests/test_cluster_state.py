@@ -28,6 +28,7 @@ from cluster.documents import (
     SwitchoverRequest,
     default_seed,
 )
+from cluster.documents.health import HealthGroup, ObservationGroup, group_of
 from cluster.etcd.client import KV
 from cluster.keys import Keys
 from cluster.rollout import rollout
@@ -147,6 +148,20 @@ KEY_VALUES = {
     KEYS.observation("r/2", "http", "web1"): STRATEGIES[Observation].map(lambda d: d.encode()),
     KEYS.observation("r1", "http", "web2"): STRATEGIES[Observation].map(lambda d: d.encode()),
     KEYS.admin("http", "web1"): STRATEGIES[AdminFlag].map(lambda d: d.encode()),
+    # groups, of servers no per-server key above names (one server in two keys: the newest
+    # speaks for it, so the order of the keys matters; tests below)
+    KEYS.health_group("grouped", 0): st.dictionaries(
+        st.sampled_from(["web1", "web/2"]), STRATEGIES[HealthVerdict], min_size=1).map(
+        lambda d: group_of(d, HealthGroup).encode()),
+    KEYS.health_group("grouped", 1): st.dictionaries(
+        st.sampled_from(["web3"]), STRATEGIES[HealthVerdict], min_size=1).map(
+        lambda d: group_of(d, HealthGroup).encode()),
+    KEYS.observation_group("r1", "grouped", 0): st.dictionaries(
+        st.sampled_from(["web1", "web/2"]), STRATEGIES[Observation], min_size=1).map(
+        lambda d: group_of(d, ObservationGroup).encode()),
+    KEYS.observation_group("r/2", "grouped", 0): st.dictionaries(
+        st.sampled_from(["web1"]), STRATEGIES[Observation], min_size=1).map(
+        lambda d: group_of(d, ObservationGroup).encode()),
     KEYS.switchover: STRATEGIES[SwitchoverRequest].map(lambda d: d.encode()),
     KEYS.released: STRATEGIES[ReleasedMarker].map(lambda d: d.encode()),
     KEYS.eviction("r1"): STRATEGIES[EvictionVote].map(lambda d: d.encode()),
@@ -157,7 +172,9 @@ KEY_VALUES = {
     P + "bogus": st.just("1"),
 }
 JUNK_VALUES = st.sampled_from(["", "junk", "[1]", '{"state": "x"}', '{"term": "t"}',
-                               '{"role": 1}', "{}", b"\xff"])
+                               '{"role": 1}', "{}", b"\xff",
+                               '{"servers": {"web1": {"state": "up"}, "web/2": {"state": 1}}}',
+                               '{"servers": []}'])
 
 
 @st.composite
@@ -239,3 +256,70 @@ def test_state_from_real_values_is_json_readable() -> None:
     node = NodeRecord(node="r1", role="backup", config_serial=3)
     state = ClusterState.from_kvs(KEYS, [kv(KEYS.node("r1"), node.encode())])
     assert json.loads(state.nodes["r1"].encode())["config_serial"] == 3
+
+
+# -- groups: health/<virtual>/*<shard>, observations/<node>/<virtual>/*<shard> ----------------
+
+def group(servers: dict[str, HealthVerdict]) -> str:
+    return group_of(servers, HealthGroup).encode()
+
+
+UP, DOWN = HealthVerdict(state="up", term=1), HealthVerdict(state="down", term=2)
+
+
+def test_a_group_is_read_entry_by_entry_and_a_rewrite_touches_only_what_changed() -> None:
+    state = ClusterState(KEYS)
+    g = KEYS.health_group("web", 0)
+    state.apply(g, kv(g, group({"a": UP, "b": UP})))
+    assert state.health == {("web", "a"): UP, ("web", "b"): UP}
+    assert state.take_touched() == ({("web", "a"), ("web", "b")}, set())
+    state.apply(g, kv(g, group({"a": UP, "b": DOWN, "c": UP})))
+    assert state.take_touched()[0] == {("web", "b"), ("web", "c")}
+    assert state.last_verdicts == [("web", "b"), ("web", "c")]
+    state.apply(g, kv(g, group({"a": UP})))
+    assert state.health == {("web", "a"): UP} and state.take_touched()[0] == {
+        ("web", "b"), ("web", "c")}
+    state.apply(g, None)
+    assert state.health == {} and state.health_groups == {}
+    assert state.take_touched()[0] == {("web", "a")}
+    o = KEYS.observation_group("r1", "web", 0)
+    state.apply(o, kv(o, group_of({"a": Observation(state="down")}, ObservationGroup).encode()))
+    assert state.observations == {("web", "a"): {"r1": Observation(state="down")}}
+    assert state.take_touched() == (set(), {("r1", ("web", "a"))})
+    state.apply(o, None)
+    assert state.observations == {} and state.observation_groups == {}
+
+
+def test_junk_entries_of_a_group_are_ignored_and_the_rest_stays_in_force() -> None:
+    state = ClusterState(KEYS)
+    g = KEYS.health_group("web", 0)
+    junk = state.apply(g, kv(g, '{"servers": {"a": {"state": "up"}, "b": {"state": 7}}}'))
+    assert junk is not None and "1 of 2 entries ignored: b:" in junk.why
+    assert state.health == {("web", "a"): HealthVerdict(state="up")}
+    assert state.apply(g, kv(g, "[1]")) is not None and state.health == {}
+    bad = KEYS.prefix + "health/web/*x"  # not a shard number: junk, not a server named "*x"
+    assert state.apply(bad, kv(bad, group({"a": UP}))).why == "unknown key"  # type: ignore[union-attr]
+    encoded = KEYS.health("web", "*0")  # a server named "*0" is not a group
+    assert encoded.endswith("/%2A0")
+    state.apply(encoded, kv(encoded, UP.encode()))
+    assert state.health == {("web", "*0"): UP} and state.health_groups == {}
+
+
+def test_one_server_in_two_keys_the_newest_speaks_and_the_other_stays_behind() -> None:
+    """A layout in change (per-server key -> group, or a virtual resharded): deleting the
+    key a server left never drops what the key it moved to holds."""
+    state = ClusterState(KEYS)
+    single, g0, g1 = KEYS.health("web", "a"), KEYS.health_group("web", 0), KEYS.health_group(
+        "web", 1)
+    state.apply(single, kv(single, UP.encode()))
+    state.apply(g0, kv(g0, group({"a": DOWN})))
+    assert state.single("health", "web", "a") and state.singles("health") == [("web", "a")]
+    state.apply(single, None)  # the move's delete, after the group's put
+    assert state.health == {("web", "a"): DOWN} and state.singles("health") == []
+    state.apply(g1, kv(g1, group({"a": UP})))  # resharded: a moves to *1
+    state.apply(g0, kv(g0, group({"b": UP})))  # and leaves *0
+    assert state.health == {("web", "a"): UP, ("web", "b"): UP}
+    # The newest holder goes while an older one still names the server: the older speaks.
+    state.apply(g0, kv(g0, group({"a": DOWN, "b": UP})))
+    state.apply(g0, kv(g0, group({"b": UP})))
+    assert state.health[("web", "a")] == UP

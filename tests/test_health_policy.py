@@ -72,11 +72,12 @@ class Store:
         batch, self.queue = self.queue[:n], self.queue[n:]
         for key, kv in batch:
             self.state.apply(key, kv)
-        return Touched.of(KEYS, [key for key, _ in batch])
+        return Touched.take(self.state)
 
     def snapshot(self) -> None:
         self.queue.clear()
         self.state = ClusterState.from_kvs(KEYS, self.kvs.values())
+        self.state.take_touched()  # (a snapshot: the core looks at everything)
 
     def apply(self, writes: Writes, leader_term: int) -> None:
         """Carry ``writes`` out as the shell does: verdicts in transactions fenced by the

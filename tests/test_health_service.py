@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,10 +19,12 @@ from support.loop_turns import counting
 from agent.health import TXN_OPS, HealthService
 from agent.view import ClusterView
 from cluster.config_follow import ConfigFollower
-from cluster.documents import HealthVerdict, Observation
+from cluster.documents import ClusterState, HealthVerdict, Observation
+from cluster.documents.health import HealthGroup, ObservationGroup, group_of
 from cluster.election import campaign, resign
 from cluster.etcd.client import KV, Etcd
-from cluster.health import ServerKey
+from cluster.health import Health, ServerKey
+from cluster.health_layout import GROUP_SIZE
 from cluster.keys import Keys
 from cluster.model import LvsConfig
 
@@ -144,9 +147,33 @@ async def kv(etcd: Etcd, key: str) -> KV | None:
     return await etcd.get(key)
 
 
+async def stored(etcd: Etcd, keys: Keys) -> ClusterState:
+    """What etcd holds under the cluster, read as every router reads it."""
+    kvs, _ = await etcd.get_prefix(keys.prefix)
+    return ClusterState.from_kvs(keys, kvs)
+
+
 async def verdict(etcd: Etcd, keys: Keys, key: ServerKey) -> HealthVerdict | None:
-    found = await etcd.get(keys.health(*key))
-    return HealthVerdict.decode(found.value) if found is not None else None
+    return (await stored(etcd, keys)).health.get(key)
+
+
+async def observation(etcd: Etcd, keys: Keys, node: str, key: ServerKey) -> Observation | None:
+    return (await stored(etcd, keys)).observations.get(key, {}).get(node)
+
+
+async def edit_verdicts(etcd: Etcd, keys: Keys, changes: dict[ServerKey, HealthVerdict | None],
+                        ) -> None:
+    """Edit the stored verdicts by hand, as an operator with etcdctl would: the group
+    documents that hold them, rewritten."""
+    for key, doc in changes.items():
+        group = keys.health_group(key.virtual, 0)
+        found = await etcd.get(group)
+        servers = dict(HealthGroup.decode(found.value).servers) if found else {}
+        if doc is None:
+            servers.pop(key.server, None)
+        else:
+            servers[key.server] = doc
+        await etcd.put(group, group_of(servers, HealthGroup).encode())
 
 
 async def test_the_active_writes_puts_back_and_removes(
@@ -163,20 +190,20 @@ async def test_the_active_writes_puts_back_and_removes(
     b = await eventually(lambda: verdict(etcd, keys, B), lambda v: v is not None and
                          v.state == "down", "b down")
     assert a.term == b.term == leader.term and a.observed_by == ("r1",)  # type: ignore[union-attr]
-    seen = await eventually(lambda: kv(etcd, keys.observation("r1", *A)),
-                            lambda v: v is not None, "our observation of a")
-    assert seen.lease == lease and Observation.decode(seen.value).state == "up"  # type: ignore[union-attr]
+    seen = await eventually(lambda: kv(etcd, keys.observation_group("r1", "web", 0)),
+                            lambda v: v is not None, "our observations of web")
+    assert seen.lease == lease  # type: ignore[union-attr]
+    assert ObservationGroup.decode(seen.value).servers["a"].state == "up"  # type: ignore[union-attr]
     assert r1.changes >= 2 and r1.health.for_dataplane()[A].state == "up"
 
     # Deleted and overwritten by hand: put back as decided.
-    await etcd.delete(keys.health(*A))
-    await etcd.put(keys.health(*B), HealthVerdict(state="up", term=1).encode())
+    await edit_verdicts(etcd, keys, {A: None, B: HealthVerdict(state="up", term=1)})
     await eventually(lambda: verdict(etcd, keys, A), lambda v: v == a, "a put back")
     await eventually(lambda: verdict(etcd, keys, B), lambda v: v == b, "b put back")
 
     # Not licensed at the instant of the write: nothing written until it is again.
     r1.licensed = False
-    await etcd.delete(keys.health(*A))
+    await edit_verdicts(etcd, keys, {A: None})
     await asyncio.sleep(0.6)
     assert await verdict(etcd, keys, A) is None and r1.health.write_errors >= 1
     r1.licensed = True
@@ -185,8 +212,9 @@ async def test_the_active_writes_puts_back_and_removes(
     # No longer configured: verdict and observation removed.
     r1.health.configure(config({"a": ok_port}))
     await eventually(lambda: verdict(etcd, keys, B), lambda v: v is None, "b's verdict gone")
-    await eventually(lambda: kv(etcd, keys.observation("r1", *B)), lambda v: v is None,
+    await eventually(lambda: observation(etcd, keys, "r1", B), lambda v: v is None,
                      "b's observation gone")
+    assert await observation(etcd, keys, "r1", A) is not None
 
 
 async def test_a_new_active_starts_warm_and_rewrites_nothing_still_true(
@@ -203,7 +231,7 @@ async def test_a_new_active_starts_warm_and_rewrites_nothing_still_true(
                      v.state == "down", "b down")
     await eventually(lambda: verdict(etcd, keys, A), lambda v: v is not None and
                      v.state == "up", "a up")
-    before = {k: await kv(etcd, keys.health(*k)) for k in (A, B)}
+    before = await kv(etcd, keys.health_group("web", 0))
     await r2.start(cfg)  # a backup: programs the shared view, starts its checks warm from it
     await until(lambda: {k: h.state for k, h in r2.health.for_dataplane().items()}
                 == {A: "up", B: "down"}, "r2 follows the verdicts")
@@ -215,8 +243,8 @@ async def test_a_new_active_starts_warm_and_rewrites_nothing_still_true(
     r2.health.activate(new.term)
     r2.health.view_changed()
     await asyncio.sleep(0.5)  # checks ran meanwhile: they agree with the stored verdicts
-    after = {k: await kv(etcd, keys.health(*k)) for k in (A, B)}
-    assert after == before  # same revisions: nothing rewritten at the failover
+    after = await kv(etcd, keys.health_group("web", 0))
+    assert after == before  # same revision: nothing rewritten at the failover
     assert r2.health.term == new.term and r2.health.for_dataplane()[A].state == "up"
 
 
@@ -233,7 +261,7 @@ async def test_a_rekeyed_active_writes_what_the_lost_term_could_not(
     r1.health.activate(leader.term)
     await eventually(lambda: verdict(etcd, keys, A), lambda v: v is not None and
                      v.state == "up", "a up")
-    await eventually(lambda: kv(etcd, keys.observation("r1", *B)), lambda v: v is not None,
+    await eventually(lambda: observation(etcd, keys, "r1", B), lambda v: v is not None,
                      "our observation of b")
     await etcd.revoke(l1)  # the key (and our observations) went with the lease
     r1.lease = None
@@ -251,28 +279,35 @@ async def test_a_rekeyed_active_writes_what_the_lost_term_could_not(
                      v.state == "down", "a down in etcd")
     # Our observations, lost with the old lease, are back on the new one: a's (it changed
     # meanwhile) and b's (it did not).
-    for key in (A, B):
-        seen = await eventually(lambda k=key: kv(etcd, keys.observation("r1", *k)),
-                                lambda v: v is not None, "our observation back")
-        assert seen.lease == l2  # type: ignore[union-attr]
+    seen = await eventually(lambda: kv(etcd, keys.observation_group("r1", "web", 0)),
+                            lambda v: v is not None, "our observations back")
+    assert seen.lease == l2  # type: ignore[union-attr]
+    assert set(ObservationGroup.decode(seen.value).servers) == {"a", "b"}  # type: ignore[union-attr]
+
+
+def many(virtuals: int, servers: int, port: int) -> LvsConfig:
+    return LvsConfig(virtuals=[{
+        "name": f"v{v}", "address": f"10.0.{v // 250}.{v % 250 + 1} eth0:1", "timeout": 1.0,
+        "interval": 0.1, "reentry": 0,
+        "servers": [{"name": f"s{i}", "address": LO, "port": port} for i in range(servers)]}
+        for v in range(virtuals)])
 
 
 async def test_writes_go_in_transactions_of_at_most_txn_ops(
         etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
-    n = 2 * TXN_OPS + 50
+    n = 2 * TXN_OPS + 50  # virtuals: a group document each
     lease = await routers.lease()  # type: ignore[attr-defined]
     r1 = routers("r1", lease)
     keys = r1.keys
     _, leader = await campaign(etcd, keys, "r1", lease)
     assert leader is not None
-    await r1.start(config({f"s{i}": ok_port for i in range(n)}))
+    await r1.start(many(n, 2, ok_port))
     r1.health.activate(leader.term)
 
-    async def ups() -> list[KV]:
-        kvs, _ = await etcd.get_prefix(keys.health_prefix)
-        return [x for x in kvs if HealthVerdict.decode(x.value).state == "up"]
+    async def ups() -> int:
+        return sum(v.state == "up" for v in (await stored(etcd, keys)).health.values())
 
-    await eventually(ups, lambda kvs: len(kvs) == n, "every verdict up")  # type: ignore[arg-type]
+    await eventually(ups, lambda up: up == 2 * n, "every verdict up")
     for prefix in (keys.health_prefix, keys.observations_prefix):
         kvs, _ = await etcd.get_prefix(prefix)
         per_txn: dict[int, int] = {}
@@ -280,6 +315,65 @@ async def test_writes_go_in_transactions_of_at_most_txn_ops(
             per_txn[x.mod_revision] = per_txn.get(x.mod_revision, 0) + 1
         assert len(kvs) == n and max(per_txn.values()) <= TXN_OPS
     assert r1.health.writes >= n and r1.health.write_errors == 0
+
+
+async def test_a_big_virtual_is_sharded_and_every_server_is_in_one_group(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    """A virtual above GROUP_SIZE servers is stored in shards; when it shrinks, the shards
+    it no longer has go, and no server is ever stored twice once the writes settle."""
+    lease = await routers.lease()  # type: ignore[attr-defined]
+    r1 = routers("r1", lease)
+    keys = r1.keys
+    _, leader = await campaign(etcd, keys, "r1", lease)
+    assert leader is not None
+    await r1.start(many(1, 3 * GROUP_SIZE, ok_port))
+    r1.health.activate(leader.term)
+
+    async def groups(prefix: str) -> dict[str, set[str]]:
+        kvs, _ = await etcd.get_prefix(prefix)
+        return {x.key[len(prefix):]: set(json.loads(x.value)["servers"]) for x in kvs}
+
+    def once(found: dict[str, set[str]], servers: int) -> bool:
+        names = [name for members in found.values() for name in members]
+        return len(names) == len(set(names)) == servers
+
+    big = await eventually(lambda: groups(keys.health_prefix),
+                           lambda g: once(g, 3 * GROUP_SIZE), "every verdict stored once")
+    assert set(big) == {f"v0/*{n}" for n in range(3)}  # type: ignore[arg-type]
+    assert all(len(m) < 2 * GROUP_SIZE for m in big.values())  # type: ignore[union-attr]
+    r1.health.configure(many(1, GROUP_SIZE // 2, ok_port))
+    small = await eventually(lambda: groups(keys.health_prefix),
+                             lambda g: set(g) == {"v0/*0"} and once(g, GROUP_SIZE // 2),
+                             "one group of the servers left")
+    assert small == {"v0/*0": {f"s{i}" for i in range(GROUP_SIZE // 2)}}
+    await eventually(lambda: groups(keys.observations_prefix),
+                     lambda g: set(g) == {"r1/v0/*0"} and once(g, GROUP_SIZE // 2),
+                     "our observations in one group too")
+
+
+async def test_per_server_keys_of_the_layout_before_are_read_and_moved_into_groups(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    """A cluster upgraded from per-server keys: the stored verdicts still warm the new
+    active (it rewrites nothing true), and it moves them into groups, then deletes them."""
+    keys = routers("r0", None).keys
+    old = HealthVerdict.of(Health("up", since=time.time() - 60, reason="connect ok",
+                                  weight=1), 1)
+    await etcd.put(keys.health(*A), old.encode())
+    await etcd.put(keys.health("gone", "x"), old.encode())  # a virtual no longer configured
+    lease = await routers.lease()  # type: ignore[attr-defined]
+    r1 = routers("r1", lease)
+    _, leader = await campaign(etcd, keys, "r1", lease)
+    assert leader is not None
+    await r1.start(config({"a": ok_port, "b": closed_port()}))
+    assert r1.health.for_dataplane()[A] == old.to_health()  # read as before
+    r1.health.activate(leader.term)
+    await eventually(lambda: etcd.get_prefix(keys.health_prefix),
+                     lambda got: [x.key for x in got[0]] == [keys.health_group("web", 0)],
+                     "only the group left")
+    state = await eventually(lambda: stored(etcd, keys),
+                             lambda s: s.health.get(B, old).state == "down", "b down")
+    assert state.health[A] == old  # kept as it was (warm), only moved
+    assert not state.singles("health")
 
 
 @pytest.mark.parametrize("active", [False, True])

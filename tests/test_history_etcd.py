@@ -190,6 +190,7 @@ async def test_the_active_records_health_transitions_it_stores(
     from agent.view import ClusterView
     from cluster.election import campaign
     from cluster.health import ServerKey
+    from cluster.health_layout import Layout
 
     keys = Keys(cluster_name)
     lease, _ = await etcd.grant(30)
@@ -202,8 +203,10 @@ async def test_the_active_records_health_transitions_it_stores(
     a, b = ServerKey("http", "a"), ServerKey("http", "b")
     view.state.health[a] = HealthVerdict(state="up")
     view.state.health[b] = HealthVerdict(state="unknown")
-    await svc._write_verdicts(Writes(key.term, {a: HealthVerdict(state="down", reason="x"),
-                                               b: HealthVerdict(state="up")}))
+    svc.layout = Layout.of([a, b])
+    decided = {a: HealthVerdict(state="down", reason="x"), b: HealthVerdict(state="up")}
+    svc.core.verdicts.update(decided)  # (what the core decided: the groups hold it)
+    await svc._write_verdicts(Writes(key.term, decided))
     assert [(t.server, t.previous, t.state, t.term) for t in recorded] == [
         ("a", "up", "down", key.term)]
     recorded.clear()

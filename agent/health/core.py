@@ -41,14 +41,13 @@ from typing import Literal
 
 from cluster.documents import ClusterState, HealthVerdict, Observation
 from cluster.health import Health, ServerKey, State
-from cluster.keys import Keys, parse
 
 Policy = Literal["active", "majority"]
 
 
 @dataclass(frozen=True)
 class Touched:
-    """The keys an etcd update changed, as health cares about them."""
+    """What an etcd update changed, as health cares about it."""
 
     verdicts: frozenset[ServerKey] = frozenset()
     """Servers whose ``health/`` key changed."""
@@ -56,18 +55,9 @@ class Touched:
     """(node, server) whose ``observations/`` key changed."""
 
     @classmethod
-    def of(cls, keys: Keys, changed: Iterable[str]) -> Touched:
-        """Sort changed etcd keys; keys of other kinds are not health's business."""
-        verdicts: set[ServerKey] = set()
-        observations: set[tuple[str, ServerKey]] = set()
-        for key in changed:
-            pk = parse(keys, key)
-            if pk is None:
-                continue
-            if pk.kind == "health":
-                verdicts.add(ServerKey(pk.parts[0], pk.parts[1]))
-            elif pk.kind == "observations":
-                observations.add((pk.parts[0], ServerKey(pk.parts[1], pk.parts[2])))
+    def take(cls, state: ClusterState) -> Touched:
+        """What changed in ``state`` since the last take (:meth:`ClusterState.take_touched`)."""
+        verdicts, observations = state.take_touched()
         return cls(frozenset(verdicts), frozenset(observations))
 
 

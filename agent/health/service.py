@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from cluster.bulk import in_thread
 from cluster.documents import HealthTransition
+from cluster.documents.health import HealthGroup, ObservationGroup, group_of
 from cluster.election import fence
 from cluster.etcd.client import Delete, Etcd, EtcdAuthError, EtcdUnavailable, Put
 from cluster.health import Health, ServerKey
+from cluster.health_layout import Layout
 from cluster.keys import Keys
 from cluster.model import LvsConfig
 
@@ -34,12 +37,14 @@ from ..checks import Targets, targets
 from ..history import health_transitions
 from ..nanny import Engine, Transition
 from ..view import ClusterView
+from . import groups
 from .budget import OpsBudget
 from .core import HealthCore, Outcome, Touched, Writes
 
 log = logging.getLogger(__name__)
 
 TXN_OPS = 100  # etcd allows 128 operations per transaction
+TXN_BYTES = 512 * 1024  # and 1.5 MiB per request by default
 RETRY = 0.2  # seconds before writes that failed are tried again
 GATHER = 0.05  # seconds a publication waits, so that a burst of changes goes as one
 OPS_RATE = 2000.0  # etcd operations a second, on average, for health (verdicts and
@@ -72,6 +77,7 @@ class HealthService:
         self.transitions: dict[str, int] = {}  # our own checks' state changes, by new state
         self.budget = OpsBudget(OPS_RATE, OPS_BURST)
         self.clock = time.monotonic
+        self.layout = Layout()  # which group holds each configured server
 
     @property
     def term(self) -> int:
@@ -94,6 +100,7 @@ class HealthService:
         ``wanted``: ``targets(cfg)`` if the caller made it already (off the loop)."""
         self._sync()
         wanted = targets(cfg) if wanted is None else wanted
+        self.layout = Layout.of(wanted)
         self.engine.set_targets(self._given(wanted))
         own: dict[ServerKey, Health] = self.engine.snapshot()  # type: ignore[assignment]
         self._take(self.core.configure(own, cfg.health_policy, self.view.state))
@@ -111,7 +118,9 @@ class HealthService:
             return
         fresh = set(new)
         kept = {key: value for key, value in wanted.items() if key not in fresh}
+        layout = await in_thread(Layout.of, wanted)
         self._sync()
+        self.layout = layout
         self.engine.set_targets(self._given(kept))  # the others go
         own: dict[ServerKey, Health] = self.engine.snapshot()  # type: ignore[assignment]
         self._take(self.core.configure(own, cfg.health_policy, self.view.state, fresh))
@@ -152,8 +161,9 @@ class HealthService:
         touched = self.view.take_touched()
         if touched is not None and not touched:
             return False
-        changed = Touched.of(self.keys, touched) if touched is not None else None
-        return self._take(self.core.etcd_changed(self.view.state, changed))
+        changed = Touched.take(self.view.state)
+        return self._take(self.core.etcd_changed(self.view.state,
+                                                 changed if touched is not None else None))
 
     def _checked(self, tr: Transition) -> None:
         key: ServerKey = tr.key  # type: ignore[assignment]
@@ -193,7 +203,7 @@ class HealthService:
         writes = self.core.take_writes(self.view.state, limit=PUBLISH_MAX)
         if self.core.pending:
             self._wake.set()  # the rest: the next publication
-        if not writes:
+        if not writes and not (self.core.term and self.view.state.singles("health")):
             return
         try:
             await self._write_verdicts(writes)
@@ -211,41 +221,92 @@ class HealthService:
         self._wake.set()
 
     async def _write_verdicts(self, writes: Writes) -> None:
-        term = writes.term
-        items = sorted(writes.verdicts.items())
-        for i in range(0, len(items), TXN_OPS):
-            part = dict(items[i:i + TXN_OPS])
-            chunk = [Put(self.keys.health(*key), doc.encode()) if doc is not None
-                     else Delete(self.keys.health(*key)) for key, doc in part.items()]
-            stored = {key: self.view.state.health[key] for key in part
-                      if key in self.view.state.health}  # before our write reaches the view
-            delay = self.budget.wait(len(chunk), self.clock())
+        """Our verdicts, as whole group documents, in transactions fenced by the term and
+        made only while licensed. Servers still stored one key each (the layout before
+        groups) move into their groups."""
+        state = self.view.state
+        legacy = [ServerKey(*parts) for parts in state.singles("health")][:PUBLISH_MAX]
+        term = writes.term or self.core.term
+        if not (writes.verdicts or legacy) or not term:
+            return
+        plan = groups.plan([*writes.verdicts, *legacy], self.layout, self.core.verdicts,
+                           state.health_groups, state.health.get,
+                           lambda key: state.single("health", *key))
+        for part in self._transactions(plan, HealthGroup, self.keys.health_group,
+                                       self.keys.health, None):
+            stored = {key: state.health[key] for gw, _ in part for key in gw.due
+                      if key in state.health}  # before our write reaches the view
+            ops = [op for _, gw_ops in part for op in gw_ops]
+            delay = self.budget.wait(len(ops), self.clock())
             if delay > 0:  # (before the licence is asked: it is asked at the act)
                 await asyncio.sleep(delay)
             if not self.licensed():  # the write is fenced by the term, too: both must hold
                 raise EtcdUnavailable("not licensed to write as the active right now")
-            self.budget.spend(len(chunk), self.clock())
-            result = await self.etcd.txn([fence(self.keys, term)], chunk)
+            self.budget.spend(len(ops), self.clock())
+            result = await self.etcd.txn([fence(self.keys, term)], ops)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)
                 return
-            self.writes += len(chunk)
+            self.writes += len(ops)
             if self.history is not None:
-                for tr in health_transitions(stored, part, by=self.node, term=term,
+                written = {key: writes.verdicts[key] for gw, _ in part for key in gw.due
+                           if key in writes.verdicts}
+                for tr in health_transitions(stored, written, by=self.node, term=term,
                                              at=time.time()):
                     self.history(tr)
 
     async def _write_observations(self, writes: Writes) -> bool:
-        """Our observations, bound to our lease; False if we have no lease (yet)."""
+        """Our observations, as whole group documents bound to our lease; False if we have
+        no lease (yet)."""
         if not writes.observations:
             return True
         lease = self.lease()
         if lease is None:
             return False
-        items = sorted(writes.observations.items())
-        for i in range(0, len(items), TXN_OPS):  # encoded a transaction at a time
-            await self._txn([], [Put(self.keys.observation(self.node, *key), doc.encode(), lease)
-                                 if doc is not None
-                                 else Delete(self.keys.observation(self.node, *key))
-                                 for key, doc in items[i:i + TXN_OPS]])
+        state, me = self.view.state, self.node
+        plan = groups.plan(writes.observations, self.layout, self.core.observed,
+                           _Ours(state.observation_groups, me),
+                           lambda key: (state.observations.get(key) or {}).get(me),
+                           lambda key: state.single("observations", me, *key))
+        for part in self._transactions(
+                plan, ObservationGroup, lambda v, n: self.keys.observation_group(me, v, n),
+                lambda v, s: self.keys.observation(me, v, s), lease):
+            await self._txn([], [op for _, gw_ops in part for op in gw_ops])
         return True
+
+    def _transactions(self, plan: list[groups.GroupWrite[Any]], group: type[Any],
+                      group_key: Callable[[str, int], str], single_key: Callable[[str, str], str],
+                      lease: int | None) -> Iterator[list[tuple[groups.GroupWrite[Any],
+                                                                list[Put | Delete]]]]:
+        """The plan as etcd operations, cut into transactions of at most :data:`TXN_OPS`
+        operations and :data:`TXN_BYTES` bytes (a group's operations stay together), each
+        group encoded only when its transaction comes."""
+        part: list[tuple[groups.GroupWrite[Any], list[Put | Delete]]] = []
+        ops = size = 0
+        for gw in plan:
+            encoded: list[Put | Delete] = []
+            if gw.shard is not None:
+                key = group_key(gw.virtual, gw.shard)
+                encoded.append(Delete(key) if gw.entries is None
+                               else Put(key, group_of(gw.entries, group).encode(), lease or 0))
+            encoded += [Delete(single_key(*k)) for k in gw.singles]
+            weight = sum(len(op.value) for op in encoded if isinstance(op, Put))
+            if part and (ops + len(encoded) > TXN_OPS or size + weight > TXN_BYTES):
+                yield part
+                part, ops, size = [], 0, 0
+            part.append((gw, encoded))
+            ops, size = ops + len(encoded), size + weight
+        if part:
+            yield part
+
+
+class _Ours:
+    """Our own stored observation groups, as :func:`groups.plan` reads them:
+    {virtual: {shard: {server: observation}}}."""
+
+    def __init__(self, stored: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]],
+                 me: str) -> None:
+        self.stored, self.me = stored, me
+
+    def get(self, virtual: str, default: Any = None) -> Any:
+        return self.stored.get((self.me, virtual), default)

@@ -11,7 +11,7 @@ from .base import Document, DocumentError, epoch, iso, now_iso
 from .config import FORMAT, ConfigEnvelope, ConfigHistoryEntry, StoredConfig, StoredConfigError
 from .config_parts import ConfigHead, ConfigPart
 from .eviction import EvictionVote
-from .health import HealthVerdict, Observation, State
+from .health import HealthGroup, HealthVerdict, Observation, ObservationGroup, State
 from .history import FailoverEvent, HealthTransition, SwitchoverEvent
 from .leader import LeaderDoc, LeaderKey
 from .node import ConfigRefusal, NodeRecord
@@ -34,6 +34,7 @@ __all__ = [
     "EvictionVote",
     "FailoverEvent",
     "HashSeed",
+    "HealthGroup",
     "HealthTransition",
     "HealthVerdict",
     "Junk",
@@ -41,6 +42,7 @@ __all__ = [
     "LeaderKey",
     "NodeRecord",
     "Observation",
+    "ObservationGroup",
     "ReleasedMarker",
     "ServerKey",
     "State",
@@ -58,6 +60,8 @@ __all__ = [
 DOCUMENTS: dict[str, type[Document]] = {
     "leader": LeaderDoc,
     "nodes/<node>": NodeRecord,
+    "health/<virtual>/*<shard>": HealthGroup,
+    "observations/<node>/<virtual>/*<shard>": ObservationGroup,
     "health/<virtual>/<server>": HealthVerdict,
     "observations/<node>/<virtual>/<server>": Observation,
     "admin/<virtual>/<server>": AdminFlag,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..etcd.client import KV
 from ..health import ServerKey
@@ -23,7 +23,7 @@ from .base import Document, DocumentError
 from .config import StoredConfig, StoredConfigError
 from .config_parts import digest
 from .eviction import EvictionVote
-from .health import HealthVerdict, Observation
+from .health import HealthGroup, HealthVerdict, Observation, ObservationGroup, decode_group
 from .leader import LeaderDoc, LeaderKey
 from .node import NodeRecord
 from .released import ReleasedMarker
@@ -76,6 +76,21 @@ class ClusterState:
         default=None, compare=False, repr=False)
     seed: HashSeed | None = None
     """The cluster's hash seed (None: none yet, or junk; see :meth:`hash_seed`)."""
+    health_groups: dict[str, dict[str, dict[str, HealthVerdict]]] = field(default_factory=dict)
+    """{virtual: {shard: {server: verdict}}}: the stored groups, as :attr:`health`
+    holds their entries (one server in two groups, while a layout changes: the newest)."""
+    observation_groups: dict[tuple[str, str], dict[str, dict[str, Observation]]] = field(
+        default_factory=dict)
+    """{(node, virtual): {shard: {server: observation}}}."""
+    touched_verdicts: set[ServerKey] = field(default_factory=set, compare=False)
+    """Servers whose verdict changed since :meth:`take_touched` (health's inputs)."""
+    touched_observations: set[tuple[str, ServerKey]] = field(default_factory=set, compare=False)
+    """(node, server) whose observation changed since :meth:`take_touched`."""
+    last_verdicts: list[ServerKey] = field(default_factory=list, compare=False, repr=False)
+    """The servers whose verdict the last health key applied changed."""
+    _singles: dict[tuple[str, tuple[str, ...]], Document] = field(
+        default_factory=dict, compare=False, repr=False)
+    """{key: document} of the per-server health keys (the layout before groups)."""
     junk: dict[str, str] = field(default_factory=dict)
     """{key: why it was not understood}."""
 
@@ -139,6 +154,23 @@ class ClusterState:
         self.junk[key] = why
         return Junk(key, why)
 
+    def take_touched(self) -> tuple[set[ServerKey], set[tuple[str, ServerKey]]]:
+        """The servers whose verdict, and the (node, server) whose observation, changed
+        since the last call."""
+        out = self.touched_verdicts, self.touched_observations
+        self.touched_verdicts, self.touched_observations = set(), set()
+        return out
+
+    def single(self, kind: str, *parts: str) -> bool:
+        """Whether a per-server key (the layout before groups) holds a document:
+        ``single("health", virtual, server)``, ``single("observations", node, virtual,
+        server)``."""
+        return (kind, parts) in self._singles
+
+    def singles(self, kind: str) -> list[tuple[str, ...]]:
+        """The parts of every per-server key of ``kind`` that holds a document."""
+        return [parts for k, parts in self._singles if k == kind]
+
     def hash_seed(self) -> int:
         """The seed the Maglev tables use: the stored one, else the cluster's default."""
         return self.seed.seed if self.seed is not None else default_seed(self.keys.cluster)
@@ -188,17 +220,59 @@ class ClusterState:
         return _put(self.nodes, name, NodeRecord, kv)
 
     def _health(self, pk: ParsedKey, kv: KV | None) -> str | None:
-        return _put(self.health, ServerKey(pk.parts[0], pk.parts[1]), HealthVerdict, kv)
+        server = ServerKey(pk.parts[0], pk.parts[1])
+        self.touched_verdicts.add(server)
+        self.last_verdicts = [server]
+        return self._single(self.health, server, HealthVerdict, pk, kv)
+
+    def _health_group(self, pk: ParsedKey, kv: KV | None) -> str | None:
+        virtual = pk.parts[0]
+        groups = self.health_groups.setdefault(virtual, {})
+        changed: list[ServerKey] = []
+
+        def touched(key: ServerKey) -> None:
+            self.touched_verdicts.add(key)
+            changed.append(key)
+
+        why = _regroup(self.health, groups, virtual, HealthGroup, pk, kv, touched)
+        self.last_verdicts = changed
+        if not groups:
+            del self.health_groups[virtual]
+        return why
+
+    def _single(self, slot: dict[K, D], key: K, cls: type[D], pk: ParsedKey,
+                kv: KV | None) -> str | None:
+        """A per-server key: what it held goes only if no group has replaced it since."""
+        name = (pk.kind, pk.parts)
+        old = self._singles.pop(name, None)
+        if old is not None and slot.get(key) is old:
+            del slot[key]
+        if kv is None:
+            return None
+        value, why = _decode(cls, kv)
+        if value is not None:
+            slot[key] = self._singles[name] = value
+        return why
 
     def _admin(self, pk: ParsedKey, kv: KV | None) -> str | None:
         return _put(self.admin, ServerKey(pk.parts[0], pk.parts[1]), AdminFlag, kv)
 
     def _observation(self, pk: ParsedKey, kv: KV | None) -> str | None:
         node, server = pk.parts[0], ServerKey(pk.parts[1], pk.parts[2])
+        self.touched_observations.add((node, server))
         views = self.observations.setdefault(server, {})
-        why = _put(views, node, Observation, kv)
+        why = self._single(views, node, Observation, pk, kv)
         if not views:
             del self.observations[server]
+        return why
+
+    def _observation_group(self, pk: ParsedKey, kv: KV | None) -> str | None:
+        node, virtual = pk.parts[0], pk.parts[1]
+        groups = self.observation_groups.setdefault((node, virtual), {})
+        why = _regroup(_NodeSlot(self.observations, node), groups, virtual, ObservationGroup,
+                       pk, kv, lambda key: self.touched_observations.add((node, key)))
+        if not groups:
+            del self.observation_groups[node, virtual]
         return why
 
     def _control(self, pk: ParsedKey, kv: KV | None) -> str | None:
@@ -230,7 +304,9 @@ _HANDLERS: dict[str, Callable[[ClusterState, ParsedKey, KV | None], str | None]]
     "leader": ClusterState._leader,
     "nodes": ClusterState._node,
     "health": ClusterState._health,
+    "health-group": ClusterState._health_group,
     "observations": ClusterState._observation,
+    "observations-group": ClusterState._observation_group,
     "admin": ClusterState._admin,
     "control": ClusterState._control,
     "history": ClusterState._ignore,
@@ -256,4 +332,60 @@ def _put(slot: dict[K, D], key: K, cls: type[D], kv: KV | None) -> str | None:
     value, why = _decode(cls, kv)
     if value is not None:
         slot[key] = value
+    return why
+
+
+class _NodeSlot:
+    """``observations`` seen as {server: one node's observation} (what :func:`_regroup`
+    reads and writes)."""
+
+    def __init__(self, views: dict[ServerKey, dict[str, Observation]], node: str) -> None:
+        self.views, self.node = views, node
+
+    def get(self, key: ServerKey) -> Observation | None:
+        of = self.views.get(key)
+        return of.get(self.node) if of is not None else None
+
+    def __setitem__(self, key: ServerKey, value: Observation) -> None:
+        self.views.setdefault(key, {})[self.node] = value
+
+    def __delitem__(self, key: ServerKey) -> None:
+        of = self.views[key]
+        del of[self.node]
+        if not of:
+            del self.views[key]
+
+
+def _regroup(slot: Any, groups: dict[str, dict[str, Any]], virtual: str,
+             cls: type[HealthGroup] | type[ObservationGroup], pk: ParsedKey, kv: KV | None,
+             touched: Callable[[ServerKey], object]) -> str | None:
+    """Group key ``pk`` of ``virtual`` now holds ``kv``: its entries replace what it held in
+    ``slot`` ({server: document}); only changed servers are ``touched``. An entry it held
+    goes only if no other key has replaced it since; then another group of the same virtual
+    that still names the server (a layout in change) speaks for it."""
+    name = pk.parts[-1]  # the shard
+    old = groups.pop(name, {})
+    new, why = decode_group(cls, kv.value) if kv is not None else ({}, None)
+    if new:
+        groups[name] = new
+    for server, doc in new.items():
+        key = ServerKey(virtual, server)
+        before = old.get(server)
+        if before != doc:
+            slot[key] = doc
+            touched(key)
+        elif slot.get(key) is before:  # the same verdict: held as the new document now
+            slot[key] = doc
+    for server, doc in old.items():
+        if server in new:
+            continue
+        key = ServerKey(virtual, server)
+        if slot.get(key) is not doc:
+            continue
+        del slot[key]
+        for other in groups.values():
+            if server in other:
+                slot[key] = other[server]
+                break
+        touched(key)
     return why

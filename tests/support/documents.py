@@ -15,11 +15,13 @@ from cluster.documents import (
     EvictionVote,
     FailoverEvent,
     HashSeed,
+    HealthGroup,
     HealthTransition,
     HealthVerdict,
     LeaderDoc,
     NodeRecord,
     Observation,
+    ObservationGroup,
     ReleasedMarker,
     SwitchoverEvent,
     SwitchoverRequest,
@@ -67,3 +69,8 @@ STRATEGIES: dict[type[Document], st.SearchStrategy[Any]] = {
                           manifest=names, source=names, virtuals=ints, servers=ints,
                           parts=ints, bytes=ints),
 }
+
+STRATEGIES[HealthGroup] = st.builds(HealthGroup, servers=st.dictionaries(
+    text, STRATEGIES[HealthVerdict], max_size=3))
+STRATEGIES[ObservationGroup] = st.builds(ObservationGroup, servers=st.dictionaries(
+    text, STRATEGIES[Observation], max_size=3))
