@@ -26,6 +26,7 @@ from .latency import DETECT_TO_VIEW
 log = logging.getLogger(__name__)
 
 CHUNK = 1000  # keys decoded between two turns of the event loop
+LOGGED_VERDICTS = 3  # a health key changing more servers at once is not logged server by server
 TERMS_KEPT = 8  # leader terms remembered (who held each), for the history of takeovers
 
 
@@ -236,7 +237,8 @@ class ClusterView:
         return {key: flag.state for key, flag in self.state.admin.items()}
 
     def _health_seen(self, key: str, state: ClusterState) -> None:
-        """Log how long after its detection a health change became visible here."""
+        """How long after its detection a health change became visible here: a metric for
+        each, and a log line for a few (a new config's publication brings thousands)."""
         now = time.time()
         for server in state.last_verdicts:
             verdict = state.health.get(server)
@@ -245,5 +247,6 @@ class ClusterView:
             took = now - verdict.since_epoch
             if 0 <= took < 10:
                 DETECT_TO_VIEW.observe(took)
-                log.info("health %s/%s %s visible here %.1f ms after detection",
-                         server.virtual, server.server, verdict.state, took * 1000)
+                if len(state.last_verdicts) <= LOGGED_VERDICTS:
+                    log.info("health %s/%s %s visible here %.1f ms after detection",
+                             server.virtual, server.server, verdict.state, took * 1000)

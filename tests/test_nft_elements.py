@@ -45,3 +45,23 @@ def test_big_element_lists_are_cut_into_messages():
     _, ours = elements.split("t", guard.commands("t", frozenset(), many))
     msgs = elements.messages("t", ours)
     assert len(msgs) == 3  # 1024 + 1024 + 452
+
+
+def test_messages_are_cut_by_size_too_a_dispatch_element_names_its_chain():
+    """2,500 new services at once: their dispatch elements (a chain name each, about 90
+    bytes) do not fit 1,024 to a message: the element list is one netlink attribute, and an
+    attribute's length is 16 bits. They were all sent as 1,024, and the whole apply failed."""
+    from agent.dataplane.nft import rules
+    from agent.dataplane.table import ServiceKey
+
+    keys = [ServiceKey("tcp", "10.197.0.100", 10000 + i) for i in range(2500)]
+    cmds = rules.add_dispatch(rules.Config(), keys)
+    _, ours = elements.split(rules.Config().table, cmds)
+    msgs = elements.messages(rules.Config().table, ours)
+    assert len(msgs) > 3
+    for _, _, _, body in msgs:
+        assert len(body) < 0x10000
+    sizes = [body.count(b"svc4_tcp_10_197_0_100_") for _, _, _, body in msgs]
+    assert sum(sizes) == 2500
+    with pytest.raises(ValueError, match="at most 65,535"):
+        nfbatch.attr(1, bytes(0x10000))

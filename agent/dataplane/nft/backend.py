@@ -32,6 +32,7 @@ from agent.dataplane.nft.rules import FAMILY, Config, delete_table
 from agent.dataplane.nft.sched import fallbacks
 from agent.dataplane.stats import Counters
 from agent.dataplane.table import Op, Service, ServiceKey, Table
+from agent.logcap import log_capped
 from cluster.bulk import in_thread
 
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
@@ -258,8 +259,8 @@ class NftBackend:
         self._state_gen = gen if gen is not None and gen == self._generation.get() else None
         if state.problems != self._problems:
             level = logging.INFO if state is MISSING else logging.WARNING
-            for problem in state.problems:
-                log.log(level, "nftables table %s: %s", self.cfg.table, problem)
+            log_capped(log, level, [f"nftables table {self.cfg.table}: {problem}"
+                                    for problem in state.problems])
         self._problems = state.problems
         return state
 
@@ -370,13 +371,18 @@ class NftBackend:
     # ------------------------------------------------------------ helpers
 
     def _log_fallbacks(self, plan: nft_plan.Plan) -> None:
-        """Log what each written service loses against IPVS, once per distinct set."""
+        """Log what each written service loses against IPVS, once per distinct set: one
+        line per kind of loss, naming the first few services that have it."""
+        new: dict[str, list[str]] = {}
         for key, service in plan.written.items():
             warnings = tuple(self.fallbacks(key, service))
             if warnings and warnings != self._logged.get(key):
                 for warning in warnings:
-                    log.warning("%s: %s", key, warning)
+                    new.setdefault(warning, []).append(str(key))
             self._logged[key] = warnings
+        for warning, keys in new.items():
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            log.warning("%s: %s", ", ".join(keys[:3]) + more, warning)
         for key in self._logged.keys() - plan.after.services.keys():
             del self._logged[key]
 

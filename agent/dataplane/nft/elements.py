@@ -142,8 +142,17 @@ def messages(table: str, cmds: Sequence[Json]) -> list[nfbatch.Message]:
             continue
         name = body["element"]["name"]
         kind = nfbatch.NFT_MSG_NEWSETELEM if verb == "add" else nfbatch.NFT_MSG_DELSETELEM
-        elems = [_element(name, value) for value in body["element"]["elem"]]
-        for at in range(0, len(elems), nfbatch.ELEMENTS_PER_MESSAGE):
-            out.append(nfbatch.elements_message(kind, nfbatch.NFPROTO_INET, table, name,
-                                                elems[at:at + nfbatch.ELEMENTS_PER_MESSAGE]))
+        part: list[bytes] = []
+        size = 0
+        for value in body["element"]["elem"]:
+            elem = _element(name, value)
+            if part and (len(part) == nfbatch.ELEMENTS_PER_MESSAGE
+                         or size + len(elem) > nfbatch.ELEMENT_BYTES):
+                out.append(nfbatch.elements_message(kind, nfbatch.NFPROTO_INET, table, name,
+                                                    part))
+                part, size = [], 0
+            part.append(elem)
+            size += len(elem)
+        if part:
+            out.append(nfbatch.elements_message(kind, nfbatch.NFPROTO_INET, table, name, part))
     return out

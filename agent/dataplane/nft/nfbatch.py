@@ -32,12 +32,17 @@ ELEM_KEY, ELEM_TIMEOUT = 1, 4  # NFTA_SET_ELEM_*
 DATA_VALUE = 1  # NFTA_DATA_VALUE
 #: Elements per message: a netlink message must stay well under the socket's buffers.
 ELEMENTS_PER_MESSAGE = 1024
+#: Bytes of elements per message: they go in one attribute, whose length is 16 bits (a
+#: dispatch element naming its chain is about 90 bytes: 1024 of them do not fit).
+ELEMENT_BYTES = 60_000
 
 Message = tuple[int, int, int, bytes]  # (nft message type, flags, nfgen family, attributes)
 
 
 def attr(kind: int, payload: bytes) -> bytes:
     size = 4 + len(payload)
+    if size > 0xFFFF:
+        raise ValueError(f"netlink attribute {kind} of {size} bytes: at most 65,535")
     return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
 
 
