@@ -309,7 +309,8 @@ async def test_writes_go_in_transactions_of_at_most_txn_ops(
 
     await eventually(ups, lambda up: up == 2 * n, "every verdict up")
     for prefix in (keys.health_prefix, keys.observations_prefix):
-        kvs, _ = await etcd.get_prefix(prefix)
+        kvs, _ = await eventually(lambda p=prefix: etcd.get_prefix(p),  # type: ignore[assignment]
+                                  lambda got: len(got[0]) == n, "a group per virtual")
         per_txn: dict[int, int] = {}
         for x in kvs:
             per_txn[x.mod_revision] = per_txn.get(x.mod_revision, 0) + 1

@@ -19,7 +19,8 @@ The rules:
 
 * Every router publishes its own health of each configured server under
   ``observations/<node>/`` (bound to its lease) and puts back any that etcd lost or that
-  differs from its own (a lease that expired, a hand edit).
+  differs from its own (a lease that expired, a hand edit). A server not checked yet
+  ("unknown") with nothing stored is not written: absent says the same.
 * A backup's data plane follows the verdicts stored under ``health/``.
 * The active decides the verdict of every configured server: its own checks (policy
   ``active``), or more than half of the live routers that have a view (``majority``). It
@@ -296,12 +297,12 @@ class HealthCore:
         verdicts: dict[ServerKey, HealthVerdict | None] = {}
         for key in _take(self._verdicts_due, limit if self.term else None):
             doc = self.verdicts.get(key)
-            if self.term and state.health.get(key) != doc:
+            if self.term and _due(state.health.get(key), doc):
                 verdicts[key] = doc
         observations: dict[ServerKey, Observation | None] = {}
         for key in _take(self._observations_due, limit):
             doc = self.observed.get(key)
-            if _mine(state, key, self.me) != doc:
+            if _due(_mine(state, key, self.me), doc):
                 observations[key] = doc
         return Writes(self.term if verdicts else 0, verdicts, observations)
 
@@ -396,6 +397,16 @@ class HealthCore:
         for key in keys:
             if _mine(state, key, self.me) != self.observed.get(key):
                 self._observations_due.add(key)
+
+
+def _due(stored: HealthVerdict | Observation | None,
+         doc: HealthVerdict | Observation | None) -> bool:
+    """Whether ``doc`` must be written over ``stored``: it differs, and it is not a first
+    "unknown" (a server not checked yet: nothing stored says the same to every reader, and
+    a new config of 40,000 servers would write each twice, unknown then up)."""
+    if stored == doc:
+        return False
+    return not (stored is None and doc is not None and doc.state == "unknown")
 
 
 def _mine(state: ClusterState, key: ServerKey, me: str) -> Observation | None:

@@ -2,17 +2,20 @@
 
 Every router runs nanny on every real server and publishes what it sees under
 ``observations/<node>/...`` (bound to its lease). The active decides the *effective*
-health (its own view, or a majority of the live routers' views) and writes it to
-``health/<virtual>/<server>`` in transactions fenced by its term, only on change.
-Backups program their data plane from that shared view, so a new active starts warm.
+health (its own view, or a majority of the live routers' views) and writes it under
+``health/`` in transactions fenced by its term, only on change. Both are stored a group
+per virtual service (or per shard of a big one, :mod:`cluster.health_layout`);
+:mod:`agent.health.groups` says which groups a publication writes. Backups program their
+data plane from that shared view, so a new active starts warm.
 
 The decisions are :class:`~agent.health.core.HealthCore`'s (pure); this module runs nanny,
 feeds the core with nanny's news, the view's changes and the role, and carries out the writes
 the core asks for: batched transactions of at most :data:`TXN_OPS` operations, each verdict
 transaction fenced by the term and made only while ``licensed()`` (the active's licence,
 asked at the instant of the act); anything that fails is retried. Changes that come within
-:data:`GATHER` go out together, and all of it within :data:`OPS_RATE` operations a second
-(a token bucket, :mod:`agent.health.budget`), so a fleet flapping at once cannot flood etcd.
+:data:`GATHER` go out together, and all of it within :data:`OPS_RATE` operations and
+:data:`ENTRY_RATE` servers' documents a second (token buckets, :mod:`agent.health.budget`),
+so a fleet flapping at once cannot flood etcd, nor rewrite a group once for each server.
 """
 
 from __future__ import annotations
@@ -49,7 +52,10 @@ RETRY = 0.2  # seconds before writes that failed are tried again
 GATHER = 0.05  # seconds a publication waits, so that a burst of changes goes as one
 OPS_RATE = 2000.0  # etcd operations a second, on average, for health (verdicts and
 OPS_BURST = 1000.0  # observations together); a burst of this many goes at once
-PUBLISH_MAX = 1000  # keys of each kind taken into one publication
+ENTRY_RATE = 20000.0  # servers' documents written a second, on average, in whole groups:
+ENTRY_BURST = 20000.0  # a group is rewritten whole for one change, so when changes come
+# one by one (40,000 first check results), waiting for this budget lets a group gather them
+PUBLISH_MAX = 5000  # servers of each kind taken into one publication
 CONFIGURE_CHUNK = 2000  # new servers configured per turn of the event loop
 
 
@@ -76,6 +82,7 @@ class HealthService:
         self.cause: float | None = None  # detection time of the newest unapplied decision
         self.transitions: dict[str, int] = {}  # our own checks' state changes, by new state
         self.budget = OpsBudget(OPS_RATE, OPS_BURST)
+        self.entries = OpsBudget(ENTRY_RATE, ENTRY_BURST)
         self.clock = time.monotonic
         self.layout = Layout()  # which group holds each configured server
 
@@ -186,6 +193,9 @@ class HealthService:
             while True:
                 await self._wake.wait()
                 await asyncio.sleep(GATHER)  # a burst of changes: one publication
+                delay = self.entries.wait(1, self.clock())
+                if delay > 0:  # the last publication's groups are paid for first
+                    await asyncio.sleep(delay)
                 self._wake.clear()
                 await self._publish()
 
@@ -243,6 +253,7 @@ class HealthService:
             if not self.licensed():  # the write is fenced by the term, too: both must hold
                 raise EtcdUnavailable("not licensed to write as the active right now")
             self.budget.spend(len(ops), self.clock())
+            self.entries.spend(_entries(part), self.clock())
             result = await self.etcd.txn([fence(self.keys, term)], ops)
             if not result.succeeded:
                 log.warning("health not written: term %d no longer holds the leader key", term)
@@ -271,6 +282,7 @@ class HealthService:
         for part in self._transactions(
                 plan, ObservationGroup, lambda v, n: self.keys.observation_group(me, v, n),
                 lambda v, s: self.keys.observation(me, v, s), lease):
+            self.entries.spend(_entries(part), self.clock())
             await self._txn([], [op for _, gw_ops in part for op in gw_ops])
         return True
 
@@ -298,6 +310,11 @@ class HealthService:
             ops, size = ops + len(encoded), size + weight
         if part:
             yield part
+
+
+def _entries(part: list[tuple[groups.GroupWrite[Any], list[Put | Delete]]]) -> int:
+    """Servers' documents a transaction writes (the entries of its groups)."""
+    return sum(len(gw.entries) for gw, _ in part if gw.entries)
 
 
 class _Ours:
