@@ -323,3 +323,19 @@ def test_one_server_in_two_keys_the_newest_speaks_and_the_other_stays_behind() -
     state.apply(g0, kv(g0, group({"a": DOWN, "b": UP})))
     state.apply(g0, kv(g0, group({"b": UP})))
     assert state.health[("web", "a")] == UP
+
+
+def test_a_group_we_wrote_comes_back_as_our_own_documents_anything_else_is_decoded() -> None:
+    state = ClusterState(KEYS)
+    g = KEYS.health_group("web", 0)
+    ours = {"a": HealthVerdict(state="up", term=3)}
+    value = group(ours).encode()
+    state.expect(g, value, ours)
+    state.apply(g, kv(g, value))
+    assert state.health[("web", "a")] is ours["a"]  # not decoded again: the same object
+    state.expect(g, value, ours)
+    other = group({"a": HealthVerdict(state="down", term=4)}).encode()  # someone else's
+    state.apply(g, kv(g, other))
+    assert state.health[("web", "a")] == HealthVerdict(state="down", term=4)
+    state.apply(g, kv(g, value))  # an expectation is used once
+    assert state.health[("web", "a")] == ours["a"] and state.health[("web", "a")] is not ours["a"]

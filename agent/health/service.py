@@ -299,8 +299,12 @@ class HealthService:
             encoded: list[Put | Delete] = []
             if gw.shard is not None:
                 key = group_key(gw.virtual, gw.shard)
-                encoded.append(Delete(key) if gw.entries is None
-                               else Put(key, group_of(gw.entries, group).encode(), lease or 0))
+                if gw.entries is None:
+                    encoded.append(Delete(key))
+                else:
+                    value = group_of(gw.entries, group).encode().encode()
+                    self.view.state.expect(key, value, gw.entries)
+                    encoded.append(Put(key, value, lease or 0))
             encoded += [Delete(single_key(*k)) for k in gw.singles]
             weight = sum(len(op.value) for op in encoded if isinstance(op, Put))
             if part and (ops + len(encoded) > TXN_OPS or size + weight > TXN_BYTES):

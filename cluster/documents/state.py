@@ -11,7 +11,7 @@ in :attr:`ClusterState.junk` (key -> why) and left out of the typed fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -86,6 +86,8 @@ class ClusterState:
     """Servers whose verdict changed since :meth:`take_touched` (health's inputs)."""
     touched_observations: set[tuple[str, ServerKey]] = field(default_factory=set, compare=False)
     """(node, server) whose observation changed since :meth:`take_touched`."""
+    _expected: dict[str, tuple[bytes, Mapping[str, Document]]] = field(
+        default_factory=dict, compare=False, repr=False)
     last_verdicts: list[ServerKey] = field(default_factory=list, compare=False, repr=False)
     """The servers whose verdict the last health key applied changed."""
     _singles: dict[tuple[str, tuple[str, ...]], Document] = field(
@@ -161,6 +163,12 @@ class ClusterState:
         self.touched_verdicts, self.touched_observations = set(), set()
         return out
 
+    def expect(self, key: str, value: bytes, entries: Mapping[str, Document]) -> None:
+        """We are writing ``value`` (the group of ``entries``) to group ``key``: when the
+        watch brings it back, take ``entries`` as they are (the same objects, not decoded
+        again: a router's own writes are half of what it reads at scale)."""
+        self._expected[key] = (value, entries)
+
     def single(self, kind: str, *parts: str) -> bool:
         """Whether a per-server key (the layout before groups) holds a document:
         ``single("health", virtual, server)``, ``single("observations", node, virtual,
@@ -234,7 +242,8 @@ class ClusterState:
             self.touched_verdicts.add(key)
             changed.append(key)
 
-        why = _regroup(self.health, groups, virtual, HealthGroup, pk, kv, touched)
+        why = _regroup(self.health, groups, virtual, HealthGroup, pk, kv, touched,
+                       self._expected)
         self.last_verdicts = changed
         if not groups:
             del self.health_groups[virtual]
@@ -270,7 +279,8 @@ class ClusterState:
         node, virtual = pk.parts[0], pk.parts[1]
         groups = self.observation_groups.setdefault((node, virtual), {})
         why = _regroup(_NodeSlot(self.observations, node), groups, virtual, ObservationGroup,
-                       pk, kv, lambda key: self.touched_observations.add((node, key)))
+                       pk, kv, lambda key: self.touched_observations.add((node, key)),
+                       self._expected)
         if not groups:
             del self.observation_groups[node, virtual]
         return why
@@ -358,14 +368,20 @@ class _NodeSlot:
 
 def _regroup(slot: Any, groups: dict[str, dict[str, Any]], virtual: str,
              cls: type[HealthGroup] | type[ObservationGroup], pk: ParsedKey, kv: KV | None,
-             touched: Callable[[ServerKey], object]) -> str | None:
+             touched: Callable[[ServerKey], object],
+             expected: dict[str, tuple[bytes, Mapping[str, Any]]]) -> str | None:
     """Group key ``pk`` of ``virtual`` now holds ``kv``: its entries replace what it held in
     ``slot`` ({server: document}); only changed servers are ``touched``. An entry it held
     goes only if no other key has replaced it since; then another group of the same virtual
     that still names the server (a layout in change) speaks for it."""
     name = pk.parts[-1]  # the shard
     old = groups.pop(name, {})
-    new, why = decode_group(cls, kv.value) if kv is not None else ({}, None)
+    if kv is None:
+        new, why = {}, None
+    elif (mine := expected.pop(kv.key, None)) is not None and mine[0] == kv.value:
+        new, why = dict(mine[1]), None  # what we wrote ourselves: no need to decode it
+    else:
+        new, why = decode_group(cls, kv.value)
     if new:
         groups[name] = new
     for server, doc in new.items():
