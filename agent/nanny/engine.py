@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.nanny.checks import Running, start_check
+from agent.nanny.checks import NONE_REASON, Running, start_check
 from agent.nanny.checks.load import read_load, scale_weight
 from agent.nanny.result import CheckResult
 from agent.nanny.spec import CheckSpec
@@ -155,11 +155,18 @@ class Engine:
                     tracked = Tracked(init)
                 else:
                     tracked = initial(init, now, check.weight)
+                if check.kind == "none":  # up, always: no check, no transition
+                    self._targets[key] = _Target(key, check, spec, _unchecked(now, check))
+                    continue
                 target = self._targets[key] = _Target(key, check, spec, tracked)
                 self._schedule_first(target)
             elif target.check != check:
                 self._abandon(target)
                 target.check, target.spec = check, spec
+                if check.kind == "none":
+                    old, target.tracked = target.tracked, _unchecked(now, check)
+                    if is_news(old, target.tracked):
+                        self._publish(transition(key, old, target.tracked))
                 self._schedule_first(target)
             else:
                 target.spec = spec
@@ -225,11 +232,10 @@ class Engine:
     # ---- scheduling -------------------------------------------------------------------
 
     def _schedule_first(self, target: _Target) -> None:
-        if self._loop is None:
+        if self._loop is None or target.check.kind == "none":  # (its result is set already)
             return
         spread = min(target.check.every, FIRST_SPREAD)
-        delay = 0.0 if target.check.kind == "none" else self._rng.random() * spread
-        self._schedule(target, self._loop.time() + delay)
+        self._schedule(target, self._loop.time() + self._rng.random() * spread)
 
     def _schedule(self, target: _Target, due: float) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), target, target.gen))
@@ -380,3 +386,9 @@ def _validated(key: Hashable, value: object) -> tuple[CheckSpec, StateSpec, Init
     if not (init is None or isinstance(init, Health) or init in ("unknown", "up", "down")):
         raise ValueError(f"target {key!r}: initial state must be up, down, unknown or None")
     return check, spec, init
+
+
+def _unchecked(now: float, check: CheckSpec) -> Tracked:
+    """A server checked by "none": up from now on, whatever it was (no result ever comes to
+    move it, so no reentry delay or earlier "down" may hold it)."""
+    return Tracked(Health("up", since=now, reason=NONE_REASON, weight=check.weight), 0, now)
