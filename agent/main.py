@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from cluster.bulk import limit_arenas
 from cluster.etcd.client import EtcdAuthError
 from cluster.etcd.settings import SettingsError, settings_from
 from cluster.keys import check_cluster_name
@@ -62,6 +63,7 @@ def cli(etcd_url: str | None, cluster: str, node: str, config_path: Path | None,
     """pulse: run this router of a Piranha LVS cluster kept in etcd."""
     logging.basicConfig(level=logging.INFO - 10 * min(verbose, 1),
                         format=f"%(asctime)s {node} %(levelname)s %(name)s: %(message)s")
+    limit_arenas()  # before any thread: bulk steps run in worker threads
     from .metrics import serve
     from .pulse import AgentOptions, Pulse
 

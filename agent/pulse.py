@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import lvscf
-from cluster.bulk import in_thread
+from cluster.bulk import give_back, in_thread
 from cluster.config_follow import ConfigFollower
 from cluster.documents import ConfigRefusal, EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
@@ -67,6 +67,7 @@ from .vip.guardian import Guardian
 log = logging.getLogger(__name__)
 
 ETCD_ERRORS = (EtcdUnavailable, EtcdAuthError)
+GIVE_BACK = 1000  # servers in a new config after whose adoption the C heap's free pages go back
 
 #: TEST-ONLY HOOK (tests/test_agent_lab.py): with this set to N, an internal task named
 #: ``test-dies`` raises N seconds after the router started, to check that pulse then hands
@@ -237,6 +238,8 @@ class Pulse:
         if wanted is not None and self._router_started:
             # A part at a time: 40,000 new servers would hold the loop for a second.
             await self.health.configure_async(cfg, wanted)
+            if len(wanted) >= GIVE_BACK:
+                await in_thread(give_back)
             if self.config is cfg:
                 self.plane_config = cfg
                 self._dataplane_update()

@@ -11,6 +11,7 @@ counting frees everything else as usual, so only cyclic garbage made meanwhile w
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import threading
 from collections.abc import Callable, Iterator
@@ -52,3 +53,33 @@ def paused(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
 async def in_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``asyncio.to_thread(fn, ...)`` for bulk work: in a worker thread, collector paused."""
     return await asyncio.to_thread(paused, fn, *args, **kwargs)
+
+
+# -- the C heap -------------------------------------------------------------------------------
+
+M_ARENA_MAX = -8  # glibc mallopt() parameter
+ARENAS = 2  # C heaps for all threads (glibc's default is 8 per core, one per busy thread)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """Few C heaps (call before any thread starts): the worker threads of bulk steps each
+    took a heap of their own, and each kept its peak; False where this is not glibc."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas))
+
+
+def give_back() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``): a bulk step
+    of 40,000 servers frees hundreds of MB that the process otherwise keeps resident."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from cluster.bulk import in_thread
+from cluster.bulk import give_back, in_thread
 from cluster.model import LvsConfig
 
 from ..latency import DETECT_TO_DATAPLANE, RECONCILE_DURATION
@@ -36,6 +36,7 @@ from .warmth import SyncReceiver
 log = logging.getLogger(__name__)
 
 DRIFT_INTERVAL = 5.0
+GIVE_BACK = 1000  # changes in a pass after which the C heap's free pages go back
 
 
 class DataPlane:
@@ -133,6 +134,8 @@ class DataPlane:
                              len(result.ops), took * 1000)
                 elif result.ops:
                     log.info("data plane: %d change(s) applied", len(result.ops))
+                if len(result.ops) >= GIVE_BACK:  # a big pass freed much: hand it back
+                    await in_thread(give_back)
                 await self._kernel(cfg, active)
                 self.last_update = time.monotonic()
                 self.applied.set()
