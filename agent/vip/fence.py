@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from agent.dataplane.nft.libnft import WRITERS, LibNft
+from agent.dataplane.nft.netlink import ELSEWHERE, Generation
 
 from .fence_netlink import NetlinkWriter
 from .model import Vip
@@ -100,6 +101,7 @@ class ArpFence:
         self._lib = lib if lib is not None else LibNft.load()
         self.enabled = self._lib is not None
         self._netlink: NetlinkWriter | None = None
+        self._generation = Generation()
         if self.enabled:
             try:
                 self._netlink = NetlinkWriter()
@@ -192,7 +194,10 @@ class ArpFence:
                 for name, version in (("licensed4", 4), ("licensed6", 6))]
         self._forget()  # until the write is known done
         before = self.clock()
+        gen = self._generation.get()
         error = self._netlink.write(TABLE, sets, math.floor(seconds * 1000))
+        if error is None:  # (the data plane's table did not change: its reader need not list)
+            ELSEWHERE.add(gen, self._generation.get())
         if error is None and seconds > 0:  # the kernel's licence ends in this interval
             self._licensed = vips
             self._licensed_until = (before + seconds, self.clock() + seconds)
@@ -205,6 +210,7 @@ class ArpFence:
         self.close()
 
     def close(self) -> None:
+        self._generation.close()
         if self._lib is not None:
             self._lib.close()
             self._lib = None

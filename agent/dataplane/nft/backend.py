@@ -25,7 +25,7 @@ from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft import traffic as nft_traffic
 from agent.dataplane.nft.layout import NftInputError
 from agent.dataplane.nft.libnft import WRITERS, LibNft
-from agent.dataplane.nft.netlink import Generation
+from agent.dataplane.nft.netlink import ELSEWHERE, Generation
 from agent.dataplane.nft.nfbatch import BatchWriter
 from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft.rules import FAMILY, Config, delete_table
@@ -251,7 +251,10 @@ class NftBackend:
     async def _fresh_state(self) -> KernelState:
         """Our state, listed from the kernel unless its generation says nothing changed."""
         gen = self._generation.get()
-        if self._state is not None and gen is not None and gen == self._state_gen:
+        known = self._state_gen
+        if self._state is not None and gen is not None and known is not None and (
+                gen == known or gen - known == ELSEWHERE.count(known, gen)):
+            self._state_gen = gen  # (only commits to other tables came since: the fence's)
             return self._state
         listing = await self._list()
         state = await in_thread(parse_listing, listing, self.cfg)
@@ -288,8 +291,8 @@ class NftBackend:
             self._state = None  # unknown now: the next call lists the kernel again
             raise
         after = self._generation.get()
-        in_sync = (before is not None and before == self._state_gen
-                   and after == before + commits)
+        in_sync = (before is not None and after is not None and before == self._state_gen
+                   and after == before + commits + ELSEWHERE.count(before, after))
         self._state = plan.after
         self._state_gen = after if in_sync else None
         if state is MISSING:

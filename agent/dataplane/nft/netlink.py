@@ -84,3 +84,35 @@ def _gen_id(attrs: bytes) -> int:
             return struct.unpack_from("!I", attrs, offset + 4)[0]
         offset += (length + 3) & ~3
     raise OSError(0, "GETGEN reply without a generation id")
+
+
+class Elsewhere:
+    """Generations made by this process's commits to tables other than the data plane's
+    (the VIP fence's licence renewals): the data plane's table did not change with them.
+
+    At 40,000 real servers a listing of the data plane's table is seconds of CPU, and the
+    active's fence moves the generation every few seconds: without this, the drift check
+    listed the whole table after every renewal. A writer records a generation only when it
+    read ``before`` and ``after`` its commit with ``after == before + 1``: then no other
+    commit came in between (a foreign one makes the reader list, as it should)."""
+
+    KEPT = 1024
+
+    def __init__(self) -> None:
+        self._gens: dict[int, None] = {}  # insertion-ordered: the oldest go first
+
+    def add(self, before: int | None, after: int | None) -> None:
+        if before is not None and after == before + 1:
+            self._gens[after] = None
+            while len(self._gens) > self.KEPT:
+                del self._gens[next(iter(self._gens))]
+
+    def count(self, start: int, end: int) -> int:
+        """How many generations in (start, end] are of such commits."""
+        if end - start > self.KEPT:
+            return 0
+        return sum(1 for gen in range(start + 1, end + 1) if gen in self._gens)
+
+
+#: This process's (one per agent: the fence and the data plane share the namespace).
+ELSEWHERE = Elsewhere()
