@@ -469,7 +469,7 @@ async def test_commits_of_ours_to_another_table_do_not_make_the_reader_list(back
     at 40,000 real servers each renewal made the drift check list the whole table again, a
     core's worth of CPU at steady state. A commit the fence recorded is skipped; any other
     still makes the reader list."""
-    from agent.dataplane.nft.netlink import ELSEWHERE
+    from agent.dataplane.nft.netlink import elsewhere
 
     await converge(backend, {WEB: WANT[WEB]})
     await backend.read()
@@ -486,13 +486,40 @@ async def test_commits_of_ours_to_another_table_do_not_make_the_reader_list(back
     for n in range(3):  # renewals, as the fence records them
         before = gen.get()
         nft(router, "add", "table", "netdev", f"fence{n}")
-        ELSEWHERE.add(before, gen.get())
+        elsewhere(router).add(before, gen.get())
     assert diff(await backend.read(), {WEB: WANT[WEB]}) == [] and listed == 0
     nft(router, "add", "table", "netdev", "someone_else")  # not ours: list again
     await backend.read()
     assert listed == 1
     before = gen.get()
     nft(router, "flush", "table", "inet", "piranha")  # a change to our table...
-    ELSEWHERE.add(before - 5, gen.get())  # ...not recorded (not one commit after `before`)
+    elsewhere(router).add(before - 5, gen.get())  # ...not recorded (not one commit after `before`)
     assert diff(await backend.read(), {WEB: WANT[WEB]}) != [] and listed == 2
+    gen.close()
+
+
+async def test_a_listing_the_fence_renewed_during_still_counts(backend, router):
+    """Listing 40,000 servers takes seconds, and the fence renews meanwhile: the listing is
+    still true (only another table moved), so the next read need not list again."""
+    from agent.dataplane.nft.netlink import elsewhere
+
+    await converge(backend, {WEB: WANT[WEB]})
+    nft(router, "add", "table", "netdev", "someone_else")  # not ours: the next read lists
+    gen = Generation(router)
+    listed = 0
+    real_list = backend._list
+
+    async def renewing_list():
+        nonlocal listed
+        listed += 1
+        out = await real_list()
+        before = gen.get()
+        nft(router, "add", "table", "netdev", f"fence{listed}")  # a renewal, recorded
+        elsewhere(router).add(before, gen.get())
+        return out
+
+    backend._list = renewing_list
+    await backend.read()
+    await backend.read()
+    assert listed == 1
     gen.close()

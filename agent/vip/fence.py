@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from agent.dataplane.nft.libnft import WRITERS, LibNft
-from agent.dataplane.nft.netlink import ELSEWHERE, Generation
+from agent.dataplane.nft.netlink import Generation, elsewhere
 
 from .fence_netlink import NetlinkWriter
 from .model import Vip
@@ -197,7 +197,7 @@ class ArpFence:
         gen = self._generation.get()
         error = self._netlink.write(TABLE, sets, math.floor(seconds * 1000))
         if error is None:  # (the data plane's table did not change: its reader need not list)
-            ELSEWHERE.add(gen, self._generation.get())
+            elsewhere().add(gen, self._generation.get())
         if error is None and seconds > 0:  # the kernel's licence ends in this interval
             self._licensed = vips
             self._licensed_until = (before + seconds, self.clock() + seconds)

@@ -25,7 +25,7 @@ from agent.dataplane.nft import plan as nft_plan
 from agent.dataplane.nft import traffic as nft_traffic
 from agent.dataplane.nft.layout import NftInputError
 from agent.dataplane.nft.libnft import WRITERS, LibNft
-from agent.dataplane.nft.netlink import ELSEWHERE, Generation
+from agent.dataplane.nft.netlink import Elsewhere, Generation, elsewhere
 from agent.dataplane.nft.nfbatch import BatchWriter
 from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft.rules import FAMILY, Config, delete_table
@@ -104,6 +104,7 @@ class NftBackend:
         self._timeout = timeout
         self._compact_delay = compact_delay
         self._generation = Generation(netns)
+        self._elsewhere = elsewhere(netns)  # our commits to other tables (the VIP fence's)
         self._state: KernelState | None = None
         self._state_gen: int | None = None  # generation at which _state is known true
         self._lock = asyncio.Lock()
@@ -251,15 +252,16 @@ class NftBackend:
     async def _fresh_state(self) -> KernelState:
         """Our state, listed from the kernel unless its generation says nothing changed."""
         gen = self._generation.get()
-        known = self._state_gen
-        if self._state is not None and gen is not None and known is not None and (
-                gen == known or gen - known == ELSEWHERE.count(known, gen)):
-            self._state_gen = gen  # (only commits to other tables came since: the fence's)
+        if self._state is not None and _unmoved(self._state_gen, gen, self._elsewhere):
+            self._state_gen = gen
             return self._state
         listing = await self._list()
         state = await in_thread(parse_listing, listing, self.cfg)
         self._state = state
-        self._state_gen = gen if gen is not None and gen == self._generation.get() else None
+        # The listing is true at every generation from `gen` on that only our commits to
+        # other tables made (the VIP fence renews while 40,000 servers are listed).
+        after = self._generation.get()
+        self._state_gen = after if _unmoved(gen, after, self._elsewhere) else None
         if state.problems != self._problems:
             level = logging.INFO if state is MISSING else logging.WARNING
             log_capped(log, level, [f"nftables table {self.cfg.table}: {problem}"
@@ -291,8 +293,9 @@ class NftBackend:
             self._state = None  # unknown now: the next call lists the kernel again
             raise
         after = self._generation.get()
-        in_sync = (before is not None and after is not None and before == self._state_gen
-                   and after == before + commits + ELSEWHERE.count(before, after))
+        in_sync = (_unmoved(self._state_gen, before, self._elsewhere) and after is not None
+                   and before is not None
+                   and after == before + commits + self._elsewhere.count(before, after))
         self._state = plan.after
         self._state_gen = after if in_sync else None
         if state is MISSING:
@@ -410,3 +413,11 @@ class NftBackend:
             log.exception("nftables compaction failed")
         finally:
             self._compact_task = None
+
+
+def _unmoved(known: int | None, now: int | None, ours: Elsewhere) -> bool:
+    """Whether the data plane's table is as it was at generation ``known`` at ``now``: no
+    commit came since, or only this process's commits to other tables (the VIP fence's)."""
+    if known is None or now is None or now < known:
+        return False
+    return now == known or now - known == ours.count(known, now)

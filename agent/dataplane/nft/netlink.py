@@ -114,5 +114,13 @@ class Elsewhere:
         return sum(1 for gen in range(start + 1, end + 1) if gen in self._gens)
 
 
-#: This process's (one per agent: the fence and the data plane share the namespace).
-ELSEWHERE = Elsewhere()
+_ELSEWHERE: dict[str | None, Elsewhere] = {}
+
+
+def elsewhere(netns: str | None = None) -> Elsewhere:
+    """The record of namespace ``netns`` (None: ours, where the agent's fence writes; each
+    namespace counts its generations apart)."""
+    found = _ELSEWHERE.get(netns)
+    if found is None:
+        found = _ELSEWHERE[netns] = Elsewhere()
+    return found
