@@ -15,6 +15,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
 BIG = 65536  # characters of nft JSON above which it is run or parsed off the event loop
+SLOW_LISTING = 1.0  # seconds: a listing this slow is logged (at scale, the reason matters)
 
 
 class NftError(RuntimeError):
@@ -105,6 +107,7 @@ class NftBackend:
         self._compact_delay = compact_delay
         self._generation = Generation(netns)
         self._elsewhere = elsewhere(netns)  # our commits to other tables (the VIP fence's)
+        self.listings = 0  # times the table was listed (read back whole)
         self._state: KernelState | None = None
         self._state_gen: int | None = None  # generation at which _state is known true
         self._lock = asyncio.Lock()
@@ -255,8 +258,15 @@ class NftBackend:
         if self._state is not None and _unmoved(self._state_gen, gen, self._elsewhere):
             self._state_gen = gen
             return self._state
+        started = time.monotonic()
         listing = await self._list()
         state = await in_thread(parse_listing, listing, self.cfg)
+        took = time.monotonic() - started
+        self.listings += 1
+        log.log(logging.INFO if took >= SLOW_LISTING else logging.DEBUG,
+                "nftables table %s listed in %.1f s (%d services): %s", self.cfg.table, took,
+                len(state.services), "no state known" if self._state is None
+                else f"generation {self._state_gen} -> {gen}")
         self._state = state
         # The listing is true at every generation from `gen` on that only our commits to
         # other tables made (the VIP fence renews while 40,000 servers are listed).
