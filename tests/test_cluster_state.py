@@ -316,6 +316,9 @@ def test_one_server_in_two_keys_the_newest_speaks_and_the_other_stays_behind() -
     assert state.single("health", "web", "a") and state.singles("health") == [("web", "a")]
     state.apply(single, None)  # the move's delete, after the group's put
     assert state.health == {("web", "a"): DOWN} and state.singles("health") == []
+    state.apply(single, kv(single, "junk"))  # junk: kept out, but still a key to delete
+    assert state.health == {("web", "a"): DOWN} and state.singles("health") == [("web", "a")]
+    state.apply(single, None)
     state.apply(g1, kv(g1, group({"a": UP})))  # resharded: a moves to *1
     state.apply(g0, kv(g0, group({"b": UP})))  # and leaves *0
     assert state.health == {("web", "a"): UP, ("web", "b"): UP}

@@ -137,3 +137,21 @@ async def test_a_renewal_is_skipped_while_another_write_runs_unless_it_must_go(l
     assert out["short_waited"] < 0.5 and out["deferred_after"] == 1
     assert 0 < out["short_timeout_ms"] <= 300  # the kernel's licence is the short one now
     assert out["revoke_waited"] < 0.3 and out["errors"] == 0
+
+
+async def test_a_licence_renewal_is_recorded_as_a_commit_to_another_table(lab):
+    """The data plane's reader skips generations the fence recorded (at 40,000 real servers
+    it listed its whole table after every renewal); a commit by anyone else is not one."""
+    worker = await lab.worker("r1")
+    fence = await worker.keep("agent.vip:ArpFence")
+    assert await worker.call_method(fence, "guard", [VIP])
+    now = "agent.dataplane.nft.netlink:generation_now"
+    ours = "agent.dataplane.nft.netlink:ours_between"
+    g0 = await worker.call(now)
+    assert await worker.call_method(fence, "license", [VIP],
+                                    await worker.call("time:monotonic") + 30)
+    g1 = await worker.call(now)
+    assert g1 == g0 + 1 and await worker.call(ours, g0, g1) == 1
+    lab.run("r1", "nft", "add", "table", "netdev", "someone_else")
+    g2 = await worker.call(now)
+    assert g2 == g1 + 1 and await worker.call(ours, g1, g2) == 0

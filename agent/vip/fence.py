@@ -169,8 +169,9 @@ class ArpFence:
             if not turn and covered and low - self.clock() > KEEP:
                 self.deferred += 1  # the kernel's licence ends before ours, not too soon
                 return True
+            gen = self._generation.get()  # (read before the clock: it adds nothing to drift)
             start = self.clock()
-            if not self._licence(vips, until - start, "license"):
+            if not self._licence(vips, until - start, "license", gen):
                 return False
             now = self.clock()
             if now - start > MAX_DRIFT:  # we stalled between reading the clock and the kernel
@@ -185,22 +186,25 @@ class ArpFence:
         at once, whatever else is writing)."""
         return self._licence(frozenset(), 0, "revoke")
 
-    def _licence(self, vips: frozenset[Vip], seconds: float, what: str) -> bool:
+    def _licence(self, vips: frozenset[Vip], seconds: float, what: str,
+                 gen: int | None = None) -> bool:
         """:func:`license_script`'s transaction, as a raw netlink batch when we can (no
-        libnftables cache: fence_netlink.py), else through libnftables."""
+        libnftables cache: fence_netlink.py), else through libnftables. ``gen``: the ruleset
+        generation read just before; if the write moved it by exactly one, that generation
+        is recorded as ours, in another table than the data plane's (its reader then need
+        not list its table again)."""
         if self._netlink is None:
             return self._run(license_script(vips, seconds), what)
         sets = [(name, sorted({v.ip for v in vips if v.version == version}))
                 for name, version in (("licensed4", 4), ("licensed6", 6))]
         self._forget()  # until the write is known done
         before = self.clock()
-        gen = self._generation.get()
         error = self._netlink.write(TABLE, sets, math.floor(seconds * 1000))
-        if error is None:  # (the data plane's table did not change: its reader need not list)
-            elsewhere().add(gen, self._generation.get())
         if error is None and seconds > 0:  # the kernel's licence ends in this interval
             self._licensed = vips
             self._licensed_until = (before + seconds, self.clock() + seconds)
+        if error is None and gen is not None:
+            elsewhere().add(gen, self._generation.get())
         return self._count(error, what)
 
     def remove(self) -> None:

@@ -31,6 +31,7 @@ from .seed import HashSeed, default_seed
 from .switchover import SwitchoverRequest
 
 EVICT = "evict-"
+_JUNK = object()  # a per-server health key whose value is junk
 
 D = TypeVar("D", bound=Document)
 K = TypeVar("K", bound=Hashable)
@@ -90,9 +91,9 @@ class ClusterState:
         default_factory=dict, compare=False, repr=False)
     last_verdicts: list[ServerKey] = field(default_factory=list, compare=False, repr=False)
     """The servers whose verdict the last health key applied changed."""
-    _singles: dict[tuple[str, tuple[str, ...]], Document] = field(
+    _singles: dict[tuple[str, tuple[str, ...]], object] = field(
         default_factory=dict, compare=False, repr=False)
-    """{key: document} of the per-server health keys (the layout before groups)."""
+    """{key: document (or junk)} of the per-server health keys (the layout before groups)."""
     junk: dict[str, str] = field(default_factory=dict)
     """{key: why it was not understood}."""
 
@@ -261,6 +262,8 @@ class ClusterState:
         value, why = _decode(cls, kv)
         if value is not None:
             slot[key] = self._singles[name] = value
+        else:  # junk: still a key the active deletes when it moves the server into a group
+            self._singles[name] = _JUNK
         return why
 
     def _admin(self, pk: ParsedKey, kv: KV | None) -> str | None:

@@ -124,3 +124,17 @@ def elsewhere(netns: str | None = None) -> Elsewhere:
     if found is None:
         found = _ELSEWHERE[netns] = Elsewhere()
     return found
+
+
+def generation_now(netns: str | None = None) -> int | None:
+    """The ruleset generation of ``netns`` (None: ours), read once."""
+    gen = Generation(netns)
+    try:
+        return gen.get()
+    finally:
+        gen.close()
+
+
+def ours_between(start: int, end: int, netns: str | None = None) -> int:
+    """How many generations in (start, end] were this process's commits to other tables."""
+    return elsewhere(netns).count(start, end)
