@@ -46,6 +46,7 @@ def plan(due: Iterable[ServerKey], layout: Layout, docs: Mapping[ServerKey, D],
     (verdicts, or our observations); ``stored``: {virtual: {shard: {server: document}}} as
     etcd holds the groups; ``stored_doc``: a server's stored document, wherever it is;
     ``single``: whether a server still has a per-server key."""
+    due = list(due)
     affected: dict[tuple[str, int], list[ServerKey]] = {}
     virtuals: set[str] = set()
     for key in due:
@@ -92,9 +93,9 @@ def plan(due: Iterable[ServerKey], layout: Layout, docs: Mapping[ServerKey, D],
                 singles.append(key)
         singles += [key for key in due_here if key.server not in entries and single(key)]
         held = stored.get(virtual, {}).get(str(shard))
-        if not entries and held is None:
+        if not entries and held is None:  # no group to write or delete: per-server keys
             if singles:
-                out.append(GroupWrite(virtual, shard, None, tuple(due_here), tuple(singles)))
+                out.append(GroupWrite(virtual, None, None, tuple(due_here), tuple(singles)))
             continue
         if due_here or held != entries or singles:
             out.append(GroupWrite(virtual, shard, entries or None, tuple(due_here),
