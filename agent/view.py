@@ -159,7 +159,7 @@ class ClusterView:
         elif change.kv is not None and change.key == self.keys.config:
             await self.follower.offer(change.kv)
         elif change.kv is not None and change.key.startswith(self.keys.health_prefix):
-            self._health_seen(change.key, self.state)
+            self._health_seen(self.state)
 
     def observe_leader(self, leader: LeaderKey | None, revision: int) -> bool:
         """The leader key as etcd held it at ``revision``, read or written by us directly (a
@@ -236,7 +236,7 @@ class ClusterView:
         """Operator overrides: {(virtual, server): "drain" | "disable"}."""
         return {key: flag.state for key, flag in self.state.admin.items()}
 
-    def _health_seen(self, key: str, state: ClusterState) -> None:
+    def _health_seen(self, state: ClusterState) -> None:
         """How long after its detection a health change became visible here: a metric for
         each, and a log line for a few (a new config's publication brings thousands)."""
         now = time.time()

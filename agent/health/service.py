@@ -292,7 +292,9 @@ class HealthService:
                                                                 list[Put | Delete]]]]:
         """The plan as etcd operations, cut into transactions of at most :data:`TXN_OPS`
         operations and :data:`TXN_BYTES` bytes (a group's operations stay together), each
-        group encoded only when its transaction comes."""
+        group encoded only when its transaction comes, and announced to the view
+        (:meth:`ClusterState.expect`) so that it is not decoded again when the watch brings
+        it back."""
         part: list[tuple[groups.GroupWrite[Any], list[Put | Delete]]] = []
         ops = size = 0
         for gw in plan:

@@ -171,13 +171,14 @@ class ClusterState:
         self._expected[key] = (value, entries)
 
     def single(self, kind: str, *parts: str) -> bool:
-        """Whether a per-server key (the layout before groups) holds a document:
+        """Whether a per-server key (the layout before groups) holds a value:
         ``single("health", virtual, server)``, ``single("observations", node, virtual,
         server)``."""
         return (kind, parts) in self._singles
 
     def singles(self, kind: str) -> list[tuple[str, ...]]:
-        """The parts of every per-server key of ``kind`` that holds a document."""
+        """The parts of every per-server key of ``kind`` that holds a value (a document or
+        junk): the keys the active still has to move into groups."""
         return [parts for k, parts in self._singles if k == kind]
 
     def hash_seed(self) -> int:
