@@ -452,16 +452,48 @@ async def test_a_big_change_goes_as_several_transactions_of_whole_services(backe
     gen = Generation(router)
     before = gen.get()
     await backend.apply(ops)
-    assert gen.get() == before + len(nft_plan.split(ops)) >= before + 2
+    assert gen.get() == before + len(
+        nft_plan.split(ops, first=nft_plan.FIRST_TRANSACTION_OPS)) >= before + 3
     assert diff(await backend.read(), want) == []
     bad = [*diff(want, _big(450, 10, weight=2)),
            AddDest(DNS6, DestKey("2001:db8::10", 53), DestSpec())]  # no such virtual service
     before = gen.get()
     with pytest.raises(NftInputError, match="no such virtual service"):
         await backend.apply(bad)
-    assert gen.get() == before  # planned first, all of it: nothing written
+    assert gen.get() == before  # checked first, all of it: nothing written
     gen.close()
     assert diff(await backend.read(), want) == []
+
+
+async def test_a_big_change_in_process_lists_back_whole_with_its_raw_elements():
+    """In-process, a big change's transactions are planned and encoded while the one
+    before commits, raw element batches after each: the kernel lists back exactly the
+    services and their sets, and a bad service in its last transaction writes nothing."""
+    from agent.dataplane.nft import plan as nft_plan
+
+    want = _big(450, 10)
+    with netlab.Lab("nftp") as lab:
+        ns = lab.add_ns("r")
+        async with await lab.worker("r") as worker:
+            b = await worker.keep("agent.dataplane.nft:NftBackend", compact_delay=None)
+            ops = diff({}, want)
+            assert len(nft_plan.split(ops, first=nft_plan.FIRST_TRANSACTION_OPS)) >= 3
+            await worker.call_method(b, "apply", ops)
+            other = NftBackend(netns=ns, compact_delay=None)
+            try:
+                assert diff(await other.read(), want) == []
+                assert other.problems == ()  # guard and traffic sets whole
+            finally:
+                other.close()
+            assert guard_set(ns) == {f"10.5.0.{d + 1} . 80" for d in range(10)}
+            gen = Generation(ns)
+            before = gen.get()
+            bad = [*diff(want, _big(450, 10, weight=2)),
+                   AddDest(DNS6, DestKey("2001:db8::10", 53), DestSpec())]
+            with pytest.raises(Exception, match="no such virtual service"):
+                await worker.call_method(b, "apply", bad)
+            assert gen.get() == before
+            gen.close()
 
 
 async def test_commits_of_ours_to_another_table_do_not_make_the_reader_list(backend, router):

@@ -422,28 +422,43 @@ def _service_of(op) -> ServiceKey:
     return op.service if isinstance(op, AddDest | EditDest | DelDest) else op.key
 
 
-@pytest.mark.parametrize(("services", "dests", "limit"),
-                         [(0, 0, 5), (1, 3, 1), (10, 3, 8), (10, 3, 4), (7, 9, 100), (3, 40, 16)])
-def test_a_big_change_splits_between_services_in_order(services, dests, limit):
+@pytest.mark.parametrize(("services", "dests", "limit", "first"),
+                         [(0, 0, 5, None), (1, 3, 1, None), (10, 3, 8, None), (10, 3, 4, None),
+                          (7, 9, 100, None), (3, 40, 16, None), (10, 3, 16, 4),
+                          (30, 5, 50, 12), (7, 9, 8, 100)])
+def test_a_big_change_splits_between_services_in_order(services, dests, limit, first):
     ops = _ops(services, dests)
-    runs = nft_plan.split(ops, limit)
+    runs = nft_plan.split(ops, limit, first)
     assert [op for run in runs for op in run] == ops  # all of it, in order
-    for run in runs:
+    caps = [limit if first is None or n else first for n in range(len(runs))]
+    for run, cap in zip(runs, caps, strict=True):
         assert run
         # never a service cut in two; a run over the limit is one service alone
-        assert len(run) <= limit or len({_service_of(op) for op in run}) == 1
-    for a, b in itertools.pairwise(runs):
+        assert len(run) <= cap or len({_service_of(op) for op in run}) == 1
+    for (a, b), cap in zip(itertools.pairwise(runs), caps, strict=False):
         assert _service_of(a[-1]) != _service_of(b[0])
-        assert len(a) + 1 + dests > limit  # a run ends only when the next service won't fit
+        assert len(a) + 1 + dests > cap  # a run ends only when the next service won't fit
+
+
+def test_a_change_is_checked_whole_before_any_transaction_is_planned():
+    """The backend plans each transaction while the one before commits: the check of the
+    whole change finds a bad operation in its last transaction first."""
+    ops = _ops(30, 5)
+    bad = [*ops, AddDest(ServiceKey("tcp", "10.9.9.9", 80), DestKey("10.1.0.1", 80),
+                         DestSpec(1))]
+    nft_plan.check(MISSING, ops)  # a good change passes
+    with pytest.raises(NftInputError, match="no such virtual service"):
+        nft_plan.check(MISSING, bad)
+    wrong = [*ops[:-1], AddDest(ops[-1].service, DestKey("10.1.0.300", 80), DestSpec(1))]
+    with pytest.raises(NftInputError):
+        nft_plan.check(MISSING, wrong)
 
 
 def test_plans_of_a_split_change_end_where_one_plan_would():
     """Planned run after run on the state the one before leaves, the transactions of a
     split change leave the kernel state one transaction would."""
-    from agent.dataplane.nft.backend import _plans
-
     ops, cfg = _ops(30, 5), nft_rules.Config()
-    (whole,) = _plans(MISSING, ops, cfg)  # under the default limit: one transaction
+    whole = nft_plan.plan_apply(MISSING, ops, cfg)  # one transaction
     state = MISSING
     runs = nft_plan.split(ops, 20)
     assert len(runs) == 10

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agent.dataplane.backend import SyncState
@@ -27,7 +28,7 @@ from agent.dataplane.nft import traffic as nft_traffic
 from agent.dataplane.nft.layout import NftInputError
 from agent.dataplane.nft.libnft import WRITERS, LibNft
 from agent.dataplane.nft.netlink import Elsewhere, Generation, elsewhere
-from agent.dataplane.nft.nfbatch import BatchWriter
+from agent.dataplane.nft.nfbatch import BatchWriter, Message
 from agent.dataplane.nft.read import MISSING, KernelState, parse_listing
 from agent.dataplane.nft.rules import FAMILY, Config, delete_table
 from agent.dataplane.nft.sched import fallbacks
@@ -49,14 +50,20 @@ class NftError(RuntimeError):
     """nft or the kernel refused or failed a command; the message has nft's own words."""
 
 
-def _plans(state: KernelState, ops: Sequence[Op], cfg: Config) -> list[nft_plan.Plan]:
-    """The transactions of ``ops`` (:func:`~agent.dataplane.nft.plan.split`), each planned
-    on the state the one before leaves."""
-    plans = []
-    for part in nft_plan.split(ops):
-        plans.append(nft_plan.plan_apply(state, part, cfg))
-        state = plans[-1].after
-    return plans
+@dataclass(frozen=True)
+class _Prepared:
+    """One transaction ready to commit: its plan, libnftables JSON and raw messages."""
+
+    plan: nft_plan.Plan
+    text: str | None
+    messages: list[Message]
+    fallbacks: dict[ServiceKey, tuple[str, ...]]  # of each service written (for the log)
+
+
+def _drop(future: asyncio.Future[Any]) -> None:
+    """Retrieve a result nobody waits for (no "exception never retrieved" log)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _services(state: KernelState) -> Table:
@@ -151,13 +158,14 @@ class NftBackend:
             state = self._state if self._state is not None else await self._fresh_state()
             # A big change goes as several transactions of whole services (plan.split):
             # other nftables writers (the VIP fence) wait for each one in the kernel.
-            # Planned first, all of it (an input error writes nothing): pure, but seconds
-            # of Python for 40,000 servers, so off the event loop (the lease, heartbeats).
-            plans = await in_thread(_plans, state, ops, self.cfg)
-            for plan in plans:
-                await self._commit(state, plan)
-                self._log_fallbacks(plan)
-                state = plan.after
+            # Checked whole first (an input error writes nothing), then each transaction
+            # is planned and encoded while the one before commits (libnftables and the
+            # kernel run without the GIL): pure, but seconds of Python for 40,000
+            # servers, so off the event loop (the lease, heartbeats).
+            parts = nft_plan.split(ops, first=nft_plan.FIRST_TRANSACTION_OPS)
+            if len(parts) > 1:
+                await in_thread(nft_plan.check, state, ops)
+            state = await self._commit_parts(state, parts)
         self._schedule_compaction(state)
 
     async def flush(self) -> None:
@@ -168,7 +176,7 @@ class NftBackend:
         async with self._lock:
             state = self._state if self._state is not None else MISSING
             plan = nft_plan.Plan(delete_table(self.cfg), MISSING, {})
-            await self._commit(state, plan)
+            await self._commit(state, await in_thread(self._prepare, plan))
             self._logged.clear()
             self._problems = MISSING.problems
 
@@ -196,7 +204,7 @@ class NftBackend:
             if state is None or not state.untidy:
                 return
             plan = await in_thread(nft_plan.plan_compaction, state, self.cfg)
-            await self._commit(state, plan)
+            await self._commit(state, await in_thread(self._prepare, plan))
 
     async def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> None:
         """IPVS connection timeouts: nftables has none of its own (conntrack's apply)."""
@@ -279,23 +287,55 @@ class NftBackend:
         self._problems = state.problems
         return state
 
-    async def _commit(self, state: KernelState, plan: nft_plan.Plan) -> None:
-        """Run one transaction; on success remember the state it leaves."""
+    async def _commit_parts(self, state: KernelState, parts: list[Sequence[Op]]) -> KernelState:
+        """Plan, encode and commit each part in turn, the next one prepared (in a worker
+        thread) while this one commits; the state the last one leaves."""
+
+        def prepare(state: KernelState, part: Sequence[Op]) -> _Prepared:
+            return self._prepare(nft_plan.plan_apply(state, part, self.cfg))
+
+        ahead = asyncio.ensure_future(in_thread(prepare, state, parts[0]))
+        for at in range(len(parts)):
+            ready = await ahead
+            if at + 1 < len(parts):
+                ahead = asyncio.ensure_future(in_thread(prepare, ready.plan.after, parts[at + 1]))
+            try:
+                await self._commit(state, ready)
+            except BaseException:
+                if at + 1 < len(parts):  # its thread runs on; nobody wants its result
+                    ahead.cancel()
+                    ahead.add_done_callback(_drop)
+                raise
+            self._log_fallbacks(ready)
+            state = ready.plan.after
+        return state
+
+    def _prepare(self, plan: nft_plan.Plan) -> _Prepared:
+        """A plan's libnftables JSON, raw messages and what its services lose against IPVS
+        (in a worker thread: bulk work).
+
+        Set elements (guard, traffic, new dispatch) go as raw batches of their own, right
+        after the JSON (elements.py): libnftables would read every set of the namespace."""
+        cmds, ours = (elements.split(self.cfg.table, plan.commands) if self._batches
+                      else (plan.commands, []))
+        return _Prepared(plan, json.dumps({"nftables": cmds}) if cmds else None,
+                         elements.messages(self.cfg.table, ours) if ours else [],
+                         {key: tuple(self.fallbacks(key, service))
+                          for key, service in plan.written.items()})
+
+    async def _commit(self, state: KernelState, ready: _Prepared) -> None:
+        """Run one prepared transaction; on success remember the state it leaves."""
+        plan = ready.plan
         if not plan.commands:
             return
         before = self._generation.get()
-        # Set elements (guard, traffic, new dispatch) as raw batches of their own, right
-        # after (elements.py): libnftables would read every set of the namespace first.
-        cmds, ours = (elements.split(self.cfg.table, plan.commands) if self._batches
-                      else (plan.commands, []))
         commits = 0
         try:
-            if cmds:
-                text = await in_thread(json.dumps, {"nftables": cmds})
-                await self._run(["-j", "-f", "-"], text)
+            if ready.text is not None:
+                await self._run(["-j", "-f", "-"], ready.text)
                 commits += 1
-            if ours:
-                sent, error = await in_thread(self._send_elements, ours)
+            if ready.messages:
+                sent, error = await asyncio.to_thread(self._send_elements, ready.messages)
                 commits += sent
                 if error is not None:
                     raise NftError(f"set elements (raw netlink batch): {error}")
@@ -368,13 +408,12 @@ class NftBackend:
             raise NftError(f"nft {' '.join(args[:3])}: {err.strip() or f'status {rc}'}")
         return out
 
-    def _send_elements(self, cmds: list[dict[str, Any]]) -> tuple[int, str | None]:
-        """Raw batches of set elements (elements.split's), each in our writers' turn and
+    def _send_elements(self, messages: list[Message]) -> tuple[int, str | None]:
+        """Raw batches of set elements (elements.messages'), each in our writers' turn and
         at most :data:`~agent.dataplane.nft.elements.BATCH_MESSAGES` messages (the kernel
         holds its commit lock while it takes one in, and the VIP fence may be waiting):
         (batches committed, the error that stopped the rest, if any)."""
         assert self._batches is not None
-        messages = elements.messages(self.cfg.table, cmds)
         sent = 0
         for at in range(0, len(messages), elements.BATCH_MESSAGES):
             with WRITERS:
@@ -386,12 +425,12 @@ class NftBackend:
 
     # ------------------------------------------------------------ helpers
 
-    def _log_fallbacks(self, plan: nft_plan.Plan) -> None:
+    def _log_fallbacks(self, ready: _Prepared) -> None:
         """Log what each written service loses against IPVS, once per distinct set: one
         line per kind of loss, naming the first few services that have it."""
         new: dict[str, list[str]] = {}
-        for key, service in plan.written.items():
-            warnings = tuple(self.fallbacks(key, service))
+        plan = ready.plan
+        for key, warnings in ready.fallbacks.items():
             if warnings and warnings != self._logged.get(key):
                 for warning in warnings:
                     new.setdefault(warning, []).append(str(key))

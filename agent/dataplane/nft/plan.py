@@ -85,21 +85,27 @@ def _touch(state: KernelState, ops: Sequence[Op]) -> tuple[dict, dict[ServiceKey
 #: nftables writer of the namespace waits: the VIP fence's licence renewals, on the agent's
 #: event loop, waited 0.85 s for one transaction of 40,000 real servers.
 TRANSACTION_OPS = 4096
+#: The first transaction of a split change is small: the kernel starts on it while the
+#: next one is planned (the backend plans each while the one before commits).
+FIRST_TRANSACTION_OPS = 512
 
 
-def split(ops: Sequence[Op], limit: int = TRANSACTION_OPS) -> list[Sequence[Op]]:
-    """``ops`` in order, cut into runs of at most ``limit`` operations, only between two
-    services: a service's own operations stay in one run (alone, if more than ``limit``)."""
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, not {limit}")
+def split(ops: Sequence[Op], limit: int = TRANSACTION_OPS,
+          first: int | None = None) -> list[Sequence[Op]]:
+    """``ops`` in order, cut into runs of at most ``limit`` operations (the first run: at
+    most ``first``), only between two services: a service's own operations stay in one
+    run (alone, if more than the limit)."""
+    if limit < 1 or (first is not None and first < 1):
+        raise ValueError(f"limits must be >= 1, not {limit}, {first}")
     runs: list[Sequence[Op]] = []
     start = boundary = 0  # the run being built; where the newest service in it begins
+    cap = limit if first is None else first
     for i in range(1, len(ops)):
         if _service(ops[i]) != _service(ops[i - 1]):
             boundary = i
-        if i + 1 - start > limit and boundary > start:
+        if i + 1 - start > cap and boundary > start:
             runs.append(ops[start:boundary])
-            start = boundary
+            start, cap = boundary, limit
     if ops:
         runs.append(ops[start:])
     return runs
@@ -109,16 +115,30 @@ def _service(op: Op) -> ServiceKey:
     return op.service if isinstance(op, AddDest | EditDest | DelDest) else op.key
 
 
+def _checked(state: KernelState, ops: Sequence[Op]) -> tuple[dict, dict[ServiceKey, str]]:
+    services, how = _touch(state, ops)
+    for key, change in how.items():
+        if change != "delete":
+            check_service(key, services[key])
+    return services, how
+
+
+def check(state: KernelState, ops: Sequence[Op]) -> None:
+    """Raise :class:`NftInputError` if :func:`plan_apply` would refuse any of ``ops``.
+
+    A change split into several transactions is checked whole first, so that one can be
+    planned while the one before commits and an input error still writes nothing.
+    """
+    _checked(state, ops)
+
+
 def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan:
     """The one transaction that carries out ``ops`` on top of ``state``.
 
     Raises :class:`NftInputError` (before anything is written) for ops that cannot be
     programmed: unknown service, bad address, port, weight or forwarding method.
     """
-    services, how = _touch(state, ops)
-    for key, change in how.items():
-        if change != "delete":
-            check_service(key, services[key])
+    services, how = _checked(state, ops)
     cmds: list[rules.Json] = [] if state.base_ok else rules.base_commands(cfg)
     chains, stale, stray = set(state.chains), set(state.stale), set(state.stray)
     broken = set(state.broken) - how.keys()  # touched ones are rewritten or deleted
