@@ -155,3 +155,13 @@ async def test_a_licence_renewal_is_recorded_as_a_commit_to_another_table(lab):
     lab.run("r1", "nft", "add", "table", "netdev", "someone_else")
     g2 = await worker.call(now)
     assert g2 == g1 + 1 and await worker.call(ours, g1, g2) == 0
+
+
+async def test_a_renewal_is_recorded_even_when_another_commit_follows_it_at_once(lab):
+    """The generation a renewal made comes from the kernel (echo), not from reading it
+    before and after: a commit of someone else's between the write and that second read
+    left the renewal unrecorded, and the data plane listed its whole table again."""
+    worker = await lab.worker("r1")
+    out = await worker.call("support.fence_turns:renewal_amid_another_commit", VIP)
+    assert out == {"ok": 1, "commits": 2, "ours": 1}
+

@@ -203,8 +203,11 @@ class ArpFence:
         if error is None and seconds > 0:  # the kernel's licence ends in this interval
             self._licensed = vips
             self._licensed_until = (before + seconds, self.clock() + seconds)
-        if error is None and gen is not None:
-            elsewhere().add(gen, self._generation.get())
+        if error is None:
+            if self._netlink.generation is not None:  # exactly, whatever else committed
+                elsewhere().mark(self._netlink.generation)
+            elif gen is not None:
+                elsewhere().add(gen, self._generation.get())
         return self._count(error, what)
 
     def remove(self) -> None:

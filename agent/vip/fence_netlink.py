@@ -61,5 +61,6 @@ class NetlinkWriter(nfbatch.BatchWriter):
     """Sends licence batches on one NETLINK_NETFILTER socket of this network namespace."""
 
     def write(self, table: str, sets: Iterable[Licence], ms: int) -> str | None:
-        """Carry out one licence batch; None on success, else the kernel's complaint."""
-        return self.send(messages(table, sets, ms))
+        """Carry out one licence batch; None on success, else the kernel's complaint.
+        The generation its commit made is then :attr:`generation` (the kernel tells)."""
+        return self.send(messages(table, sets, ms), echo=True)

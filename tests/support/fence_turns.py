@@ -62,3 +62,28 @@ def renewals(vip: Vip) -> dict[str, float]:
     out["errors"] = fence.errors
     fence.remove()
     return out
+
+
+def renewal_amid_another_commit(vip: Vip) -> dict[str, int]:
+    """A licence renewal right after which someone else commits, before the fence could
+    read the generation again: the generation of the fence's own commit is still recorded
+    (the kernel tells it), and the other one is not."""
+    from agent.dataplane.nft.netlink import generation_now, ours_between
+
+    fence = ArpFence()
+    fence.guard([vip])
+    writer = fence._netlink
+    assert writer is not None
+    real = writer.write
+
+    def write_then_someone_else(*args: object, **kwargs: object) -> str | None:
+        error = real(*args, **kwargs)
+        subprocess.run(["nft", "add", "table", "netdev", "someone_else"], check=True)
+        return error
+
+    writer.write = write_then_someone_else  # type: ignore[method-assign]
+    g0 = generation_now()
+    ok = fence.license([vip], time.monotonic() + 30)
+    g1 = generation_now()
+    fence.close()
+    return {"ok": int(ok), "commits": g1 - g0, "ours": ours_between(g0, g1)}

@@ -92,9 +92,10 @@ class Elsewhere:
 
     At 40,000 real servers a listing of the data plane's table is seconds of CPU, and the
     active's fence moves the generation every few seconds: without this, the drift check
-    listed the whole table after every renewal. A writer records a generation only when it
-    read ``before`` and ``after`` its commit with ``after == before + 1``: then no other
-    commit came in between (a foreign one makes the reader list, as it should)."""
+    listed the whole table after every renewal. A writer records the generation the
+    kernel told it its commit made (:meth:`mark`), or else one it read ``before`` and
+    ``after`` its commit with ``after == before + 1`` (:meth:`add`): then no other commit
+    came in between. A foreign commit makes the reader list, as it should."""
 
     KEPT = 1024
 
@@ -103,9 +104,12 @@ class Elsewhere:
 
     def add(self, before: int | None, after: int | None) -> None:
         if before is not None and after == before + 1:
-            self._gens[after] = None
-            while len(self._gens) > self.KEPT:
-                del self._gens[next(iter(self._gens))]
+            self.mark(after)
+
+    def mark(self, gen: int) -> None:
+        self._gens[gen] = None
+        while len(self._gens) > self.KEPT:
+            del self._gens[next(iter(self._gens))]
 
     def count(self, start: int, end: int) -> int:
         """How many generations in (start, end] are of such commits."""

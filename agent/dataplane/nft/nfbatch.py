@@ -21,8 +21,9 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFPROTO_INET, NFPROTO_NETDEV = 1, 5
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_CREATE = 0x1, 0x4, 0x8, 0x400
 NLMSG_ERROR = 2
+NFT_MSG_NEWGEN, NFTA_GEN_ID = 15, 1
 SO_SNDBUFFORCE = 32  # asm-generic/socket.h (CAP_NET_ADMIN: past net.core.wmem_max)
 NLA_F_NESTED = 0x8000
 # nf_tables.h attribute numbers
@@ -97,7 +98,17 @@ def batch(messages: Sequence[Message], seq: int) -> tuple[bytes, list[int]]:
 
 def acks(data: bytes) -> dict[int, int]:
     """{sequence number: errno (0: done)} of the NLMSG_ERROR messages in ``data``."""
+    return _read(data)[0]
+
+
+def generation(data: bytes) -> int | None:
+    """The generation a NEWGEN message in ``data`` announces (None: there is none)."""
+    return _read(data)[1]
+
+
+def _read(data: bytes) -> tuple[dict[int, int], int | None]:
     found: dict[int, int] = {}
+    gen = None
     at = 0
     while at + 16 <= len(data):
         size, kind, _, seq, _ = struct.unpack_from("=IHHII", data, at)
@@ -105,8 +116,22 @@ def acks(data: bytes) -> dict[int, int]:
             break
         if kind == NLMSG_ERROR and size >= 20:
             found[seq] = -struct.unpack_from("=i", data, at + 16)[0]
+        elif kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+            gen = _gen_id(data[at + 20:at + size])
         at += (size + 3) & ~3
-    return found
+    return found, gen
+
+
+def _gen_id(attrs: bytes) -> int | None:
+    at = 0
+    while at + 4 <= len(attrs):
+        size, kind = struct.unpack_from("=HH", attrs, at)
+        if size < 4:
+            break
+        if kind & 0x3FFF == NFTA_GEN_ID and size >= 8:
+            return struct.unpack_from(">I", attrs, at + 4)[0]
+        at += (size + 3) & ~3
+    return None
 
 
 class BatchWriter:
@@ -118,12 +143,20 @@ class BatchWriter:
         self._sndbuf = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         self._sock.bind((0, 0))
         self._seq = int.from_bytes(os.urandom(3), "big") << 4
+        self.generation: int | None = None  # of the last batch sent with echo, if known
 
-    def send(self, messages: Sequence[Message]) -> str | None:
+    def send(self, messages: Sequence[Message], *, echo: bool = False) -> str | None:
         """Carry out ``messages`` as one transaction; None on success, else the kernel's
-        complaint (the first error: the kernel then takes none of the batch)."""
+        complaint (the first error: the kernel then takes none of the batch).
+
+        ``echo``: the kernel echoes the messages and tells the generation its commit made
+        (:attr:`generation`; for small batches: each message comes back)."""
+        self.generation = None
         if not messages:
             return None
+        if echo:
+            messages = [(kind, flags | NLM_F_ECHO, family, body)
+                        for kind, flags, family, body in messages]
         data, wanted = batch(messages, self._seq)
         self._seq = (self._seq + len(messages) + 2) & 0x7FFFFFFF
         try:
@@ -133,7 +166,10 @@ class BatchWriter:
             self._sock.send(data)
             pending = set(wanted)
             while pending:
-                for seq, code in acks(self._sock.recv(1 << 20)).items():
+                found, gen = _read(self._sock.recv(1 << 20))
+                if gen is not None:
+                    self.generation = gen
+                for seq, code in found.items():
                     if seq in pending and code:
                         return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
                     pending.discard(seq)
