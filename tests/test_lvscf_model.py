@@ -6,6 +6,8 @@ import json
 from ipaddress import IPv4Address, ip_address
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cluster.config_checks import check
@@ -164,3 +166,29 @@ def test_directive_tables_are_derived_from_model_fields() -> None:
     assert set(all_blocks()["global"].directives) == set(LvsConfig.model_fields) - {
         "routers", "virtuals", "failovers"}
     assert sorted(blocks_allowing("port")) == ["failover", "server", "virtual"]
+
+
+@given(st.one_of(st.ip_addresses().map(str),
+                 st.text(alphabet="0123456789.:abcdefABCDEFx% -", max_size=24)))
+@example("01.2.3.4")
+@example("1.2.3.04")
+@example("1.2.3")
+@example("256.1.1.1")
+@example(" 1.2.3.4")
+@example("::ffff:1.2.3.4")
+@example("\u0661.2.3.4")
+def test_the_fast_ipv4_parse_agrees_with_ipaddress(text):
+    """parse_ip takes dotted IPv4 through inet_pton: the same addresses as ipaddress, and
+    the same refusals (with ipaddress's own message)."""
+    import ipaddress
+
+    from cluster.model import parse_ip
+
+    try:
+        want = ipaddress.ip_address(text)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as got:
+            parse_ip(text)
+        assert str(got.value) == str(exc)
+    else:
+        assert parse_ip(text) == want and type(parse_ip(text)) is type(want)

@@ -12,6 +12,7 @@ from typing import Any
 
 from cluster.lvscf.lexer import ESCAPES, unescape
 from cluster.lvscf.services import lookup_service
+from cluster.model import parse_ip
 
 _INT = re.compile(r"^[+-]?[0-9]{1,20}$")
 _FLOAT = re.compile(r"^[+-]?([0-9]{1,20}(\.[0-9]{0,20})?|\.[0-9]{1,20})([eE][+-]?[0-9]{1,3})?$")
@@ -49,7 +50,7 @@ def _bool(text: str, _quoted: bool) -> bool:
 
 def _ip(text: str, _quoted: bool) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return ipaddress.ip_address(text)
+        return parse_ip(text)
     except ValueError:
         raise ValueError(f"bad address {text!r} (expected an IPv4 or IPv6 address)") from None
 

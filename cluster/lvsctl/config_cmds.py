@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .. import lvscf
+from ..bulk import gc_paused
 from ..config_diff import changes
 from ..documents import ClusterState
 from ..etcd.client import Etcd
@@ -28,7 +29,8 @@ def config() -> None:
 def _load(path: str) -> tuple[LvsConfig, str]:
     """Parse FILE; print warnings; fail with every problem (reading it, or reasons it cannot
     run) as FILE:LINE: message."""
-    result = lvscf.parse_file(path, runnable=True)
+    with gc_paused():  # the checks that it can run build as much again as the parse
+        result = lvscf.parse_file(path, runnable=True)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if result.config is None:
@@ -70,7 +72,8 @@ async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float,
     """Validate FILE, then store it atomically as the cluster's configuration."""
     cfg, source = _load(file)
     async with ctx.connect() as etcd:
-        result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force)
+        with gc_paused():  # the stored config read back, the new one cut into parts
+            result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force)
         old = result.previous.serial_no if result.previous else None
         if output == "json":
             echo_json({"cluster": ctx.cluster, "serial_no": cfg.serial_no, "previous": old,

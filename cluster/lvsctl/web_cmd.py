@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..web.feed import Feed
-from ..web.server import serve
 from .common import Ctx, Failure, run
 
 
@@ -47,6 +45,9 @@ async def web(ctx: Ctx, listen: str, allow_actions: bool, token_file: str | None
     token = _token(token_file)
     if allow_actions and token is None:
         raise Failure("--allow-actions needs a token: --token-file FILE or $LVS_WEB_TOKEN")
+    from ..web.feed import Feed  # aiohttp: imported by this command only (0.2 s)
+    from ..web.server import serve
+
     async with ctx.connect() as etcd:
         feed = Feed(etcd, ctx.keys, actions=allow_actions)
         click.echo(f"status page of cluster {ctx.cluster} on http://{listen}/ "
