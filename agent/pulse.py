@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import lvscf
-from cluster.bulk import give_back, in_thread
+from cluster.bulk import give_back, in_thread, settle
 from cluster.config_follow import ConfigFollower
 from cluster.documents import ConfigRefusal, EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
@@ -239,6 +239,7 @@ class Pulse:
             # A part at a time: 40,000 new servers would hold the loop for a second.
             await self.health.configure_async(cfg, wanted)
             if len(wanted) >= GIVE_BACK:
+                settle()
                 await in_thread(give_back)
             if self.config is cfg:
                 self.plane_config = cfg

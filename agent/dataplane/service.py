@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from cluster.bulk import give_back, in_thread
+from cluster.bulk import give_back, in_thread, settle
 from cluster.model import LvsConfig
 
 from ..latency import DETECT_TO_DATAPLANE, RECONCILE_DURATION
@@ -135,6 +135,7 @@ class DataPlane:
                 elif result.ops:
                     log.info("data plane: %d change(s) applied", len(result.ops))
                 if len(result.ops) >= GIVE_BACK:  # a big pass freed much: hand it back
+                    settle()
                     await in_thread(give_back)
                 await self._kernel(cfg, active)
                 self.last_update = time.monotonic()
