@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import lvscf
-from cluster.bulk import give_back, in_thread, settle
+from cluster.bulk import give_back, hold_full_collections, in_thread
 from cluster.config_follow import ConfigFollower
 from cluster.documents import ConfigRefusal, EvictionVote, NodeRecord, SwitchoverRequest
 from cluster.election import campaign, fenced_put, resign
@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 ETCD_ERRORS = (EtcdUnavailable, EtcdAuthError)
 GIVE_BACK = 1000  # servers in a new config after whose adoption the C heap's free pages go back
+HOLD_FULL = 60.0  # seconds at most without full collections while a big config is taken in
+#                  (the data plane's pass settles the collector sooner: cluster.bulk.settle)
 
 #: TEST-ONLY HOOK (tests/test_agent_lab.py): with this set to N, an internal task named
 #: ``test-dies`` raises N seconds after the router started, to check that pulse then hands
@@ -232,6 +234,8 @@ class Pulse:
         # The check targets of 40,000 servers are half a second of Python (pure): made off
         # the event loop before the adoption, which must run in one turn.
         cfg = stored.config
+        if sum(len(v.servers) for v in cfg.virtuals) >= GIVE_BACK:
+            hold_full_collections(HOLD_FULL)  # until settled, after the data plane's pass
         wanted = await in_thread(targets, cfg) if self._router_started else None
         if not self._adopt(cfg, stored.source, health=wanted is None):
             return
@@ -239,7 +243,6 @@ class Pulse:
             # A part at a time: 40,000 new servers would hold the loop for a second.
             await self.health.configure_async(cfg, wanted)
             if len(wanted) >= GIVE_BACK:
-                settle()
                 await in_thread(give_back)
             if self.config is cfg:
                 self.plane_config = cfg

@@ -103,3 +103,29 @@ def test_settle_hides_what_lives_from_the_collector_and_collects_old_cycles_late
         assert gc.get_freeze_count() >= len(kept)
     finally:
         gc.unfreeze()
+
+
+def test_full_collections_are_held_off_until_settled_or_the_time_is_up() -> None:
+    """hold_full_collections: no full pass (gen2 threshold out of reach), extended by a
+    later call; settle() ends it at once, else it settles by itself when the time is up."""
+    from cluster import bulk
+
+    before = gc.get_threshold()
+
+    async def main() -> None:
+        bulk.hold_full_collections(10)
+        assert gc.get_threshold()[2] == bulk.NO_FULL
+        assert gc.get_threshold()[:2] == before[:2]  # young generations as before
+        bulk.hold_full_collections(10)  # extended, not stacked
+        bulk.settle()
+        assert gc.get_threshold() == before and gc.get_freeze_count() > 0
+        gc.unfreeze()
+        bulk.hold_full_collections(0.05)
+        await asyncio.sleep(0.2)  # the time is up: settled by itself
+        assert gc.get_threshold() == before and gc.get_freeze_count() > 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
