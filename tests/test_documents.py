@@ -230,3 +230,27 @@ def test_stored_config_junk() -> None:
         StoredConfig.from_kv(KV("/lvs/c/config", json.dumps(bad_weight).encode(), 1, 1, 1, 0))
     old = {k: v for k, v in good.items() if k in ("config",)}  # only the model: still fine
     assert StoredConfig.decode(json.dumps(old)).config == cfg
+
+
+def test_documents_given_the_same_fields_share_one_set_of_their_names():
+    """pydantic gives each model its own set of the field names it was given (728 bytes
+    for a health entry's six): frozen documents share one; a copy with changes gets its
+    own, and the shared one stays as it was."""
+    from cluster.documents.health import HealthGroup, HealthVerdict
+
+    raw = ('{"servers": {"a": {"state": "up", "since": "2026-12-07T00:00:00.000Z", '
+           '"weight": null, "reason": "ok", "observed_by": ["r1"], "term": 3}, '
+           '"b": {"state": "down", "since": "2026-12-07T00:00:01.000Z", "weight": 2, '
+           '"reason": "refused", "observed_by": [], "term": 3}}}')
+    one, two = HealthGroup.decode(raw), HealthGroup.decode(raw)
+    a, b = one.servers["a"], two.servers["b"]
+    assert a.model_fields_set is b.model_fields_set is one.servers["b"].model_fields_set
+    made = HealthVerdict(state="up", since="x", weight=None, reason="", observed_by=(),
+                         term=1)
+    assert made.model_fields_set is a.model_fields_set
+    fewer = HealthVerdict(state="up")
+    assert fewer.model_fields_set == {"state"} and fewer.model_fields_set is not a.model_fields_set
+    changed = fewer.model_copy(update={"reason": "copied"})
+    assert changed.model_fields_set == {"state", "reason"}
+    assert fewer.model_fields_set == {"state"}  # the shared set did not change
+    assert HealthVerdict(state="up").model_fields_set is fewer.model_fields_set
