@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from cluster.given import share_given
+
 IPAddress = IPv4Address | IPv6Address
 
 #: Piranha's values for directives whose effective default the agent picks itself.
@@ -165,6 +167,10 @@ def Choice(*values: str) -> Any:
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Models given the same fields share one set of their names (cluster.given)."""
+        share_given(self)
 
 
 class AddrDev(_Model):
