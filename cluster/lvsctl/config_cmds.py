@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import gc
 import json
 from pathlib import Path
 
 import click
 
 from .. import lvscf
-from ..bulk import gc_paused
 from ..config_diff import changes
 from ..documents import ClusterState
 from ..etcd.client import Etcd
@@ -29,8 +29,10 @@ def config() -> None:
 def _load(path: str) -> tuple[LvsConfig, str]:
     """Parse FILE; print warnings; fail with every problem (reading it, or reasons it cannot
     run) as FILE:LINE: message."""
-    with gc_paused():  # the checks that it can run build as much again as the parse
-        result = lvscf.parse_file(path, runnable=True)
+    # lvsctl runs one command and exits: the collector, which goes over every object the
+    # parse made again and again (40 % of a 40,000-server parse), has nothing to gain.
+    gc.disable()
+    result = lvscf.parse_file(path, runnable=True)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if result.config is None:
@@ -72,8 +74,8 @@ async def push(ctx: Ctx, file: str, force: bool, wait: bool, wait_s: float,
     """Validate FILE, then store it atomically as the cluster's configuration."""
     cfg, source = _load(file)
     async with ctx.connect() as etcd:
-        with gc_paused():  # the stored config read back, the new one cut into parts
-            result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force)
+        result = await ConfigStore(etcd, ctx.keys).push(cfg, source, force=force,
+                                                        checked=True)
         old = result.previous.serial_no if result.previous else None
         if output == "json":
             echo_json({"cluster": ctx.cluster, "serial_no": cfg.serial_no, "previous": old,
