@@ -163,9 +163,10 @@ class NftBackend:
             # kernel run without the GIL): pure, but seconds of Python for 40,000
             # servers, so off the event loop (the lease, heartbeats).
             parts = nft_plan.split(ops, first=nft_plan.FIRST_TRANSACTION_OPS)
-            if len(parts) > 1:
+            checked = len(parts) > 1
+            if checked:
                 await in_thread(nft_plan.check, state, ops)
-            state = await self._commit_parts(state, parts)
+            state = await self._commit_parts(state, parts, checked)
         self._schedule_compaction(state)
 
     async def flush(self) -> None:
@@ -287,12 +288,13 @@ class NftBackend:
         self._problems = state.problems
         return state
 
-    async def _commit_parts(self, state: KernelState, parts: list[Sequence[Op]]) -> KernelState:
+    async def _commit_parts(self, state: KernelState, parts: list[Sequence[Op]],
+                            checked: bool) -> KernelState:
         """Plan, encode and commit each part in turn, the next one prepared (in a worker
         thread) while this one commits; the state the last one leaves."""
 
         def prepare(state: KernelState, part: Sequence[Op]) -> _Prepared:
-            return self._prepare(nft_plan.plan_apply(state, part, self.cfg))
+            return self._prepare(nft_plan.plan_apply(state, part, self.cfg, checked=checked))
 
         ahead = asyncio.ensure_future(in_thread(prepare, state, parts[0]))
         for at in range(len(parts)):

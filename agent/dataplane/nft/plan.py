@@ -132,13 +132,15 @@ def check(state: KernelState, ops: Sequence[Op]) -> None:
     _checked(state, ops)
 
 
-def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config) -> Plan:
+def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config, *,
+               checked: bool = False) -> Plan:
     """The one transaction that carries out ``ops`` on top of ``state``.
 
     Raises :class:`NftInputError` (before anything is written) for ops that cannot be
-    programmed: unknown service, bad address, port, weight or forwarding method.
+    programmed: unknown service, bad address, port, weight or forwarding method
+    (``checked``: :func:`check` passed them already; not checked again).
     """
-    services, how = _checked(state, ops)
+    services, how = _touch(state, ops) if checked else _checked(state, ops)
     cmds: list[rules.Json] = [] if state.base_ok else rules.base_commands(cfg)
     chains, stale, stray = set(state.chains), set(state.stale), set(state.stray)
     broken = set(state.broken) - how.keys()  # touched ones are rewritten or deleted
