@@ -17,6 +17,7 @@ inet_service`` is 8 bytes. ``ct_state`` is a 32-bit mask in host order, ``ct_dir
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import sys
@@ -53,7 +54,10 @@ DATA_VERDICT, VERDICT_CODE, VERDICT_CHAIN = 2, 1, 2  # NFTA_DATA_VERDICT, NFTA_V
 ELEM_DATA = 2  # NFTA_SET_ELEM_DATA
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _addr(value: str) -> bytes:
+    """An address's bytes (each comes back several times: a real server's in the guard
+    and three traffic sets, a VIP's in every element of its services)."""
     return socket.inet_pton(socket.AF_INET6 if ":" in value else socket.AF_INET, value)
 
 
@@ -78,14 +82,20 @@ _FIELDS: dict[str, Callable[[Any], bytes]] = {
 def key(set_name: str, value: Any) -> bytes:
     """The kernel's key of one element of ``set_name``, as nft's JSON writes it
     (``{"concat": [...]}``, or the bare value of a single field)."""
-    shape = SHAPES.get(set_name) or DISPATCH[set_name]
+    encoders = _ENCODERS.get(set_name)
+    if encoders is None:
+        shape = SHAPES.get(set_name) or DISPATCH[set_name]
+        encoders = _ENCODERS[set_name] = tuple(_FIELDS[kind] for kind in shape)
     fields = value["concat"] if isinstance(value, dict) else [value]
-    if len(fields) != len(shape):
-        raise ValueError(f"{set_name}: {len(fields)} fields, not {len(shape)}")
+    if len(fields) != len(encoders):
+        raise ValueError(f"{set_name}: {len(fields)} fields, not {len(encoders)}")
     try:
-        return b"".join([_FIELDS[kind](field) for kind, field in zip(shape, fields, strict=True)])
+        return b"".join([encode(field) for encode, field in zip(encoders, fields, strict=True)])
     except (OSError, KeyError, TypeError, ValueError, struct.error) as exc:
         raise ValueError(f"{set_name}: element {value!r}: {exc}") from None
+
+
+_ENCODERS: dict[str, tuple[Callable[[Any], bytes], ...]] = {}  # set -> its fields' encoders
 
 
 def split(table: str, cmds: Iterable[Json]) -> tuple[list[Json], list[Json]]:
