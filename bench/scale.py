@@ -10,9 +10,11 @@ plane holds them all), all on the lab's VIP, ports 10000 and up. Measured:
 
 - push: the ``lvsctl config push`` command, wall time (parse, validate, write the parts);
 - all run: from the push until every router's ``nodes/`` record reports the new serial_no;
-- served: from the push until the active's kernel holds the last virtual's 16 servers (read
-  from the reply guard set, which follows the services' chains; the chain itself is
-  checked once after, untimed: nft reads the whole table to list one chain);
+- served: from the start of the push command until the active's kernel holds the last
+  virtual's 16 servers (read from the reply guard set, which follows the services' chains;
+  the chain itself is checked once after, untimed: nft reads the whole table to list one
+  chain); and, by the active's own log, from the push done (its ``pushed_at``) to its
+  "data plane: N change(s) applied" line;
 - health published: from the push until etcd takes under one transaction a second (the
   health records of the new servers are all written), at most 300 s; then
 - each agent's resident memory and CPU (``/proc``) over ``--steady`` seconds after that;
@@ -36,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +63,7 @@ class Point:
     push_s: float
     all_run_s: float
     served_s: float
+    served_log_s: float | None  # from pushed_at to the active's log line of that apply
     parts_written: int
     kbytes_written: int
     rss_mb: dict[str, float] = field(default_factory=dict)
@@ -141,6 +145,28 @@ def holds(lab: Lab, router: str, nv: int, per: int) -> bool:
         (server_address((nv - 1) * per + s), str(port)) in held for s in range(per))
 
 
+APPLIED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ INFO "
+                     r"agent\.dataplane\.service: data plane: \d+ change\(s\) applied$", re.M)
+
+
+def applied_after(log: Path, pushed_at: str | None, seen: float) -> float | None:
+    """Seconds from the push's ``pushed_at`` (the head written: the push done) to the
+    active's last "data plane: N change(s) applied" line before the bench saw the last
+    virtual served (``seen``, epoch; a second's slack: the line follows the last commit),
+    not one of a health change ("... after detection"): the agent's own account of when
+    its kernel held the config."""
+    if not pushed_at:
+        return None
+    t0 = datetime.fromisoformat(pushed_at.replace("Z", "+00:00")).timestamp()
+    found = None
+    for m in APPLIED.finditer(log.read_text(errors="replace")):
+        at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() \
+            + int(m.group(2)) / 1000  # the agent logs local time, as this parses it
+        if t0 <= at <= seen + 1.0:
+            found = at - t0
+    return found
+
+
 def chain_holds(lab: Lab, router: str, nv: int, per: int) -> bool | None:
     """The last virtual's chain itself holds its servers (checked once, after: untimed);
     None if nft could not list it (it reads the whole table for one chain, and starts over
@@ -216,6 +242,8 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
 
     wait(done, 600, f"{size} servers served and run everywhere", every=0.1)
     all_run = time.monotonic() - start
+    served_log = applied_after(lab.log_path(owner), result.get("pushed_at"),
+                               time.time() - (time.monotonic() - start - served[0]))
     quiet = quiet_after(lab, start)
     checked = chain_holds(lab, owner, nv, per)
     if checked is False:  # reported, not fatal: a router that lost its lease meanwhile
@@ -233,7 +261,9 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
     keys, mbytes = etcd_size(lab)
     return Point(
         servers=nv * per, virtuals=nv, push_s=round(push_s, 2), all_run_s=round(all_run, 2),
-        served_s=round(served[0], 2), parts_written=int(result.get("parts_written", 0)),
+        served_s=round(served[0], 2),
+        served_log_s=None if served_log is None else round(served_log, 2),
+        parts_written=int(result.get("parts_written", 0)),
         kbytes_written=int(result.get("bytes_written", 0)) // 1024,
         rss_mb={r: round(a[0], 1) for r, a in after.items()},
         cpu={r: round((a[1] - before[r]) / steady, 3) for r, a in after.items()},
@@ -280,15 +310,18 @@ def metric(text: str, name: str) -> float:
 
 def table(points: list[Point]) -> str:
     rows = ["| real servers | virtuals | push | all routers run it | served on the active "
-            "| parts written | agent RSS (MB) | agent CPU (cores) | etcd keys | etcd MB "
+            "| served, active's log | parts written | agent RSS (MB) | agent CPU (cores) "
+            "| etcd keys | etcd MB "
             "| etcd requests/s at steady state | one /metrics scrape | health published |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         rss = ", ".join(f"{r} {v:.0f}" for r, v in sorted(p.rss_mb.items()))
         cpu = ", ".join(f"{r} {v:.2f}" for r, v in sorted(p.cpu.items()))
         rps = ", ".join(f"{m} {v:g}" for m, v in p.etcd_rps.items()) or "none"
+        log = "-" if p.served_log_s is None else f"{p.served_log_s:.2f} s"
         rows.append(f"| {p.servers:,} | {p.virtuals:,} | {p.push_s:.2f} s | {p.all_run_s:.2f} s "
-                    f"| {p.served_s:.2f} s | {p.parts_written:,} ({p.kbytes_written:,} KiB) "
+                    f"| {p.served_s:.2f} s | {log} "
+                    f"| {p.parts_written:,} ({p.kbytes_written:,} KiB) "
                     f"| {rss} | {cpu} | {p.etcd_keys:,} | {p.etcd_mbytes:.1f} | {rps} "
                     f"| {p.scrape_s:.2f} s, {p.scrape_mb:.1f} MB, {p.stalls} stalls "
                     f"| {'not in 300 s' if p.quiet_s is None else f'{p.quiet_s:.0f} s'} |")
@@ -304,6 +337,9 @@ def write_png(points: list[Point], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(xs, [p.push_s for p in points], "o-", label="push")
     a.plot(xs, [p.served_s for p in points], "s-", label="push to served on the active")
+    if all(p.served_log_s is not None for p in points):
+        a.plot(xs, [p.served_log_s for p in points], "s--",
+               label="push done to served (active's log)")
     a.plot(xs, [p.all_run_s for p in points], "^-", label="push to every router runs it")
     a.axhline(10, color="grey", ls=":", label="target at 40k (served)")
     a.set_xscale("log")
