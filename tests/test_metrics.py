@@ -203,6 +203,29 @@ def test_traffic_cache_reads_the_kernel_once_a_second() -> None:
     assert cache.get(object()) is None  # a backend without counters
 
 
+def test_a_slow_failed_traffic_read_backs_off_as_a_slow_read_does() -> None:
+    """A read that failed after 10 s (nft's listing timed out) is not tried again at the
+    next scrape: each would wait as long."""
+    now = [100.0]
+    reads = []
+
+    class Backend:
+        def traffic(self) -> dict[ServiceKey, ServiceTraffic]:
+            reads.append(now[0])
+            now[0] += 10.0  # the read takes 10 s, then fails
+            raise TimeoutError("nft: no answer")
+
+    cache = traffic_metrics.TrafficCache(clock=lambda: now[0])
+    assert cache.get(Backend()) is None and reads == [100.0]
+    for t in (111.0, 130.0, 149.0):
+        now[0] = t
+        assert cache.get(Backend()) is None
+    assert reads == [100.0]  # backed off SPREAD x 10 s
+    now[0] = 151.0
+    cache.get(Backend())
+    assert reads == [100.0, 151.0] and cache.errors == 2
+
+
 def test_effective_state_and_weight() -> None:
     health = {("web", "a"): Health("up", weight=5), ("web", "b"): Health("up")}
     admin = {("web", "a2"): "drain"}

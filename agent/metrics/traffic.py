@@ -58,11 +58,13 @@ class TrafficCache:
             if now - self._at >= self._keep:
                 try:
                     self._value = read()
-                    self._keep = max(CACHE, SPREAD * (self._clock() - now))
                 except Exception as exc:  # a scrape must not fail for it: counted, logged
                     self.errors += 1
                     self._value = None
                     log.warning("cannot read the kernel's traffic counters: %s", exc)
+                # a failed read backs off as long as a slow one (it timed out, say: at
+                # 100,000 real servers nft's listing of the sets kept starting over)
+                self._keep = max(CACHE, SPREAD * (self._clock() - now))
                 self._at = now
             return self._value
 

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
 BIG = 65536  # characters of nft JSON above which it is run or parsed off the event loop
 SLOW_LISTING = 1.0  # seconds: a listing this slow is logged (at scale, the reason matters)
+#: seconds a scrape may wait for the traffic counters (nft lists the sets, and starts again
+#: whenever the ruleset moves: at 100,000 real servers it did not finish in 60 s)
+TRAFFIC_TIMEOUT = 10.0
 
 
 class NftError(RuntimeError):
@@ -192,8 +195,8 @@ class NftBackend:
         names = [name for name, family in nft_traffic.SETS.items() if family in families]
         argv = [*self._prefix, sys.executable, "-m", "agent.dataplane.nft.traffic",
                 self.cfg.table, *names]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=self._timeout,
-                              check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=min(self._timeout, TRAFFIC_TIMEOUT), check=False)
         if proc.returncode != 0:
             raise NftError(f"reading the traffic counters: {proc.stderr.strip()[-500:]}")
         return nft_traffic.counters(nft_traffic.parse_lines(proc.stdout))
