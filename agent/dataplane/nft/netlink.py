@@ -65,7 +65,10 @@ class Generation:
                     errno = -struct.unpack_from("=i", body)[0]
                     raise OSError(errno, f"GETGEN: {os.strerror(errno)}")
                 if rtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-                    return _gen_id(body[4:])
+                    gen = gen_id(body[4:])
+                    if gen is None:
+                        raise OSError(0, "GETGEN reply without a generation id")
+                    return gen
 
     def close(self) -> None:
         if self._sock is not None:
@@ -74,16 +77,17 @@ class Generation:
             self._sock = None
 
 
-def _gen_id(attrs: bytes) -> int:
+def gen_id(attrs: bytes) -> int | None:
+    """The generation in a NEWGEN message's attributes (after its nfgenmsg), if any."""
     offset = 0
     while offset + 4 <= len(attrs):
         length, atype = struct.unpack_from("=HH", attrs, offset)
         if length < 4:
             break
-        if atype & 0x3FFF == NFTA_GEN_ID:
+        if atype & 0x3FFF == NFTA_GEN_ID and length >= 8:
             return struct.unpack_from("!I", attrs, offset + 4)[0]
         offset += (length + 3) & ~3
-    raise OSError(0, "GETGEN reply without a generation id")
+    return None
 
 
 class Elsewhere:

@@ -16,6 +16,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from agent.dataplane.nft.netlink import NFT_MSG_NEWGEN, gen_id
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -23,7 +25,6 @@ NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFPROTO_INET, NFPROTO_NETDEV = 1, 5
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_CREATE = 0x1, 0x4, 0x8, 0x400
 NLMSG_ERROR = 2
-NFT_MSG_NEWGEN, NFTA_GEN_ID = 15, 1
 SO_SNDBUFFORCE = 32  # asm-generic/socket.h (CAP_NET_ADMIN: past net.core.wmem_max)
 NLA_F_NESTED = 0x8000
 # nf_tables.h attribute numbers
@@ -117,21 +118,9 @@ def _read(data: bytes) -> tuple[dict[int, int], int | None]:
         if kind == NLMSG_ERROR and size >= 20:
             found[seq] = -struct.unpack_from("=i", data, at + 16)[0]
         elif kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-            gen = _gen_id(data[at + 20:at + size])
+            gen = gen_id(data[at + 20:at + size])
         at += (size + 3) & ~3
     return found, gen
-
-
-def _gen_id(attrs: bytes) -> int | None:
-    at = 0
-    while at + 4 <= len(attrs):
-        size, kind = struct.unpack_from("=HH", attrs, at)
-        if size < 4:
-            break
-        if kind & 0x3FFF == NFTA_GEN_ID and size >= 8:
-            return struct.unpack_from(">I", attrs, at + 4)[0]
-        at += (size + 3) & ~3
-    return None
 
 
 class BatchWriter:
