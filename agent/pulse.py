@@ -153,7 +153,8 @@ class Pulse:
         self.health = HealthService(self.etcd, self.keys, opts.node, self.view,
                                     on_change=self._dataplane_update,
                                     lease=lambda: self.lease.lease_id if self.lease else None,
-                                    licensed=self.licensed, history=self.history.record)
+                                    licensed=self.licensed, history=self.history.record,
+                                    quiet=self.dataplane.quiet)
         self.health.engine.on_result = (
             lambda kind, result: CHECK_DURATION.labels(kind).observe(result.elapsed))
         self._router_started = False

@@ -240,11 +240,15 @@ class ClusterView:
         """How long after its detection a health change became visible here: a metric for
         each, and a log line for a few (a new config's publication brings thousands)."""
         now = time.time()
+        epochs: dict[str, float] = {}  # a publication's servers share few timestamps
         for server in state.last_verdicts:
             verdict = state.health.get(server)
             if verdict is None or not verdict.since:
                 continue
-            took = now - verdict.since_epoch
+            since = epochs.get(verdict.since)
+            if since is None:
+                since = epochs[verdict.since] = verdict.since_epoch
+            took = now - since
             if 0 <= took < 10:
                 DETECT_TO_VIEW.observe(took)
                 if len(state.last_verdicts) <= LOGGED_VERDICTS:

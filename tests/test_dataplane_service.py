@@ -120,3 +120,31 @@ async def test_nftables_never_holds_preemption_back_for_the_ipvs_sync_daemon() -
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             plane.close()
+
+
+async def test_quiet_waits_for_the_pass_under_way() -> None:
+    """``quiet()`` (what health publication waits for) returns at once while no pass runs,
+    waits while one is due or under way (here: waiting for the backend, which the test
+    holds), and returns when it ends; its limit bounds the wait."""
+    with netlab.Lab("dpq") as lab:
+        ns = lab.add_ns("r")
+        plane = DataPlane("nftables", netns=ns)
+        plane.start()
+        task = asyncio.create_task(plane.run())
+        try:
+            await asyncio.wait_for(plane.quiet(), 1)  # idle
+            async with plane.backend._lock:  # the backend busy: the pass waits for it
+                plane.update(config("nat", "10.0.1.1"), {("web", "a"): Health("up")}, {},
+                             active=True)
+                waiting = asyncio.create_task(plane.quiet())
+                await asyncio.sleep(0.5)
+                assert not waiting.done() and not plane.applied.is_set()
+                await asyncio.wait_for(plane.quiet(limit=0.1), 1)  # bounded: returns anyway
+                assert not waiting.done()
+            await asyncio.wait_for(waiting, 10)
+            assert plane.applied.is_set()
+            assert not task.done()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            plane.close()

@@ -78,13 +78,18 @@ class Router:
     lease: int | None
     licensed: bool = True
     changes: int = 0
+    programming: asyncio.Event | None = None  # set: "the data plane is programming"
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.view = ClusterView(self.etcd, self.keys, ConfigFollower(self.etcd, self.keys))
         self.health = HealthService(self.etcd, self.keys, self.node, self.view,
                                     on_change=self._changed, lease=lambda: self.lease,
-                                    licensed=lambda: self.licensed)
+                                    licensed=lambda: self.licensed, quiet=self._quiet)
+
+    async def _quiet(self) -> None:
+        while self.programming is not None and self.programming.is_set():
+            await asyncio.sleep(0.01)
 
     def _changed(self) -> None:
         self.changes += 1
@@ -418,3 +423,26 @@ async def test_a_big_config_is_taken_a_part_at_a_time_and_ends_as_in_one_go(
         assert state(parts) == state(one)
     assert len(parts.engine.snapshot()) == n - n // 2 + CONFIGURE_CHUNK
     assert not active or len(parts.core.verdicts) == len(parts.core.own)
+
+
+async def test_publication_waits_while_the_data_plane_programs(
+        etcd: Etcd, routers: Callable[..., Router], ok_port: int) -> None:
+    """The data plane first, etcd after: nothing is published while a pass is under way
+    (pulse passes DataPlane.quiet), and everything due is published when it ends."""
+    lease = await routers.lease()  # type: ignore[attr-defined]
+    r1 = routers("r1", lease)
+    r1.programming = asyncio.Event()
+    r1.programming.set()
+    won, leader = await campaign(etcd, r1.keys, "r1", lease)
+    assert won and leader is not None
+    await r1.start(config({"a": ok_port}))
+    r1.health.activate(leader.term)
+    await until(lambda: r1.health.for_dataplane().get(A) is not None
+                and r1.health.for_dataplane()[A].state == "up", "a checked up")
+    await asyncio.sleep(0.5)
+    assert await verdict(etcd, r1.keys, A) is None and r1.health.writes == 0
+    assert await observation(etcd, r1.keys, "r1", A) is None
+    r1.programming.clear()
+    await eventually(lambda: verdict(etcd, r1.keys, A),
+                     lambda v: v is not None and v.state == "up", "a's verdict published")
+    assert await observation(etcd, r1.keys, "r1", A) is not None

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DRIFT_INTERVAL = 5.0
 GIVE_BACK = 1000  # changes in a pass after which the C heap's free pages go back
+QUIET_MAX = 10.0  # seconds :meth:`DataPlane.quiet` waits for a pass at most
 
 
 class DataPlane:
@@ -53,6 +54,8 @@ class DataPlane:
         self._inputs: tuple[LvsConfig, Mapping[ServerKey, Health],
                             Mapping[ServerKey, str], bool, int] | None = None
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # no pass under way, none due
+        self._idle.set()
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
         self._kernel_settings: tuple[object, ...] | None = None
@@ -85,6 +88,18 @@ class DataPlane:
         if cause is not None:
             self._cause = cause if self._cause is None else min(self._cause, cause)
         self._wake.set()
+        self._idle.clear()  # a pass is due
+
+    async def quiet(self, limit: float = QUIET_MAX) -> None:
+        """Wait until no pass is under way or due (``limit`` seconds at most). Work that can wait
+        waits here: the health publication of a new config of 40,000 servers competed with
+        its own programming for the CPU (and its etcd echo with the backup's), and made
+        the active serve it seconds later. A pass of one change takes milliseconds."""
+        if not self._idle.is_set():
+            try:
+                await asyncio.wait_for(self._idle.wait(), limit)
+            except TimeoutError:
+                pass
 
     def request_check(self) -> None:
         if self.reconciler is not None:
@@ -97,52 +112,61 @@ class DataPlane:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if self._inputs is None:
-                    continue
-                cfg, health, admin, active, seed = self._inputs
-                # Snapshots, taken here on the loop (the callers' maps change in place);
-                # a burst of updates costs one copy.
-                health, admin = dict(health), dict(admin)
-                if seed != self.seed:
-                    if self.seed is not None:
-                        log.warning("hash seed %d -> %d: every mh table is re-made, its flows "
-                                    "may move", self.seed, seed)
-                    self.seed = seed
-                if cfg.full_nat != self.full_nat:
-                    self._switch_full_nat(cfg.full_nat)
                 try:
-                    # O(servers changed), but a new config of 40,000 servers is a second of
-                    # Python: off the event loop (only this task touches self.tables).
-                    table = await in_thread(self._desired, cfg, health, admin, seed)
-                except ValueError as exc:
-                    log.error("cannot compute the data plane: %s", exc)
-                    continue
-                cause, self._cause = self._cause, None
-                started = time.monotonic()
-                try:
-                    result = await self.reconciler.set_desired(table)
-                except ValueError as exc:  # this backend cannot express it: keep what runs
-                    self.refused += 1
-                    log.error("data plane %s cannot program this configuration (the running "
-                              "one stays): %s", self.name, exc)
-                    continue
-                RECONCILE_DURATION.observe(time.monotonic() - started)
-                if result.ops and cause is not None:
-                    took = time.time() - cause
-                    DETECT_TO_DATAPLANE.observe(took)
-                    log.info("data plane: %d change(s) applied %.1f ms after detection",
-                             len(result.ops), took * 1000)
-                elif result.ops:
-                    log.info("data plane: %d change(s) applied", len(result.ops))
-                if len(result.ops) >= GIVE_BACK:  # a big pass freed much: hand it back
-                    settle()
-                    await in_thread(give_back)
-                await self._kernel(cfg, active)
-                self.last_update = time.monotonic()
-                self.applied.set()
+                    await self._pass()
+                finally:
+                    if not self._wake.is_set():  # else the next pass is due already
+                        self._idle.set()
         finally:
             self._drift.cancel()
             await asyncio.gather(self._drift, return_exceptions=True)
+
+    async def _pass(self) -> None:
+        """One pass: the desired table of the newest inputs, applied."""
+        assert self.reconciler is not None
+        if self._inputs is None:
+            return
+        cfg, health, admin, active, seed = self._inputs
+        # Snapshots, taken here on the loop (the callers' maps change in place);
+        # a burst of updates costs one copy.
+        health, admin = dict(health), dict(admin)
+        if seed != self.seed:
+            if self.seed is not None:
+                log.warning("hash seed %d -> %d: every mh table is re-made, its flows "
+                            "may move", self.seed, seed)
+            self.seed = seed
+        if cfg.full_nat != self.full_nat:
+            self._switch_full_nat(cfg.full_nat)
+        try:
+            # O(servers changed), but a new config of 40,000 servers is a second of
+            # Python: off the event loop (only this task touches self.tables).
+            table = await in_thread(self._desired, cfg, health, admin, seed)
+        except ValueError as exc:
+            log.error("cannot compute the data plane: %s", exc)
+            return
+        cause, self._cause = self._cause, None
+        started = time.monotonic()
+        try:
+            result = await self.reconciler.set_desired(table)
+        except ValueError as exc:  # this backend cannot express it: keep what runs
+            self.refused += 1
+            log.error("data plane %s cannot program this configuration (the running "
+                      "one stays): %s", self.name, exc)
+            return
+        RECONCILE_DURATION.observe(time.monotonic() - started)
+        if result.ops and cause is not None:
+            took = time.time() - cause
+            DETECT_TO_DATAPLANE.observe(took)
+            log.info("data plane: %d change(s) applied %.1f ms after detection",
+                     len(result.ops), took * 1000)
+        elif result.ops:
+            log.info("data plane: %d change(s) applied", len(result.ops))
+        if len(result.ops) >= GIVE_BACK:  # a big pass freed much: hand it back
+            settle()
+            await in_thread(give_back)
+        await self._kernel(cfg, active)
+        self.last_update = time.monotonic()
+        self.applied.set()
 
     def _desired(self, cfg: LvsConfig, health: Mapping[ServerKey, Health],
                  admin: Mapping[ServerKey, str], seed: int) -> Table:

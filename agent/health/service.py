@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from cluster.bulk import in_thread
@@ -67,8 +67,10 @@ class HealthService:
     def __init__(self, etcd: Etcd, keys: Keys, node: str, view: ClusterView,
                  on_change: Callable[[], None], lease: Callable[[], int | None],
                  licensed: Callable[[], bool] = lambda: True,
-                 history: Callable[[HealthTransition], object] | None = None) -> None:
+                 history: Callable[[HealthTransition], object] | None = None,
+                 quiet: Callable[[], Awaitable[None]] | None = None) -> None:
         self.etcd, self.keys, self.node, self.view = etcd, keys, node, view
+        self.quiet = quiet  # waits while the data plane programs (it goes first)
         self.on_change = on_change
         self.lease = lease
         self.licensed = licensed  # the active's licence, asked before each fenced write
@@ -196,6 +198,8 @@ class HealthService:
                 delay = self.entries.wait(1, self.clock())
                 if delay > 0:  # the last publication's groups are paid for first
                     await asyncio.sleep(delay)
+                if self.quiet is not None:
+                    await self.quiet()
                 self._wake.clear()
                 await self._publish()
 
