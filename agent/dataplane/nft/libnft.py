@@ -21,6 +21,13 @@ NFT_CTX_OUTPUT_JSON = 1 << 4
 #: holds this lock, and so do the fence's own netlink writes (agent/vip/fence.py).
 WRITERS = threading.RLock()
 
+#: A context that ran a command or gave an answer bigger than this is replaced after it.
+#: libnftables keeps its cache of the ruleset (every set element it read) in the context
+#: until the next command: about 70 MB after a transaction or a listing of 40,000 real
+#: servers, held for as long as no other change comes (docs/benchmarks.md, "Memory").
+#: A new context costs microseconds, and after a commit of ours the cache is stale anyway.
+RENEW_AFTER = 64 * 1024
+
 
 class LibNft:
     """One libnftables context; calls are serialised (the context is not thread-safe)."""
@@ -28,12 +35,18 @@ class LibNft:
     def __init__(self, lib: ctypes.CDLL) -> None:
         self._lib = lib
         self._lock = threading.Lock()
-        self._ctx = lib.nft_ctx_new(0)
-        if not self._ctx:
+        self._ctx = self._new()
+        self.renewed = 0  # contexts replaced after a big command (RENEW_AFTER)
+
+    def _new(self) -> int:
+        lib = self._lib
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
             raise OSError("nft_ctx_new failed")
-        lib.nft_ctx_buffer_output(self._ctx)
-        lib.nft_ctx_buffer_error(self._ctx)
-        lib.nft_ctx_output_set_flags(self._ctx, NFT_CTX_OUTPUT_JSON)
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+        return ctx
 
     @classmethod
     def load(cls) -> LibNft | None:
@@ -60,10 +73,15 @@ class LibNft:
 
     def run(self, command: str) -> tuple[int, str, str]:
         """(status, stdout, stderr) of one command buffer (text or JSON), like `nft -j -f -`."""
+        data = command.encode()
         with self._lock, WRITERS:
-            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
+            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, data)
             out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
             err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+            if len(data) > RENEW_AFTER or len(out) > RENEW_AFTER:
+                self._lib.nft_ctx_free(self._ctx)  # and its cache
+                self._ctx = self._new()
+                self.renewed += 1
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def close(self) -> None:
