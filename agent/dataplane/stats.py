@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from agent.dataplane.table import DestKey, ServiceKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Traffic:
     """Counters of one virtual service or real server since the kernel created it. None:
     the backend has no such counter (nftables: active/inactive connections)."""
@@ -22,7 +22,7 @@ class Traffic:
     inactive: int | None = None  # IPVS only: other connections in its table
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceTraffic:
     """A virtual service's counters and those of each of its real servers."""
 

@@ -14,7 +14,7 @@ Protocol = Literal["tcp", "udp", "fwmark"]
 Forward = Literal["masq", "route", "tunnel"]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ServiceKey:
     """Identity of a virtual service: (protocol, address, port) or a firewall mark."""
 
@@ -31,7 +31,7 @@ class ServiceKey:
         return f"{self.protocol}:{host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Maglev:
     """What a Maglev (``mh``) table is computed from besides the live real servers
     (agent/dataplane/maglev.py): the same on every router, so every router computes the
@@ -42,7 +42,7 @@ class Maglev:
     base: tuple[tuple[DestKey, int], ...] = ()  # configured real servers, weights; sorted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """What can change on a service without re-creating it."""
 
@@ -53,7 +53,7 @@ class ServiceSpec:
     maglev: Maglev | None = None  # mh: its table's inputs (None: IPVS, or not mh)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DestKey:
     """Identity of a real server inside a service."""
 
@@ -61,7 +61,7 @@ class DestKey:
     port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DestSpec:
     """What can change on a real server without re-creating it."""
 
@@ -69,7 +69,7 @@ class DestSpec:
     forward: Forward = "masq"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """One virtual service with its real servers."""
 
@@ -80,38 +80,38 @@ class Service:
 Table = Mapping[ServiceKey, Service]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddService:
     key: ServiceKey
     spec: ServiceSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EditService:
     key: ServiceKey
     spec: ServiceSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DelService:
     key: ServiceKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddDest:
     service: ServiceKey
     key: DestKey
     spec: DestSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EditDest:
     service: ServiceKey
     key: DestKey
     spec: DestSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DelDest:
     service: ServiceKey
     key: DestKey

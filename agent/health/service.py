@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-from cluster.bulk import in_thread
+from cluster.bulk import give_back, in_thread
 from cluster.documents import HealthTransition
 from cluster.documents.health import HealthGroup, ObservationGroup, group_of
 from cluster.election import fence
@@ -57,6 +57,7 @@ ENTRY_BURST = 20000.0  # a group is rewritten whole for one change, so when chan
 # one by one (40,000 first check results), waiting for this budget lets a group gather them
 PUBLISH_MAX = 5000  # servers of each kind taken into one publication
 CONFIGURE_CHUNK = 2000  # new servers configured per turn of the event loop
+GIVE_BACK = 1000  # entries published in a row after which the C heap's free pages go back
 
 
 class HealthService:
@@ -87,6 +88,7 @@ class HealthService:
         self.entries = OpsBudget(ENTRY_RATE, ENTRY_BURST)
         self.clock = time.monotonic
         self.layout = Layout()  # which group holds each configured server
+        self._published = 0  # entries published since the C heap was last handed back
 
     @property
     def term(self) -> int:
@@ -229,6 +231,10 @@ class HealthService:
             log.warning("health publication failed (will retry): %s", exc)
             self.core.unwritten(writes)
             await self._retry()
+        self._published += len(writes.verdicts) + len(writes.observations)
+        if self._published >= GIVE_BACK and not self.core.pending:
+            self._published = 0  # a new config's servers all published: the encoding's
+            await in_thread(give_back)  # C heap (80 MB at 40,000) goes back to the system
 
     async def _retry(self) -> None:
         await asyncio.sleep(RETRY)

@@ -56,6 +56,7 @@ class TrafficCache:
         with self._lock:
             now = self._clock()
             if now - self._at >= self._keep:
+                self._value = None  # gone before the next is read: one read held at a time
                 try:
                     self._value = read()
                 except Exception as exc:  # a scrape must not fail for it: counted, logged
@@ -69,19 +70,20 @@ class TrafficCache:
             return self._value
 
 
-def names(cfg: LvsConfig) -> tuple[dict[ServiceKey, str], dict[tuple[ServiceKey, DestKey], str]]:
-    """Which virtual each kernel service is, and which real server each destination (the
-    first configured one where several share an address and port)."""
+def names(cfg: LvsConfig, *, servers: bool = True,
+          ) -> tuple[dict[ServiceKey, str], dict[tuple[ServiceKey, DestKey], str]]:
+    """Which virtual each kernel service is, and (``servers``) which real server each
+    destination (the first configured one where several share an address and port)."""
     forward = FORWARDING[cfg.network]
     virtuals: dict[ServiceKey, str] = {}
-    servers: dict[tuple[ServiceKey, DestKey], str] = {}
+    named: dict[tuple[ServiceKey, DestKey], str] = {}
     for virtual in cfg.virtuals:
         key = service_key(virtual)
         virtuals.setdefault(key, virtual.name)
-        for server in virtual.servers:
+        for server in virtual.servers if servers else ():
             dest = DestKey(str(server.address), dest_port(virtual, server, forward))
-            servers.setdefault((key, dest), server.name)
-    return virtuals, servers
+            named.setdefault((key, dest), server.name)
+    return virtuals, named
 
 
 def collect(p: Pulse, cache: TrafficCache | None = None) -> Iterator[object]:
@@ -98,7 +100,7 @@ def collect(p: Pulse, cache: TrafficCache | None = None) -> Iterator[object]:
 
 def families(read: Counters, cfg: LvsConfig, *, per_server: bool = True) -> Iterator[object]:
     """The ``lvs_virtual_*`` and ``lvs_real_server_*`` traffic families of one read."""
-    virtuals, servers = names(cfg)
+    virtuals, servers = names(cfg, servers=per_server)  # (40,000 names: only if shown)
     vrows: list[tuple[str, Traffic]] = []
     srows: list[tuple[str, str, Traffic]] = []
     for key, st in sorted(read.items()):
@@ -106,7 +108,7 @@ def families(read: Counters, cfg: LvsConfig, *, per_server: bool = True) -> Iter
         if virtual is None:
             continue  # not ours (another IPVS user), or a leftover about to go
         vrows.append((virtual, st.total))
-        for dest, t in sorted(st.dests.items()):
+        for dest, t in sorted(st.dests.items()) if per_server else ():
             server = servers.get((key, dest))
             if server is not None:
                 srows.append((virtual, server, t))
