@@ -226,6 +226,29 @@ def test_a_slow_failed_traffic_read_backs_off_as_a_slow_read_does() -> None:
     assert reads == [100.0, 151.0] and cache.errors == 2
 
 
+def test_traffic_cache_keeps_only_totals_when_no_server_is_shown() -> None:
+    """Past --metrics-max-servers only the services' totals are shown: only they are kept
+    (40,000 real servers' counters stayed resident between scrapes); a caller that shows
+    the servers again gets a read with them."""
+    now = [0.0]
+    reads = []
+    web = ServiceKey("tcp", "10.0.0.100", 80)
+    one = Traffic(3, 30, 300)
+    read = {web: ServiceTraffic(one, {DestKey("10.0.1.1", 80): one})}
+
+    class Backend:
+        def traffic(self) -> dict[ServiceKey, ServiceTraffic]:
+            reads.append(now[0])
+            return read
+
+    cache = traffic_metrics.TrafficCache(clock=lambda: now[0])
+    totals = cache.get(Backend(), servers=False)
+    assert totals == {web: ServiceTraffic(one)} and reads == [0.0]
+    assert cache.get(Backend(), servers=False) == totals and reads == [0.0]  # cached
+    assert cache.get(Backend()) == read and reads == [0.0, 0.0]  # the servers: read again
+    assert cache.get(Backend(), servers=False) == read and reads == [0.0, 0.0]
+
+
 def test_effective_state_and_weight() -> None:
     health = {("web", "a"): Health("up", weight=5), ("web", "b"): Health("up")}
     admin = {("web", "a2"): "drain"}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from cluster.model import LvsConfig
 
 from ..dataplane.desired import FORWARDING, dest_port, service_key
-from ..dataplane.stats import Counters, Traffic
+from ..dataplane.stats import Counters, ServiceTraffic, Traffic
 from ..dataplane.table import DestKey, ServiceKey
 from .families import counters, gauges
 
@@ -47,18 +47,25 @@ class TrafficCache:
         self._at = float("-inf")
         self._keep = CACHE
         self._value: Counters | None = None
+        self._servers = True  # the value has the real servers' counters
         self.errors = 0
 
-    def get(self, backend: object) -> Counters | None:
+    def get(self, backend: object, *, servers: bool = True) -> Counters | None:
+        """The counters, read again if stale; ``servers=False``: the services' totals are
+        enough (no series per real server), and only they are kept."""
         read = getattr(backend, "traffic", None)
         if read is None:
             return None
         with self._lock:
             now = self._clock()
-            if now - self._at >= self._keep:
+            if now - self._at >= self._keep or (servers and not self._servers):
                 self._value = None  # gone before the next is read: one read held at a time
+                self._servers = servers
                 try:
-                    self._value = read()
+                    value = read()
+                    if not servers:
+                        value = {key: ServiceTraffic(st.total) for key, st in value.items()}
+                    self._value = value
                 except Exception as exc:  # a scrape must not fail for it: counted, logged
                     self.errors += 1
                     self._value = None
@@ -90,12 +97,13 @@ def collect(p: Pulse, cache: TrafficCache | None = None) -> Iterator[object]:
     cache = cache or _CACHE
     if p.config is None or p.dataplane.backend is None:
         return
-    read = cache.get(p.dataplane.backend)
-    if read is None:
-        return
     from .health import per_server_series
 
-    yield from families(read, p.config, per_server=per_server_series(p))
+    per_server = per_server_series(p)
+    read = cache.get(p.dataplane.backend, servers=per_server)
+    if read is None:
+        return
+    yield from families(read, p.config, per_server=per_server)
 
 
 def families(read: Counters, cfg: LvsConfig, *, per_server: bool = True) -> Iterator[object]:
