@@ -56,6 +56,7 @@ class DataPlane:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # no pass under way, none due
         self._idle.set()
+        self._pass_end: asyncio.Future[None] | None = None  # what quiet() waits for
         self.last_update: float | None = None  # monotonic time of the newest applied input
         self.applied = asyncio.Event()
         self._kernel_settings: tuple[object, ...] | None = None
@@ -91,15 +92,19 @@ class DataPlane:
         self._idle.clear()  # a pass is due
 
     async def quiet(self, limit: float = QUIET_MAX) -> None:
-        """Wait until no pass is under way or due (``limit`` seconds at most). Work that can wait
-        waits here: the health publication of a new config of 40,000 servers competed with
-        its own programming for the CPU (and its etcd echo with the backup's), and made
-        the active serve it seconds later. A pass of one change takes milliseconds."""
-        if not self._idle.is_set():
-            try:
-                await asyncio.wait_for(self._idle.wait(), limit)
-            except TimeoutError:
-                pass
+        """Wait for the end of the pass under way or due, if any (``limit`` seconds at most).
+        Work that can wait waits here: the health publication of a new config of 40,000
+        servers competed with its own programming for the CPU (and its etcd echo with the
+        backup's), and made the active serve it seconds later. A pass of one change takes
+        milliseconds."""
+        if self._idle.is_set():
+            return
+        if self._pass_end is None:  # the end of the pass under way (or due)
+            self._pass_end = asyncio.get_running_loop().create_future()
+        try:  # that one only: passes that follow it back to back do not hold this back
+            await asyncio.wait_for(asyncio.shield(self._pass_end), limit)
+        except TimeoutError:
+            pass
 
     def request_check(self) -> None:
         if self.reconciler is not None:
@@ -115,6 +120,9 @@ class DataPlane:
                 try:
                     await self._pass()
                 finally:
+                    end, self._pass_end = self._pass_end, None
+                    if end is not None and not end.done():
+                        end.set_result(None)
                     if not self._wake.is_set():  # else the next pass is due already
                         self._idle.set()
         finally:
