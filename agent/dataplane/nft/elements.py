@@ -33,8 +33,7 @@ CT_STATE = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked":
 #: Our sets whose elements go as raw messages, and each one's field kinds.
 SHAPES: dict[str, tuple[str, ...]] = {
     **{name: ("addr", "port") for name in guard.SETS.values()},
-    **{name: ("addr", "proto", "port", "dir", "state") if name.startswith("tv")
-       else ("addr", "proto", "port", "addr", "port") for name in traffic.SETS},
+    **{name: traffic.key_shape(name) for name in traffic.SETS},
 }
 #: The dispatch verdict maps: their additions (new services) go raw too, their removals
 #: not (a removal shares its transaction with the chain's deletion, which must follow it).

@@ -54,6 +54,13 @@ def set_names(family: int) -> tuple[str, ...]:
 SETS = {name: family for family in (4, 6) for name in set_names(family)}
 
 
+def key_shape(name: str) -> tuple[str, ...]:
+    """The kinds of the key fields of one of our sets (elements.py encodes them)."""
+    if name.startswith("tv"):
+        return ("addr", "proto", "port", "dir", "state")
+    return ("addr", "proto", "port", "addr", "port")
+
+
 def set_type(name: str) -> list[str]:
     """The key type of one of our sets, as nft lists it."""
     addr = f"ipv{SETS[name]}_addr"
@@ -294,17 +301,42 @@ def counters(raw: Raw) -> dict[ServiceKey, ServiceTraffic]:
             for key in totals.keys() | dests.keys()}
 
 
-def main(argv: list[str]) -> int:
-    """``python -m agent.dataplane.nft.traffic TABLE SET...``: list the sets (libnftables,
-    else ``nft``) and print :func:`dump_lines`. The agent runs this in a child process, so
-    that decoding nft's JSON (seconds at 40,000 real servers, one long C call holding the
-    GIL) never stalls its event loop."""
+def dumped(table: str, names: Iterable[str]) -> Raw:
+    """The counters of our sets ``names`` in ``table``, dumped over raw netlink
+    (setdump.py: no listing of the ruleset, no restart when it moves); a set that is not
+    there is skipped. OSError if netlink fails otherwise."""
+    import errno
+
+    from agent.dataplane.nft import setdump
+
+    raw: Raw = {}
+    with setdump.open_socket() as sock:
+        for name in names:
+            try:
+                found = setdump.dump(sock, table, name)
+            except setdump.DumpError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # no table (yet), or a set missing: the next apply repairs it
+                raise
+            shape, family = key_shape(name), SETS[name]
+            for key, packets, nbytes in found:
+                if packets is None or nbytes is None:
+                    continue
+                try:
+                    raw[(name, setdump.fields(key, shape, family))] = (packets, nbytes)
+                except ValueError:
+                    continue  # junk: not counted
+    return raw
+
+
+def listed(table: str, names: Iterable[str]) -> Raw | None:
+    """The same through `nft list set` (libnftables, else ``nft``); None if it failed
+    (said on stderr)."""
     import json
     import subprocess
 
     from agent.dataplane.nft.libnft import LibNft
 
-    table, names = argv[0], argv[1:]
     lib = LibNft.load()
     sets: dict[str, Any] = {}
     for name in names:
@@ -319,11 +351,27 @@ def main(argv: list[str]) -> int:
             if "No such file or directory" in err:
                 continue  # no table (yet), or a set missing: the next apply repairs it
             sys.stderr.write(f"nft {command}: {err.strip() or f'status {rc}'}\n")
-            return 1
+            return None
         for item in json.loads(out).get("nftables", []):
             if isinstance(item, dict) and "set" in item:
                 sets[name] = item["set"]
-    for line in dump_lines(raw_counters(sets)):
+    return raw_counters(sets)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m agent.dataplane.nft.traffic TABLE SET...``: the sets' counters as
+    :func:`dump_lines`, dumped over netlink (:func:`dumped`); where that fails, listed
+    (:func:`listed`). The agent runs this in a child process, so that decoding 400,000
+    elements (seconds) never stalls its event loop."""
+    table, names = argv[0], argv[1:]
+    try:
+        raw: Raw | None = dumped(table, names)
+    except OSError as exc:
+        sys.stderr.write(f"netlink dump of the traffic sets failed ({exc}): listing them\n")
+        raw = listed(table, names)
+        if raw is None:
+            return 1
+    for line in dump_lines(raw):
         sys.stdout.write(line + "\n")
     return 0
 
