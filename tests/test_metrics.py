@@ -189,7 +189,7 @@ def test_traffic_cache_reads_the_kernel_once_a_second() -> None:
     reads = []
 
     class Backend:
-        def traffic(self) -> dict[ServiceKey, ServiceTraffic]:
+        def traffic(self, servers: bool = True) -> dict[ServiceKey, ServiceTraffic]:
             reads.append(now[0])
             if len(reads) == 3:
                 raise OSError("netlink went away")
@@ -210,7 +210,7 @@ def test_a_slow_failed_traffic_read_backs_off_as_a_slow_read_does() -> None:
     reads = []
 
     class Backend:
-        def traffic(self) -> dict[ServiceKey, ServiceTraffic]:
+        def traffic(self, servers: bool = True) -> dict[ServiceKey, ServiceTraffic]:
             reads.append(now[0])
             now[0] += 10.0  # the read takes 10 s, then fails
             raise TimeoutError("nft: no answer")
@@ -237,7 +237,7 @@ def test_traffic_cache_keeps_only_totals_when_no_server_is_shown() -> None:
     read = {web: ServiceTraffic(one, {DestKey("10.0.1.1", 80): one})}
 
     class Backend:
-        def traffic(self) -> dict[ServiceKey, ServiceTraffic]:
+        def traffic(self, servers: bool = True) -> dict[ServiceKey, ServiceTraffic]:
             reads.append(now[0])
             return read
 

@@ -14,6 +14,7 @@ from support import netlab
 from agent.dataplane.nft import NftBackend, NftError, NftInputError, available
 from agent.dataplane.nft.layout import chain_name
 from agent.dataplane.nft.netlink import Generation
+from agent.dataplane.stats import Traffic
 from agent.dataplane.table import (
     AddDest,
     AddService,
@@ -555,3 +556,20 @@ async def test_a_listing_the_fence_renewed_during_still_counts(backend, router):
     await backend.read()
     assert listed == 1
     gen.close()
+
+
+async def test_traffic_counters_with_and_without_the_real_servers(backend, router):
+    """The counters are dumped from the kernel's sets (a child process, setdump.py): every
+    counted service and real server, zero before any packet; without the real servers
+    (past --metrics-max-servers) only the services' set is read, and the totals are the
+    same."""
+    await converge(backend, WANT)
+    read = await asyncio.to_thread(backend.traffic)
+    counted = {WEB, DNS6, EMPTY}  # tcp/udp on a port: not fwmark, not all ports
+    assert set(read) == counted
+    assert set(read[WEB].dests) == {DestKey("10.1.0.1", 8080), DestKey("10.1.0.2", 8080)}
+    assert all(t == Traffic(0, 0, 0, 0, 0) for st in read.values()
+               for t in (st.total, *st.dests.values()))
+    totals = await asyncio.to_thread(backend.traffic, servers=False)
+    assert {k: st.total for k, st in totals.items()} == {k: st.total for k, st in read.items()}
+    assert all(st.dests == {} for st in totals.values())

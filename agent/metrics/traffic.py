@@ -62,8 +62,8 @@ class TrafficCache:
                 self._value = None  # gone before the next is read: one read held at a time
                 self._servers = servers
                 try:
-                    value = read()
-                    if not servers:
+                    value = read(servers=servers)
+                    if not servers:  # (whatever the backend gave)
                         value = {key: ServiceTraffic(st.total) for key, st in value.items()}
                     self._value = value
                 except Exception as exc:  # a scrape must not fail for it: counted, logged

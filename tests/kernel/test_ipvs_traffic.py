@@ -51,3 +51,6 @@ async def test_counters_per_service_and_real_server(backend: IpvsBackend, witnes
                 if x.startswith("UDP"))
     assert [int(v) for v in line[2:7]] == [total.connections, total.packets_in,
                                            total.packets_out, total.bytes_in, total.bytes_out]
+    # Without the real servers (past --metrics-max-servers): the same totals, no dump each.
+    totals = await asyncio.to_thread(backend.traffic, servers=False)
+    assert totals[DNS].total == total and totals[DNS].dests == {}

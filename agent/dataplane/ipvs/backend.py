@@ -221,15 +221,19 @@ class IpvsBackend:
                     failed[i] = OpError(ops[i], code, f"{describe(ops[i])}: {reason}")
         return [failed[i] for i in sorted(failed)]
 
-    def _traffic(self) -> dict[ServiceKey, ServiceTraffic]:
-        """One service dump, then one real-server dump per service (IPVS has no dump of
-        every real server at once); never one call per real server."""
+    def _traffic(self, servers: bool = True) -> dict[ServiceKey, ServiceTraffic]:
+        """One service dump, then (``servers``) one real-server dump per service (IPVS has
+        no dump of every real server at once); never one call per real server."""
         def dump(sock: GenlSocket) -> dict[ServiceKey, ServiceTraffic]:
             out: dict[ServiceKey, ServiceTraffic] = {}
             for reply in sock.dump(c.CMD_GET_SERVICE, b""):
                 attrs = c.parse_attrs(reply[c.ATTR_SERVICE])
                 key, _ = c.decode_service(attrs)
                 af = c.FAMILIES.get(key.family, 0)
+                total = c.decode_stats(attrs, c.SVC_STATS, c.SVC_STATS64)
+                if not servers:
+                    out[key] = ServiceTraffic(total)
+                    continue
                 try:
                     dests = sock.dump(
                         c.CMD_GET_DEST, c.nest(c.ATTR_SERVICE, c.service_key_attrs(key)))
@@ -243,7 +247,6 @@ class IpvsBackend:
                     dest, _ = c.decode_dest(dattrs, af)
                     found[dest] = c.decode_stats(dattrs, c.DEST_STATS, c.DEST_STATS64,
                                                  c.DEST_ACTIVE_CONNS, c.DEST_INACT_CONNS)
-                total = c.decode_stats(attrs, c.SVC_STATS, c.SVC_STATS64)
                 out[key] = ServiceTraffic(total, found)
             return out
 
@@ -287,10 +290,11 @@ class IpvsBackend:
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def traffic(self, timeout: float = 10.0) -> Counters:
-        """Kernel counters of every service and real server. Blocking, safe from any thread
-        (the metrics server's): it runs on the backend's own netlink thread."""
-        return self._pool.submit(self._traffic).result(timeout)
+    def traffic(self, timeout: float = 10.0, *, servers: bool = True) -> Counters:
+        """Kernel counters of every service and (``servers``) real server. Blocking, safe
+        from any thread (the metrics server's): it runs on the backend's own netlink
+        thread."""
+        return self._pool.submit(self._traffic, servers).result(timeout)
 
     async def read(self) -> dict[ServiceKey, Service]:
         """Everything the kernel holds now, as a table (raises IpvsError)."""
