@@ -17,7 +17,9 @@ plane holds them all), all on the lab's VIP, ports 10000 and up. Measured:
   "data plane: N change(s) applied" line;
 - health published: from the push until etcd takes under one transaction a second (the
   health records of the new servers are all written), at most 300 s; then
-- each agent's resident memory and CPU (``/proc``) over ``--steady`` seconds after that;
+- each agent's resident memory and CPU (``/proc``) over ``--steady`` seconds after that
+  (two scrapes of the active's /metrics in that window; its resident memory before the
+  first is reported too, "unscraped": a scrape reads the kernel's traffic counters);
 - etcd: keys and value bytes under the cluster's prefix; the gRPC requests it received per
   second over the same steady window, by method (its /metrics), which should be lease
   keep-alives only.
@@ -67,6 +69,7 @@ class Point:
     parts_written: int
     kbytes_written: int
     rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_unscraped_mb: dict[str, float] = field(default_factory=dict)  # before any scrape
     cpu: dict[str, float] = field(default_factory=dict)  # cores, over the steady window
     etcd_keys: int = 0
     etcd_mbytes: float = 0.0
@@ -250,7 +253,8 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
         print(f"warning: {owner}: the guard set held the last virtual's servers; its chain, "
               "listed after, does not hold them all", file=sys.stderr, flush=True)
     pids = {r: lab.pid(r) for r in lab.routers}
-    before = {r: proc_stats(p)[1] for r, p in pids.items() if p}
+    unscraped = {r: proc_stats(p)[0] for r, p in pids.items() if p}  # (the active's next
+    before = {r: proc_stats(p)[1] for r, p in pids.items() if p}  # scrape reads counters)
     reqs = etcd_requests(lab)
     stalls = metric(scrape(lab, owner)[0], "lvs_stalls_total")
     time.sleep(steady / 2)
@@ -266,6 +270,7 @@ def measure(lab: Lab, base: str, size: int, per: int, serial: int, steady: float
         parts_written=int(result.get("parts_written", 0)),
         kbytes_written=int(result.get("bytes_written", 0)) // 1024,
         rss_mb={r: round(a[0], 1) for r, a in after.items()},
+        rss_unscraped_mb={r: round(m, 1) for r, m in unscraped.items()},
         cpu={r: round((a[1] - before[r]) / steady, 3) for r, a in after.items()},
         etcd_keys=keys, etcd_mbytes=round(mbytes, 2),
         etcd_rps={m: round((reqs2.get(m, 0.0) - reqs.get(m, 0.0)) / steady, 2)
@@ -315,7 +320,9 @@ def table(points: list[Point]) -> str:
             "| etcd requests/s at steady state | one /metrics scrape | health published |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
-        rss = ", ".join(f"{r} {v:.0f}" for r, v in sorted(p.rss_mb.items()))
+        rss = ", ".join(f"{r} {v:.0f}" + (f" ({p.rss_unscraped_mb[r]:.0f} unscraped)"
+                                           if r in p.rss_unscraped_mb else "")
+                        for r, v in sorted(p.rss_mb.items()))
         cpu = ", ".join(f"{r} {v:.2f}" for r, v in sorted(p.cpu.items()))
         rps = ", ".join(f"{m} {v:g}" for m, v in p.etcd_rps.items()) or "none"
         log = "-" if p.served_log_s is None else f"{p.served_log_s:.2f} s"
