@@ -233,8 +233,8 @@ class HealthService:
             await self._retry()
         self._published += len(writes.verdicts) + len(writes.observations)
         if self._published >= GIVE_BACK and not self.core.pending:
-            self._published = 0  # a new config's servers all published: the encoding's
-            await in_thread(give_back)  # C heap (80 MB at 40,000) goes back to the system
+            self._published = 0  # a new config's servers all published: the C heap's
+            await in_thread(give_back)  # free pages (the documents' encoding) go back
 
     async def _retry(self) -> None:
         await asyncio.sleep(RETRY)
