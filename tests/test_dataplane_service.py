@@ -4,7 +4,9 @@ express is refused with a clear error and the running table stays; then a valid 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from support import netlab
@@ -27,6 +29,23 @@ virtual web {{
 """
 
 
+@contextlib.asynccontextmanager
+async def running(lab: netlab.Lab, before: Callable[[], object] = lambda: None,
+                  ) -> AsyncIterator[tuple[DataPlane, asyncio.Task[None]]]:
+    """A data plane (nftables) of namespace ``r`` of ``lab``, running; ``before()`` is done
+    before it starts."""
+    plane = DataPlane("nftables", netns=lab.add_ns("r"))
+    before()
+    plane.start()
+    task = asyncio.create_task(plane.run())
+    try:
+        yield plane, task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        plane.close()
+
+
 def config(network: str, server: str):
     cfg = lvscf.parse(CFG.format(network=network, server=server), "t.cf").config
     assert cfg is not None
@@ -35,17 +54,13 @@ def config(network: str, server: str):
 
 async def test_refused_configuration_keeps_the_running_table(caplog) -> None:
     with netlab.Lab("dps") as lab:
-        ns = lab.add_ns("r")
-        plane = DataPlane("nftables", netns=ns)
-        plane.start()
-        task = asyncio.create_task(plane.run())
-        try:
+        async with running(lab) as (plane, task):
             up = {("web", "a"): Health("up")}
             good = config("nat", "10.0.1.1")
             plane.update(good, up, {}, active=True)
             await asyncio.wait_for(plane.applied.wait(), 10)
-            running = dict(await plane.backend.read())
-            assert len(running) == 1
+            kept = dict(await plane.backend.read())
+            assert len(kept) == 1
             caplog.set_level(logging.ERROR)
             # IPv6 real server behind an IPv4 VIP: fine for IPVS tunnelling, not for nftables.
             plane.update(config("tunnel", "fd00::1"), up, {}, active=True)
@@ -54,27 +69,22 @@ async def test_refused_configuration_keeps_the_running_table(caplog) -> None:
                     await asyncio.sleep(0.02)
             assert "cannot program this configuration" in caplog.text
             assert not task.done()
-            assert dict(await plane.backend.read()) == running
+            assert dict(await plane.backend.read()) == kept
             plane.applied.clear()
             plane.update(good.model_copy(update={"serial_no": 2}), {}, {}, active=True)
             await asyncio.wait_for(plane.applied.wait(), 10)
             assert all(not s.dests for s in (await plane.backend.read()).values())
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            plane.close()
 
 
 async def test_the_hash_seed_and_midstream_sysctl_follow_the_mh_service(caplog) -> None:
     cfg = lvscf.parse(CFG.format(network="nat", server="10.0.1.1").replace(
         "    server a", "    scheduler = mh\n    server a"), "t.cf").config
     with netlab.Lab("dps") as lab:
-        plane = DataPlane("nftables", netns=lab.add_ns("r"))
-        lab.sysctl("r", "net.netfilter.nf_conntrack_tcp_loose", 0)
-        plane.start()
-        task = asyncio.create_task(plane.run())
-        caplog.set_level(logging.WARNING)
-        try:
+        def loose_off() -> None:
+            lab.sysctl("r", "net.netfilter.nf_conntrack_tcp_loose", 0)
+
+        async with running(lab, loose_off) as (plane, _task):
+            caplog.set_level(logging.WARNING)
             up = {("web", "a"): Health("up")}
             plane.update(cfg, up, {}, active=True, seed=11)
             await asyncio.wait_for(plane.applied.wait(), 10)
@@ -94,20 +104,13 @@ async def test_the_hash_seed_and_midstream_sysctl_follow_the_mh_service(caplog) 
             await asyncio.wait_for(plane.applied.wait(), 10)
             loose = lab.run("r", "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")
             assert loose.stdout.strip() == "0"
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            plane.close()
 
 
 async def test_nftables_never_holds_preemption_back_for_the_ipvs_sync_daemon() -> None:
     """syncdaemon = 1 means the IPVS daemon: on nftables nothing is received that way, so
     the IPVS warmth measure reports "nothing to wait for" (conntrackd reports its own)."""
     with netlab.Lab("dpw") as lab:
-        plane = DataPlane("nftables", netns=lab.add_ns("r"))
-        plane.start()
-        task = asyncio.create_task(plane.run())
-        try:
+        async with running(lab) as (plane, _task):
             assert plane.warmth.warm_at() == float("inf")  # nothing known yet
             cfg = config("nat", "10.0.1.1").model_copy(update={"syncdaemon": True})
             plane.update(cfg, {}, {}, active=False)
@@ -116,10 +119,6 @@ async def test_nftables_never_holds_preemption_back_for_the_ipvs_sync_daemon() -
                 while plane.warmth.state == "unknown":
                     await asyncio.sleep(0.02)
             assert plane.warmth.state == "off" and plane.warmth.warm_at() == float("-inf")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            plane.close()
 
 
 async def test_quiet_waits_for_the_pass_under_way() -> None:
@@ -127,11 +126,7 @@ async def test_quiet_waits_for_the_pass_under_way() -> None:
     waits while one is due or under way (here: waiting for the backend, which the test
     holds), and returns when it ends; its limit bounds the wait."""
     with netlab.Lab("dpq") as lab:
-        ns = lab.add_ns("r")
-        plane = DataPlane("nftables", netns=ns)
-        plane.start()
-        task = asyncio.create_task(plane.run())
-        try:
+        async with running(lab) as (plane, task):
             good = config("nat", "10.0.1.1")
             await asyncio.wait_for(plane.quiet(), 1)  # idle
             async with plane.backend._lock:  # the backend busy: the pass waits for it
@@ -165,7 +160,3 @@ async def test_quiet_waits_for_the_pass_under_way() -> None:
             await asyncio.wait_for(plane.quiet(), 1)
             assert plane._idle.is_set()
             assert not task.done()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            plane.close()

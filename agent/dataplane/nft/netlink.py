@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import struct
+from collections.abc import Iterator
 
 from agent.dataplane.netns_socket import netlink_socket, netns_path
 
@@ -77,16 +78,23 @@ class Generation:
             self._sock = None
 
 
-def gen_id(attrs: bytes) -> int | None:
+def attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type without the nested/byte-order flags, payload) of each netlink attribute in
+    ``data``; stops at a malformed one."""
+    at = 0
+    while at + 4 <= len(data):
+        size, kind = struct.unpack_from("=HH", data, at)
+        if size < 4:
+            return
+        yield kind & 0x3FFF, data[at + 4:at + size]
+        at += (size + 3) & ~3
+
+
+def gen_id(data: bytes) -> int | None:
     """The generation in a NEWGEN message's attributes (after its nfgenmsg), if any."""
-    offset = 0
-    while offset + 4 <= len(attrs):
-        length, atype = struct.unpack_from("=HH", attrs, offset)
-        if length < 4:
-            break
-        if atype & 0x3FFF == NFTA_GEN_ID and length >= 8:
-            return struct.unpack_from("!I", attrs, offset + 4)[0]
-        offset += (length + 3) & ~3
+    for kind, payload in attrs(data):
+        if kind == NFTA_GEN_ID and len(payload) >= 4:
+            return struct.unpack_from("!I", payload)[0]
     return None
 
 

@@ -16,9 +16,10 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Iterator
 
+from agent.dataplane.netns_socket import netlink_socket
 from agent.dataplane.nft import nfbatch
+from agent.dataplane.nft.netlink import attrs
 
 NFT_MSG_GETSETELEM = 13
 NFT_MSG_NEWSETELEM = 12
@@ -44,17 +45,6 @@ def request(table: str, set_name: str, seq: int, family: int = nfbatch.NFPROTO_I
             + nfbatch.attr(nfbatch.LIST_SET, set_name.encode() + b"\0"))
     kind = (nfbatch.NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
     return nfbatch.message(kind, nfbatch.NLM_F_REQUEST | NLM_F_DUMP, seq, family, body)
-
-
-def attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(type without the nested/byte-order flags, payload) of each attribute in ``data``."""
-    at = 0
-    while at + 4 <= len(data):
-        size, kind = struct.unpack_from("=HH", data, at)
-        if size < 4:
-            return
-        yield kind & 0x3FFF, data[at + 4:at + size]
-        at += (size + 3) & ~3
 
 
 def _counter(expr: bytes) -> tuple[int, int] | None:
@@ -123,23 +113,24 @@ def parse(data: bytes, seq: int) -> tuple[list[Element], bool, bool]:
 def dump(sock: socket.socket, table: str, set_name: str, seq: int = 1) -> list[Element]:
     """Every element of the set, read whole (dumped again if a commit interrupted it,
     :data:`TRIES` times at most). :class:`DumpError` (ENOENT) if there is no such set."""
-    for attempt in range(TRIES):
+    found: list[Element] = []
+    for _ in range(TRIES):
         seq += 1
         sock.send(request(table, set_name, seq))
-        found: list[Element] = []
+        found = []
         done = interrupted = False
         while not done:
             elems, done, cut = parse(sock.recv(BUFFER), seq)
             found += elems
             interrupted = interrupted or cut
-        if not interrupted or attempt == TRIES - 1:
-            return found
-    return found  # (not reached)
+        if not interrupted:
+            break
+    return found
 
 
 def open_socket() -> socket.socket:
     """A netfilter netlink socket of this namespace, with room for big dump replies."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nfbatch.NETLINK_NETFILTER)
+    sock = netlink_socket(nfbatch.NETLINK_NETFILTER)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
         sock.settimeout(10.0)
