@@ -53,3 +53,33 @@ async def test_a_big_command_renews_the_context_and_the_next_one_works() -> None
     rc, renewed, elements, size = got["listed"]
     assert (rc, elements) == (0, 4000) and size > RENEW_AFTER and renewed == 2  # a big answer
     assert tuple(got["after"]) == (0, 2, "")  # the new context writes
+
+
+def resident_mb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 >> 20
+
+
+def left_resident(n: int) -> tuple[int, int]:
+    """Run in the namespace: MB resident before, and after a big transaction and three
+    listings of it (each freeing a context whose cache holds every element)."""
+    from agent.dataplane.nft.libnft import LibNft
+
+    lib = LibNft.load()
+    assert lib is not None
+    before = resident_mb()
+    assert lib.run(big_map(n))[0] == 0
+    for _ in range(3):
+        assert lib.run("list map inet libnft_t m")[0] == 0
+    after = resident_mb()
+    lib.close()
+    return before, after
+
+
+async def test_the_freed_cache_goes_back_to_the_system() -> None:
+    # Measured with 40,000 elements: 33 -> 39 MB; without the C heap handed back after
+    # the context is freed, 33 -> 116 MB (glibc keeps the freed pages).
+    with netlab.Lab("lnfr") as lab:
+        lab.add_ns("r")
+        before, after = await lab.call("r", "test_libnft:left_resident", 40000)
+    assert after - before < 30, (before, after)
