@@ -7,11 +7,11 @@ with a timeout after which the process group is killed. Output and status are lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shlex
-import signal
+
+from .subproc import communicate
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,8 @@ async def run_hook(name: str, command: str | None, env: dict[str, str],
         log.error("%s %r: cannot start: %s", name, command, exc.strerror)
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
+        out, _ = await communicate(proc, limit, group=True)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
         log.error("%s %r: killed after %.0fs", name, command, limit)
         return None
     text = out.decode(errors="replace").strip()

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..subproc import communicate
+
 log = logging.getLogger(__name__)
 
 READY_WITHIN = 10.0  # seconds for conntrackd to say "initialization completed"
@@ -327,17 +329,10 @@ class Conntrackd:
         except OSError as exc:
             return CommandResult(False, str(exc), time.monotonic() - start)
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), within)
+            out, _ = await communicate(proc, within)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             return CommandResult(False, f"no answer within {within:g} s",
                                  time.monotonic() - start)
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            raise
         text = out.decode(errors="replace").strip()
         return CommandResult(proc.returncode == 0, text, time.monotonic() - start)
 

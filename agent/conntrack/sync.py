@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cluster.model import LvsConfig
 
+from ..subproc import communicate
 from .config import SyncConfigError, SyncSettings, local_address, render, settings
 from .daemon import CommandResult, Conntrackd
 
@@ -311,7 +312,7 @@ async def interface_of(address: str, netns: str | None = None) -> str | None:
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        out, _ = await communicate(proc, 10)
         links = json.loads(out or b"[]")
     except (OSError, TimeoutError, ValueError) as exc:
         log.warning("connection sync: cannot list addresses: %s", exc)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Collection
 from pathlib import Path
 
+from ..subproc import communicate
 from .flows import Flow, from_conntrack, from_ip_vs_conn
 
 IP_VS_CONN = Path("/proc/net/ip_vs_conn")
@@ -26,12 +27,7 @@ async def synced_flows(plane: str, vips: Collection[str]) -> list[Flow]:
         return await loop.run_in_executor(None, from_ip_vs_conn, text, vips)
     proc = await asyncio.create_subprocess_exec(
         *CONNTRACK, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
+    out, _ = await communicate(proc, LIMIT)
     text = out.decode(errors="replace")
     if len(text) < INLINE:
         return from_conntrack(text, vips)

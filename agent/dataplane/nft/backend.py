@@ -9,7 +9,6 @@ skipped while the kernel's ruleset generation has not moved. See docs/nftables-b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import shutil
@@ -35,6 +34,7 @@ from agent.dataplane.nft.sched import fallbacks
 from agent.dataplane.stats import Counters
 from agent.dataplane.table import Op, Service, ServiceKey, Table
 from agent.logcap import log_capped
+from agent.subproc import communicate
 from cluster.bulk import in_thread
 
 __all__ = ["NftBackend", "NftError", "NftInputError", "available", "fallbacks"]
@@ -388,15 +388,10 @@ class NftBackend:
             raise NftError(f"cannot run {argv[0]}: {exc}") from None
         data = stdin.encode() if stdin is not None else None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(data), self._timeout)
-        except BaseException as exc:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            if isinstance(exc, TimeoutError):
-                what = " ".join(args[:3])
-                raise NftError(f"nft {what}: no answer in {self._timeout} s") from None
-            raise
+            out, err = await communicate(proc, self._timeout, data)
+        except TimeoutError:
+            what = " ".join(args[:3])
+            raise NftError(f"nft {what}: no answer in {self._timeout} s") from None
         if proc.returncode != 0:
             message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
             raise NftError(f"nft {' '.join(args[:3])}: {message}")
