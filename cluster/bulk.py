@@ -92,6 +92,7 @@ def give_back() -> None:
 NO_FULL = 1 << 30
 _held: asyncio.TimerHandle | None = None
 _thresholds: tuple[int, int, int] | None = None
+_unsettled = False  # a big step began (hold_full_collections) since the last full settle
 
 
 def hold_full_collections(seconds: float) -> None:
@@ -101,7 +102,8 @@ def hold_full_collections(seconds: float) -> None:
     objects, 0.3-0.6 s of the event loop at a time, six times during a push of 40,000
     servers. Young generations are still collected; :func:`settle` makes the one full
     pass after."""
-    global _held, _thresholds
+    global _held, _thresholds, _unsettled
+    _unsettled = True
     if _held is None:
         _thresholds = gc.get_threshold()
         gc.set_threshold(_thresholds[0], _thresholds[1], NO_FULL)
@@ -120,17 +122,25 @@ def _release() -> None:
         _thresholds = None
 
 
-def settle() -> None:
-    """After a big step (a config of thousands of servers adopted, or programmed): one
-    full collection, then everything alive is moved out of the collector's sight
-    (``gc.freeze``). The collector's full passes then go over what was made since, not over
-    the two million objects of 40,000 servers: each such pass held the event loop 0.3-0.5 s,
-    every 20-40 s at steady state (the checks' results keep reaching the oldest generation).
-    What an earlier call froze is unfrozen first, so cyclic garbage of the previous config
-    is collected by this call's pass; objects that die by reference counting (nearly all)
+def settle(full: bool | None = None) -> None:
+    """After a big step (a config of thousands of servers adopted, or programmed):
+    everything alive is moved out of the collector's sight (``gc.freeze``). The collector's
+    full passes then go over what was made since, not over the two million objects of
+    40,000 servers: each such pass held the event loop 0.3-0.5 s, every 20-40 s at steady
+    state (the checks' results keep reaching the oldest generation).
+
+    The first settle after :func:`hold_full_collections` (a big config adopted), or with
+    ``full``, unfreezes what earlier calls froze first, so that cyclic garbage of the
+    previous config is collected too. Any other collects only what was made since the last
+    freeze: with everything unfrozen, a pass over 100,000 servers' objects held the loop
+    0.35-0.95 s, after each big pass of the data plane, six times in a push
+    (docs/benchmarks.md, "Scale"). Objects that die by reference counting (nearly all)
     are freed at once, frozen or not. Ends :func:`hold_full_collections`."""
+    global _unsettled
+    full = _unsettled if full is None else full
     _release()
-    gc.unfreeze()
+    if full:
+        _unsettled = False
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
-

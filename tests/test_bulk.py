@@ -79,30 +79,46 @@ def test_give_back_returns_freed_heap_pages_to_the_system() -> None:
 
 
 def test_settle_hides_what_lives_from_the_collector_and_collects_old_cycles_later() -> None:
-    """After settle() the collector's passes skip what was alive then (frozen); a cycle
-    among those that becomes garbage afterwards is collected by the next settle()."""
+    """After settle() the collector's passes skip what was alive then (frozen). A cycle
+    among those that becomes garbage afterwards is left by a light settle() (which
+    collects what was made since) and collected by the next full one: forced, or the
+    first after hold_full_collections (a big config adopted)."""
     import weakref
 
-    from cluster.bulk import settle
+    from cluster import bulk
 
     class Node:
         pass
 
-    try:
-        kept = [Node() for _ in range(10_000)]
+    def cycle() -> tuple[Node, weakref.ref[Node]]:
         a, b = Node(), Node()
         a.other, b.other = b, a  # a cycle: only the collector frees it
-        gone = weakref.ref(a)
-        settle()
+        return a, weakref.ref(a)
+
+    async def adopted() -> None:
+        bulk.hold_full_collections(10)
+
+    before = gc.get_threshold()
+    try:
+        kept = [Node() for _ in range(10_000)]
+        alive, old = cycle()
+        bulk.settle(full=True)
         assert gc.get_freeze_count() >= len(kept)
-        del a, b
+        del alive
         gc.collect()
-        assert gone() is not None  # frozen: a full pass does not see it
-        settle()
-        assert gone() is None  # unfrozen, collected, the rest frozen again
+        assert old() is not None  # frozen: a full pass does not see it
+        alive, new = cycle()  # made since the freeze
+        del alive
+        bulk.settle()  # light: no config adopted since the last full settle
+        assert new() is None and old() is not None
+        asyncio.run(adopted())
+        bulk.settle()  # the first after a big config: full
+        assert old() is None  # unfrozen, collected, the rest frozen again
         assert gc.get_freeze_count() >= len(kept)
+        assert gc.get_threshold() == before  # the hold is over
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_full_collections_are_held_off_until_settled_or_the_time_is_up() -> None:
