@@ -237,8 +237,12 @@ class Pulse:
         cfg = stored.config
         if sum(len(v.servers) for v in cfg.virtuals) >= GIVE_BACK:
             hold_full_collections(HOLD_FULL)  # until settled, after the data plane's pass
+        try:  # (the follower found it can run: this router's plan, off the loop too)
+            planned = await in_thread(plan, cfg, self.opts.node, cluster=self.opts.cluster)
+        except ValueError:
+            planned = None  # _adopt says why
         wanted = await in_thread(targets, cfg) if self._router_started else None
-        if not self._adopt(cfg, stored.source, health=wanted is None):
+        if not self._adopt(cfg, stored.source, health=wanted is None, planned=planned):
             return
         if wanted is not None and self._router_started:
             # A part at a time: 40,000 new servers would hold the loop for a second.
@@ -258,15 +262,18 @@ class Pulse:
             self.config_refused = ConfigRefusal(serial_no=serial_no, reason=reason)
             self._kick_registration()
 
-    def _adopt(self, cfg: LvsConfig, source: str | None = None, *, health: bool = True
-               ) -> bool:
+    def _adopt(self, cfg: LvsConfig, source: str | None = None, *, health: bool = True,
+               planned: RouterPlan | None = None) -> bool:
         """Run ``cfg`` if it can run here (False if not). ``health``: configure the health
-        checks and the data plane too (else the caller does, after)."""
-        problems = lvscf.cannot_run(cfg, source=source)
+        checks and the data plane too (else the caller does, after). ``planned``: this
+        router's plan of ``cfg``, made already (it checks that ``cfg`` can run)."""
         try:
-            if problems:
-                raise TopologyError("; ".join(map(str, problems)))
-            new = plan(cfg, self.opts.node, cluster=self.opts.cluster)
+            new = planned
+            if new is None:
+                problems = lvscf.cannot_run(cfg, source=source)
+                if problems:
+                    raise TopologyError("; ".join(map(str, problems)))
+                new = plan(cfg, self.opts.node, cluster=self.opts.cluster)
         except ValueError as exc:
             log.error("config serial_no %s cannot run on %s (keeping serial_no %s): %s",
                       cfg.serial_no, self.opts.node,

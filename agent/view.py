@@ -25,7 +25,9 @@ from .latency import DETECT_TO_VIEW
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000  # keys decoded between two turns of the event loop
+CHUNK = 1000  # keys decoded between two turns of the event loop, at most
+SLICE = 0.02  # seconds of decoding between two turns, at most (a key of a health group
+# holds up to 16 servers' documents or more: 1,000 of them were 0.2-0.3 s at 100,000)
 LOGGED_VERDICTS = 3  # a health key changing more servers at once is not logged server by server
 TERMS_KEPT = 8  # leader terms remembered (who held each), for the history of takeovers
 
@@ -111,24 +113,29 @@ class ClusterView:
 
     async def _rebuild(self, snapshot: Snapshot) -> ClusterState:
         """``ClusterState.from_kvs`` of a snapshot, letting the loop run every
-        :data:`CHUNK` keys (100,000 keys take about a second); readers keep the old state
-        until the new one is complete."""
+        :data:`CHUNK` keys or :data:`SLICE` seconds (100,000 keys take about a second);
+        readers keep the old state until the new one is complete."""
         state = ClusterState(self.keys)
-        for n, kv in enumerate(snapshot.items.values(), 1):
+        done, since = 0, time.monotonic()
+        for kv in snapshot.items.values():
             state.apply(kv.key, kv)
-            if n % CHUNK == 0:
+            done += 1
+            if done >= CHUNK or time.monotonic() - since > SLICE:
                 await asyncio.sleep(0)
+                done, since = 0, time.monotonic()
         return state
 
     async def _apply_all(self, changes: list[Change]) -> None:
         """Apply a watch response's changes, letting the loop run every :data:`CHUNK` of
-        them (a push of 40,000 servers brings their health in responses of thousands of
-        keys), but only between two revisions: readers never see half a transaction."""
-        done = 0
+        them or :data:`SLICE` seconds (a push of 40,000 servers brings their health in
+        responses of thousands of keys), but only between two revisions: readers never see
+        half a transaction."""
+        done, since = 0, time.monotonic()
         for i, change in enumerate(changes):
-            if done >= CHUNK and change.revision != changes[i - 1].revision:
+            if (done >= CHUNK or time.monotonic() - since > SLICE) and done \
+                    and change.revision != changes[i - 1].revision:
                 await asyncio.sleep(0)
-                done = 0
+                done, since = 0, time.monotonic()
             await self._apply(change)
             done += 1
 

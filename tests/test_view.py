@@ -121,6 +121,33 @@ async def test_a_big_watch_response_lets_the_loop_run_between_transactions(
     assert all(n % per == 0 for n in mid)  # only between two transactions
 
 
+async def test_a_slow_watch_response_lets_the_loop_run_within_its_time_slice(
+        etcd: Etcd, cluster_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer keys than CHUNK, but each slow to decode (a health group of many servers):
+    the loop gets a turn once SLICE is spent, still only between two transactions."""
+    keys = Keys(cluster_name)
+    value = HealthVerdict(state="up").encode().encode()
+    per = 10
+    changes = [Change(keys.health("v", f"s{i}"), KV(keys.health("v", f"s{i}"), value,
+                                                     i // per + 1, i // per + 1, 1, 0),
+                      i // per + 1) for i in range(50)]
+    monkeypatch.setattr("agent.view.SLICE", 0.0)  # every key is "slow"
+    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
+    seen: list[int] = []
+
+    async def count() -> None:
+        while True:
+            seen.append(len(view.state.health))
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count())
+    await asyncio.sleep(0)
+    await view._apply_all(changes)
+    counter.cancel()
+    mid = sorted({n for n in seen if 0 < n < len(changes)})
+    assert mid == [10, 20, 30, 40]  # a turn after each transaction, none inside one
+
+
 async def test_a_leader_key_seen_directly_counts_only_if_newer(etcd: Etcd,
                                                                cluster_name: str) -> None:
     """pulse hands the view what a campaign or a resign learned of the leader key, with its
