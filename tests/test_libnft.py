@@ -62,7 +62,8 @@ def resident_mb() -> int:
 
 def left_resident(n: int) -> tuple[int, int]:
     """Run in the namespace: MB resident before, and after a big transaction and three
-    listings of it (each freeing a context whose cache holds every element)."""
+    listings of it (each freeing a context whose cache holds every element), then the
+    C heap given back."""
     from agent.dataplane.nft.libnft import LibNft
 
     lib = LibNft.load()
@@ -71,6 +72,7 @@ def left_resident(n: int) -> tuple[int, int]:
     assert lib.run(big_map(n))[0] == 0
     for _ in range(3):
         assert lib.run("list map inet libnft_t m")[0] == 0
+    assert lib.give_back() and not lib.give_back()  # once, then nothing to give back
     after = resident_mb()
     lib.close()
     return before, after

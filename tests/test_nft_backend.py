@@ -466,6 +466,13 @@ async def test_a_big_change_goes_as_several_transactions_of_whole_services(backe
     assert diff(await backend.read(), want) == []
 
 
+def lib_state(backend: NftBackend) -> tuple[int, bool]:
+    """(contexts renewed after big commands, one freed since the heap was given back)."""
+    lib = backend._lib
+    assert lib is not None
+    return lib.renewed, lib.unreturned
+
+
 async def test_a_big_change_in_process_lists_back_whole_with_its_raw_elements():
     """In-process, a big change's transactions are planned and encoded while the one
     before commits, raw element batches after each: the kernel lists back exactly the
@@ -480,6 +487,8 @@ async def test_a_big_change_in_process_lists_back_whole_with_its_raw_elements():
             ops = diff({}, want)
             assert len(nft_plan.split(ops, first=nft_plan.FIRST_TRANSACTION_OPS)) >= 3
             await worker.call_method(b, "apply", ops)
+            renewed, unreturned = await worker.call("test_nft_backend:lib_state", b)
+            assert renewed > 0 and not unreturned  # big contexts freed, the heap given back
             other = NftBackend(netns=ns, compact_delay=None)
             try:
                 assert diff(await other.read(), want) == []

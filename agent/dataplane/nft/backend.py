@@ -170,6 +170,7 @@ class NftBackend:
             if checked:
                 await in_thread(nft_plan.check, state, ops)
             state = await self._commit_parts(state, parts, checked)
+        await self._give_back()
         self._schedule_compaction(state)
 
     async def flush(self) -> None:
@@ -211,6 +212,7 @@ class NftBackend:
                 return
             plan = await in_thread(nft_plan.plan_compaction, state, self.cfg)
             await self._commit(state, await in_thread(self._prepare, plan))
+        await self._give_back()
 
     async def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> None:
         """IPVS connection timeouts: nftables has none of its own (conntrack's apply)."""
@@ -274,6 +276,7 @@ class NftBackend:
             return self._state
         started = time.monotonic()
         listing = await self._list()
+        await self._give_back()
         state = await in_thread(parse_listing, listing, self.cfg)
         took = time.monotonic() - started
         self.listings += 1
@@ -409,6 +412,11 @@ class NftBackend:
         if rc != 0:
             raise NftError(f"nft {' '.join(args[:3])}: {err.strip() or f'status {rc}'}")
         return out
+
+    async def _give_back(self) -> None:
+        """The C heap's free pages back, if a big libnftables context was freed since."""
+        if self._lib is not None and self._lib.unreturned:
+            await asyncio.to_thread(self._lib.give_back)
 
     def _send_elements(self, messages: list[Message]) -> tuple[int, str | None]:
         """Raw batches of set elements (elements.messages'), each in our writers' turn and
