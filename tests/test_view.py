@@ -93,45 +93,13 @@ async def test_a_big_snapshot_lets_the_loop_run(etcd: Etcd, cluster_name: str) -
     assert turns.count >= 2
 
 
-async def test_a_big_watch_response_lets_the_loop_run_between_transactions(
-        etcd: Etcd, cluster_name: str) -> None:
-    """Thousands of changes in one response: the loop gets turns, never inside one
-    revision (a transaction), and the state ends as if applied at once."""
-    keys = Keys(cluster_name)
+async def applied_with_turns(etcd: Etcd, keys: Keys, n: int, per: int) -> tuple[int, list[int]]:
+    """``n`` health keys, ``per`` to a transaction, applied as one watch response: (keys
+    the view holds after, keys it held at each turn the loop had meanwhile)."""
     value = HealthVerdict(state="up").encode().encode()
-    per = 100  # keys per transaction
     changes = [Change(keys.health("v", f"s{i}"), KV(keys.health("v", f"s{i}"), value,
                                                      i // per + 1, i // per + 1, 1, 0),
-                      i // per + 1) for i in range(int(CHUNK * 3.5))]
-    view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
-    seen: list[int] = []  # how many keys the view held at each turn the loop had
-
-    async def count() -> None:
-        while True:
-            seen.append(len(view.state.health))
-            await asyncio.sleep(0)
-
-    counter = asyncio.create_task(count())
-    await asyncio.sleep(0)
-    await view._apply_all(changes)
-    counter.cancel()
-    assert len(view.state.health) == len(changes)
-    mid = [n for n in seen if 0 < n < len(changes)]
-    assert len(mid) >= 3  # turns in between
-    assert all(n % per == 0 for n in mid)  # only between two transactions
-
-
-async def test_a_slow_watch_response_lets_the_loop_run_within_its_time_slice(
-        etcd: Etcd, cluster_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fewer keys than CHUNK, but each slow to decode (a health group of many servers):
-    the loop gets a turn once SLICE is spent, still only between two transactions."""
-    keys = Keys(cluster_name)
-    value = HealthVerdict(state="up").encode().encode()
-    per = 10
-    changes = [Change(keys.health("v", f"s{i}"), KV(keys.health("v", f"s{i}"), value,
-                                                     i // per + 1, i // per + 1, 1, 0),
-                      i // per + 1) for i in range(50)]
-    monkeypatch.setattr("agent.view.SLICE", 0.0)  # every key is "slow"
+                      i // per + 1) for i in range(n)]
     view = ClusterView(etcd, keys, ConfigFollower(etcd, keys))
     seen: list[int] = []
 
@@ -144,8 +112,28 @@ async def test_a_slow_watch_response_lets_the_loop_run_within_its_time_slice(
     await asyncio.sleep(0)
     await view._apply_all(changes)
     counter.cancel()
-    mid = sorted({n for n in seen if 0 < n < len(changes)})
-    assert mid == [10, 20, 30, 40]  # a turn after each transaction, none inside one
+    return len(view.state.health), [k for k in seen if 0 < k < n]
+
+
+async def test_a_big_watch_response_lets_the_loop_run_between_transactions(
+        etcd: Etcd, cluster_name: str) -> None:
+    """Thousands of changes in one response: the loop gets turns, never inside one
+    revision (a transaction), and the state ends as if applied at once."""
+    n, per = int(CHUNK * 3.5), 100
+    held, mid = await applied_with_turns(etcd, Keys(cluster_name), n, per)
+    assert held == n
+    assert len(mid) >= 3  # turns in between
+    assert all(k % per == 0 for k in mid)  # only between two transactions
+
+
+async def test_a_slow_watch_response_lets_the_loop_run_within_its_time_slice(
+        etcd: Etcd, cluster_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer keys than CHUNK, but each slow to decode (a health group of many servers):
+    the loop gets a turn once SLICE is spent, still only between two transactions."""
+    monkeypatch.setattr("agent.view.SLICE", 0.0)  # every key is "slow"
+    held, mid = await applied_with_turns(etcd, Keys(cluster_name), 50, 10)
+    assert held == 50
+    assert sorted(set(mid)) == [10, 20, 30, 40]  # a turn after each transaction only
 
 
 async def test_a_leader_key_seen_directly_counts_only_if_newer(etcd: Etcd,
