@@ -219,6 +219,20 @@ async def test_scheduler_fallbacks_are_logged_by_name(backend, caplog):
     assert any("'lblc'" in w for w in backend.fallbacks(WEB, Service(ServiceSpec("lblc"))))
 
 
+async def test_a_fallback_is_logged_once_and_again_after_the_service_came_back(backend,
+                                                                             caplog):
+    caplog.set_level(logging.WARNING, logger="agent.dataplane.nft")
+    await converge(backend, {MARK: WANT[MARK]})
+    assert caplog.text.count("scheduler 'wlc' not available") == 1
+    caplog.clear()
+    await converge(backend, {MARK: WANT[MARK], DNS6: WANT[DNS6]})  # MARK not written again
+    assert str(MARK) not in caplog.text
+    await converge(backend, {DNS6: WANT[DNS6]})  # MARK deleted: forgotten
+    caplog.clear()
+    await converge(backend, {MARK: WANT[MARK], DNS6: WANT[DNS6]})
+    assert f"{MARK}: scheduler 'wlc' not available" in caplog.text
+
+
 async def test_bad_ops_write_nothing(backend, router):
     await converge(backend, {WEB: WANT[WEB]})
     gen = Generation(router)

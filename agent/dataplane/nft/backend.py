@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
 BIG = 65536  # characters of nft JSON above which it is run or parsed off the event loop
+INLINE_OPS = 16  # a change of at most this many ops is planned on the event loop (< 1 ms)
+INLINE_MESSAGES = 16  # and raw element messages up to this many sent from it: a thread's
+# hop cost a one-server change 1-2 ms of its 20 (docs/benchmarks.md, "Reconcile, nftables")
 SLOW_LISTING = 1.0  # seconds: a listing this slow is logged (at scale, the reason matters)
 #: seconds a scrape may wait for the traffic counters (nft lists the sets, and starts again
 #: whenever the ruleset moves: at 100,000 real servers it did not finish in 60 s)
@@ -304,6 +307,11 @@ class NftBackend:
         def prepare(state: KernelState, part: Sequence[Op]) -> _Prepared:
             return self._prepare(nft_plan.plan_apply(state, part, self.cfg, checked=checked))
 
+        if len(parts) == 1 and len(parts[0]) <= INLINE_OPS:  # a change or two: no thread
+            ready = prepare(state, parts[0])
+            await self._commit(state, ready)
+            self._log_fallbacks(ready)
+            return ready.plan.after
         ahead = asyncio.ensure_future(in_thread(prepare, state, parts[0]))
         for at in range(len(parts)):
             ready = await ahead
@@ -345,7 +353,9 @@ class NftBackend:
                 await self._run(["-j", "-f", "-"], ready.text)
                 commits += 1
             if ready.messages:
-                sent, error = await asyncio.to_thread(self._send_elements, ready.messages)
+                sent, error = (self._send_elements(ready.messages)
+                               if len(ready.messages) <= INLINE_MESSAGES
+                               else await asyncio.to_thread(self._send_elements, ready.messages))
                 commits += sent
                 if error is not None:
                     raise NftError(f"set elements (raw netlink batch): {error}")
@@ -448,8 +458,8 @@ class NftBackend:
         for warning, keys in new.items():
             more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
             log.warning("%s: %s", ", ".join(keys[:3]) + more, warning)
-        for key in self._logged.keys() - plan.after.services.keys():
-            del self._logged[key]
+        for key in plan.deleted:  # (not a walk of every service: 2 ms of a change at 2,500)
+            self._logged.pop(key, None)
 
     def _schedule_compaction(self, state: KernelState) -> None:
         if self._compact_delay is None or not state.untidy:

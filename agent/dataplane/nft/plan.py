@@ -35,6 +35,7 @@ class Plan:
     commands: list[rules.Json]
     after: KernelState
     written: dict[ServiceKey, Service]  # services (re)programmed by this transaction
+    deleted: frozenset[ServiceKey] = frozenset()  # services it deletes
 
 
 def _touch(state: KernelState, ops: Sequence[Op]) -> tuple[dict, dict[ServiceKey, str]]:
@@ -184,7 +185,7 @@ def plan_apply(state: KernelState, ops: Sequence[Op], cfg: rules.Config, *,
         base_ok=True,
         sets_tidy=True,
     )
-    return Plan(cmds, after, written)
+    return Plan(cmds, after, written, frozenset(k for k, h in how.items() if h == "delete"))
 
 
 Sets = tuple[frozenset[guard.Endpoint], frozenset[traffic.Counted]]
