@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cluster.etcd.client import Etcd
+from cluster.etcd.client import Etcd, EtcdUnavailable
 from cluster.etcd.lease import LeaseKeeper
 from cluster.etcd.settings import settings_from
 from lvslab.etcd_server import LocalEtcd
@@ -19,6 +19,19 @@ async def until(cond, limit: float = 10.0) -> None:
     async with asyncio.timeout(limit):
         while not cond():
             await asyncio.sleep(0.02)
+
+
+async def read_again(etcd: Etcd, key: str, limit: float = 10.0) -> object:
+    """``etcd.get(key)``, tried again while etcd is unreachable: after a restart the
+    keep-alive stream can be back before the unary calls' connection (grpc reconnects
+    with backoff; under a loaded machine a get failed three times right after the
+    lease's first refresh)."""
+    async with asyncio.timeout(limit):
+        while True:
+            try:
+                return await etcd.get(key)
+            except EtcdUnavailable:
+                await asyncio.sleep(0.1)
 
 
 async def test_deadline_is_send_time_plus_ttl_and_survives_an_etcd_restart(
@@ -40,7 +53,7 @@ async def test_deadline_is_send_time_plus_ttl_and_survives_an_etcd_restart(
             private_etcd.start()
             await until(lambda: keeper.deadline > time.monotonic() + 1)
             assert keeper.lease_id == lease and keeper.stats.lost == 0  # etcd kept it
-            assert (await etcd.get("/lvs/lease-test")) is not None
+            assert (await read_again(etcd, "/lvs/lease-test")) is not None
             await keeper.revoke()
             assert keeper.lease_id is None and keeper.deadline == float("-inf")
             assert (await etcd.get("/lvs/lease-test")) is None  # its keys went with it

@@ -43,9 +43,11 @@ log = logging.getLogger(__name__)
 
 LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
 BIG = 65536  # characters of nft JSON above which it is run or parsed off the event loop
-INLINE_OPS = 16  # a change of at most this many ops is planned on the event loop (< 1 ms)
-INLINE_MESSAGES = 16  # and raw element messages up to this many sent from it: a thread's
-# hop cost a one-server change 1-2 ms of its 20 (docs/benchmarks.md, "Reconcile, nftables")
+INLINE_OPS = 16  # a change of at most this many ops is planned on the event loop (about
+# 8 ms at 40,000 servers, mostly copies of the guard and traffic sets: Python that holds
+# the GIL in a worker thread just the same)
+INLINE_MESSAGES = 16  # and raw element messages up to this many sent from it: the threads'
+# hops cost a one-server change 3-5 ms of its 20 (docs/benchmarks.md, "Reconcile, nftables")
 SLOW_LISTING = 1.0  # seconds: a listing this slow is logged (at scale, the reason matters)
 #: seconds a scrape may wait for the traffic counters (nft lists the sets, and starts again
 #: whenever the ruleset moves: at 100,000 real servers it did not finish in 60 s)
