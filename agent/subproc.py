@@ -24,13 +24,18 @@ async def communicate(proc: asyncio.subprocess.Process, limit: float,
         raise
 
 
-async def kill(proc: asyncio.subprocess.Process, *, group: bool = False) -> None:
-    """Kill ``proc`` (or its process group) and wait, at most :data:`REAP_WAIT`, for it."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if group:
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), REAP_WAIT)
+async def kill(proc: asyncio.subprocess.Process, *, group: bool = False,
+               within: float = REAP_WAIT) -> bool:
+    """Kill ``proc`` (with ``group``, its whole process group, even if the leader is gone:
+    the others may hold its pipes) and wait, at most ``within`` seconds, for it; whether
+    it was reaped in time (a process that left the group can keep the pipe open)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.returncode is None:
+            proc.kill()
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), within)
+    except TimeoutError:
+        return False
+    return True

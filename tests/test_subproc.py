@@ -63,3 +63,16 @@ async def test_a_group_is_killed_whole(tmp_path: Path) -> None:
         await communicate(proc, 0.5, group=True)
     assert proc.returncode is not None
     assert gone(int(pidfile.read_text())), "the grandchild outlived the kill"
+
+
+async def test_a_group_is_killed_even_after_its_leader_exited(tmp_path: Path) -> None:
+    """The leader is gone at once; its child keeps the output pipe open: the answer never
+    comes, and the group kill must still reach the child."""
+    pidfile = tmp_path / "pid"
+    proc = await sleeper("sh", "-c", f"sleep 30 & echo $! > {pidfile}", group=True)
+    async with asyncio.timeout(5):  # (wait() would wait for the pipes too: Python 3.11)
+        while proc.returncode is None:
+            await asyncio.sleep(0.02)
+    with pytest.raises(TimeoutError):
+        await communicate(proc, 0.5, group=True)
+    assert gone(int(pidfile.read_text())), "the leader's child outlived the kill"

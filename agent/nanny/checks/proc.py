@@ -8,13 +8,12 @@ cancellation goes on, so no check program outlives its check.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from dataclasses import dataclass
 
 from agent.nanny.match import MAX_READ
+from agent.subproc import kill
 
 log = logging.getLogger("agent.nanny")
 _REAP_WAIT = 2.0  # seconds to wait for a killed program to be reaped
@@ -48,11 +47,7 @@ async def run(argv: tuple[str, ...], capture: bool = True) -> Ran:
         output = await _read_all(proc.stdout) if proc.stdout is not None else b""
         code = await proc.wait()
     except BaseException:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:  # reap it; a process that left the group could still hold the pipe: bounded
-            await asyncio.wait_for(asyncio.shield(proc.wait()), _REAP_WAIT)
-        except TimeoutError:
+        if not await kill(proc, group=True, within=_REAP_WAIT):
             log.warning("nanny: %s killed but its output pipe is still held open", argv[0])
         raise
     return Ran(code, output)
