@@ -377,7 +377,8 @@ def _regroup(slot: Any, groups: dict[str, dict[str, Any]], virtual: str,
     """Group key ``pk`` of ``virtual`` now holds ``kv``: its entries replace what it held in
     ``slot`` ({server: document}); only changed servers are ``touched``. An entry it held
     goes only if no other key has replaced it since; then another group of the same virtual
-    that still names the server (a layout in change) speaks for it."""
+    that still names the server (a layout in change) speaks for it. Of several groups that
+    name a server, the lowest shard speaks, whatever the order their keys came in."""
     name = pk.parts[-1]  # the shard
     old = groups.pop(name, {})
     if kv is None:
@@ -392,6 +393,8 @@ def _regroup(slot: Any, groups: dict[str, dict[str, Any]], virtual: str,
         key = ServerKey(virtual, server)
         before = old.get(server)
         if before != doc:
+            if len(groups) > 1 and any(server in groups[n] for n in groups if n < name):
+                continue  # a lower shard names it too (a layout in change): that one speaks
             slot[key] = doc
             touched(key)
         elif slot.get(key) is before:  # the same verdict: held as the new document now
@@ -403,9 +406,9 @@ def _regroup(slot: Any, groups: dict[str, dict[str, Any]], virtual: str,
         if slot.get(key) is not doc:
             continue
         del slot[key]
-        for other in groups.values():
-            if server in other:
-                slot[key] = other[server]
+        for other in sorted(groups):  # the lowest shard that still names it speaks
+            if server in groups[other]:
+                slot[key] = groups[other][server]
                 break
         touched(key)
     return why
